@@ -1,0 +1,215 @@
+//! The op set: exactly what ResNet-50 + the MoCo heads + the MoCo step need, once per backend.
+//!
+//! The model, the MoCo step, the optimisers and the loss scaler are written once against this
+//! trait; the CPU backend (`cpu/`) is the reference every other backend is tested against.
+//!
+//! Conventions (every backend):
+//! - A `Buf` holds `f32`-valued elements in device memory. A backend may store activations in
+//!   lower precision (fp16 on CUDA); `round_act` is where the CPU emulates that rounding.
+//! - Views address a contiguous range of a `Buf`, so flat parameter/gradient buffers can be
+//!   cut into per-tensor views without copies.
+//! - Activations are NHWC (`[n, h, w, c]`, i.e. `[m, c]` rows with `m = n*h*w`); conv weights
+//!   OHWI; linear weights `[out, in]`.
+//! - Ops that produce an activation or an activation gradient OVERWRITE their output.
+//!   Ops that produce a PARAMETER gradient (`*_bwd_filter`, `linear_bwd_weight`, the BN
+//!   gamma/beta sums added by the caller) ACCUMULATE into it, so two views and several
+//!   micro-batches sum into one gradient buffer that the optimiser step clears.
+//! - Reductions that the caller needs on the host (norms, loss pieces, the inf/NaN verdict)
+//!   return host values.
+
+use crate::error::Result;
+use crate::shapes::{ConvShape, PoolShape};
+use std::ops::Range;
+
+pub trait Backend: Send + Sync {
+    /// Device storage of f32-valued elements.
+    type Buf: Send;
+    /// Read-only view of a contiguous range of a `Buf`.
+    type View<'a>
+    where
+        Self: 'a;
+    /// Writable view of a contiguous range of a `Buf`.
+    type ViewMut<'a>
+    where
+        Self: 'a;
+
+    fn name(&self) -> &'static str;
+
+    // ---- memory ----
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    fn from_host(&self, data: &[f32]) -> Result<Self::Buf>;
+    fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Overwrite `buf[range]` with `data` (host to device).
+    fn write(&self, buf: &mut Self::Buf, offset: usize, data: &[f32]) -> Result<()>;
+    fn buf_len(buf: &Self::Buf) -> usize;
+    fn view<'a>(buf: &'a Self::Buf, range: Range<usize>) -> Self::View<'a>;
+    fn view_mut<'a>(buf: &'a mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'a>;
+    /// Zero-copy host access where the device memory is host memory (the CPU backend).
+    fn host_mut(buf: &mut Self::Buf) -> Option<&mut [f32]>;
+
+    // ---- convolution (no bias) ----
+    /// y = conv(x, w). x `[n,h,w,c_in]`, w OHWI, y `[n,oh,ow,c_out]`.
+    fn conv2d_fwd(&self, s: &ConvShape, x: Self::View<'_>, w: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// dx = conv_transpose(dy, w).
+    fn conv2d_bwd_data(&self, s: &ConvShape, dy: Self::View<'_>, w: Self::View<'_>, dx: Self::ViewMut<'_>);
+    /// dw += correlation(x, dy).
+    fn conv2d_bwd_filter(&self, s: &ConvShape, x: Self::View<'_>, dy: Self::View<'_>, dw: Self::ViewMut<'_>);
+
+    // ---- batch norm over [m, c] rows ----
+    /// Per-channel mean and biased variance of x `[m, c]`.
+    fn bn_stats(&self, m: usize, c: usize, x: Self::View<'_>, mean: Self::ViewMut<'_>, var: Self::ViewMut<'_>);
+    /// y = (x - mean) / sqrt(var + eps) * gamma + beta, then ReLU if `relu`.
+    /// gamma/beta absent = affine-free (gamma 1, beta 0).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_apply(
+        &self,
+        m: usize,
+        c: usize,
+        x: Self::View<'_>,
+        mean: Self::View<'_>,
+        var: Self::View<'_>,
+        eps: f32,
+        gamma: Option<Self::View<'_>>,
+        beta: Option<Self::View<'_>>,
+        relu: bool,
+        y: Self::ViewMut<'_>,
+    );
+    /// Per-channel sums for the backward: sum_dy = sum(dy), sum_dy_xhat = sum(dy * xhat),
+    /// where xhat = (x - mean)/sqrt(var + eps). Overwrites both. (These are also dbeta and
+    /// dgamma; under SyncBN they are all-reduced before `bn_bwd_apply`.)
+    #[allow(clippy::too_many_arguments)]
+    fn bn_bwd_reduce(
+        &self,
+        m: usize,
+        c: usize,
+        x: Self::View<'_>,
+        dy: Self::View<'_>,
+        mean: Self::View<'_>,
+        var: Self::View<'_>,
+        eps: f32,
+        sum_dy: Self::ViewMut<'_>,
+        sum_dy_xhat: Self::ViewMut<'_>,
+    );
+    /// dx = gamma * invstd * (dy - sum_dy/count - xhat * sum_dy_xhat/count), where `count` is
+    /// the number of rows the statistics were taken over (all ranks' rows under SyncBN).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_bwd_apply(
+        &self,
+        m: usize,
+        c: usize,
+        count: usize,
+        x: Self::View<'_>,
+        dy: Self::View<'_>,
+        mean: Self::View<'_>,
+        var: Self::View<'_>,
+        eps: f32,
+        gamma: Option<Self::View<'_>>,
+        sum_dy: Self::View<'_>,
+        sum_dy_xhat: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+    );
+    /// running = (1 - momentum) * running + momentum * batch stat, with the variance made
+    /// unbiased (var * count / (count - 1)) as PyTorch does.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_running_update(
+        &self,
+        c: usize,
+        mean: Self::View<'_>,
+        var: Self::View<'_>,
+        count: usize,
+        momentum: f32,
+        running_mean: Self::ViewMut<'_>,
+        running_var: Self::ViewMut<'_>,
+    );
+
+    // ---- elementwise ----
+    fn relu_inplace(&self, x: Self::ViewMut<'_>);
+    /// dx = dy where y > 0 else 0 (y is the ReLU output).
+    fn relu_bwd(&self, y: Self::View<'_>, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+    /// y += x.
+    fn add_inplace(&self, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// y = alpha * x + beta * y.
+    fn axpby(&self, alpha: f32, x: Self::View<'_>, beta: f32, y: Self::ViewMut<'_>);
+    fn copy(&self, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    fn fill(&self, x: Self::ViewMut<'_>, value: f32);
+    fn scale(&self, x: Self::ViewMut<'_>, alpha: f32);
+    /// Round to fp16 and back in place when the backend emulates AMP (CPU); a no-op otherwise.
+    fn round_act(&self, x: Self::ViewMut<'_>);
+
+    // ---- pooling ----
+    /// 3x3/2 pad 1 max pool.
+    fn maxpool_fwd(&self, s: &PoolShape, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// Routes each dy to the first maximal input of its window (recomputed from x); dx overwritten.
+    fn maxpool_bwd(&self, s: &PoolShape, x: Self::View<'_>, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+    /// y[n, c] = mean over hw of x[n, hw, c].
+    fn avgpool_fwd(&self, n: usize, hw: usize, c: usize, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    fn avgpool_bwd(&self, n: usize, hw: usize, c: usize, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+
+    // ---- linear (no bias) and logits ----
+    /// y[n, out] = x[n, in] . w[out, in]^T. Also computes logits q . k^T.
+    fn linear_fwd(&self, n: usize, d_in: usize, d_out: usize, x: Self::View<'_>, w: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// dx[n, in] = dy[n, out] . w[out, in] (overwrites dx).
+    fn linear_bwd_data(&self, n: usize, d_in: usize, d_out: usize, dy: Self::View<'_>, w: Self::View<'_>, dx: Self::ViewMut<'_>);
+    /// dw[out, in] += dy^T . x.
+    fn linear_bwd_weight(&self, n: usize, d_in: usize, d_out: usize, x: Self::View<'_>, dy: Self::View<'_>, dw: Self::ViewMut<'_>);
+
+    // ---- L2 normalisation over rows of [n, d] ----
+    /// y = x / max(|x|, 1e-12) (F.normalize); `norm[n]` keeps max(|x|, 1e-12) for the backward.
+    fn l2norm_fwd(&self, n: usize, d: usize, x: Self::View<'_>, y: Self::ViewMut<'_>, norm: Self::ViewMut<'_>);
+    /// dx = (dy - y * <y, dy>) / norm.
+    fn l2norm_bwd(&self, n: usize, d: usize, y: Self::View<'_>, norm: Self::View<'_>, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+
+    // ---- softmax cross-entropy pieces (the distributed log-sum-exp is assembled from these) ----
+    /// Per row of logits `[rows, cols]`: max and sum(exp(l - max)), skipping -inf entries
+    /// (masked). A fully masked row gives max = -inf, sum = 0. Results are copied to the host.
+    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: Self::View<'_>) -> (Vec<f32>, Vec<f32>);
+    /// Set logits[r, c] = -inf for every (r, c) in `cells` (host list).
+    fn mask_cells(&self, cols: usize, logits: Self::ViewMut<'_>, cells: &[(u32, u32)]);
+    /// dlogits = scale * (exp(logits - lse[row]) - onehot(label[row])), label -1 = none in this
+    /// block; -inf logits give 0. `lse` and `labels` are host slices of length rows.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent_bwd(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: Self::View<'_>,
+        lse: &[f32],
+        labels: &[i32],
+        scale: f32,
+        dlogits: Self::ViewMut<'_>,
+    );
+    /// logits[r, label[r]] for rows with label >= 0 (else 0), to the host.
+    fn gather_cols(&self, rows: usize, cols: usize, logits: Self::View<'_>, labels: &[i32]) -> Vec<f32>;
+
+    // ---- optimiser pieces on flat fp32 buffers ----
+    /// Sum of squares (in f64) of x, to the host: LARS norms, gradient norms.
+    fn sumsq(&self, x: Self::View<'_>) -> f64;
+    /// Sum of squares (in f64) of (y + alpha * x), to the host: the LARS update norm |g + wd*p|.
+    fn sumsq_axpy(&self, alpha: f32, x: Self::View<'_>, y: Self::View<'_>) -> f64;
+    /// theta_k = m * theta_k + (1 - m) * theta_q.
+    fn ema(&self, m: f32, theta_q: Self::View<'_>, theta_k: Self::ViewMut<'_>);
+    /// g *= inv_scale; returns true if any element of g is inf or NaN (before or after).
+    fn unscale_check(&self, g: Self::ViewMut<'_>, inv_scale: f32) -> bool;
+    /// PyTorch SGD: d = g + wd*p; mu = momentum*mu + d; p -= lr * mu.
+    #[allow(clippy::too_many_arguments)]
+    fn sgd_step(&self, lr: f32, momentum: f32, wd: f32, p: Self::ViewMut<'_>, g: Self::View<'_>, mu: Self::ViewMut<'_>);
+    /// LARS with a precomputed trust ratio: d = (g + wd*p) * trust; mu = momentum*mu + d;
+    /// p -= lr * mu. (trust = 1 and wd = 0 for the excluded 1-D tensors.)
+    #[allow(clippy::too_many_arguments)]
+    fn lars_step(&self, lr: f32, momentum: f32, wd: f32, trust: f32, p: Self::ViewMut<'_>, g: Self::View<'_>, mu: Self::ViewMut<'_>);
+    /// PyTorch AdamW (decoupled wd; bias correction with 1-based `step`).
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_step(
+        &self,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        wd: f32,
+        step: u64,
+        p: Self::ViewMut<'_>,
+        g: Self::View<'_>,
+        m: Self::ViewMut<'_>,
+        v: Self::ViewMut<'_>,
+    );
+}

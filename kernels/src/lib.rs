@@ -1,0 +1,14 @@
+//! moco-kernels: the op set of moco-rs, once per backend.
+//!
+//! - `backend`: the `Backend` trait, the narrow op set ResNet-50 + MoCo need.
+//! - `cpu`: the plain-Rust, multi-threaded reference backend (every CUDA op is tested against it).
+//! - `shapes`: shape descriptors shared by all backends.
+
+pub mod backend;
+pub mod cpu;
+pub mod error;
+pub mod shapes;
+
+pub use backend::Backend;
+pub use error::{KernelError, Result};
+pub use shapes::{ConvShape, PoolShape};

@@ -1,0 +1,11 @@
+//! moco-worker: everything one rank runs.
+//!
+//! - `model`: ResNet-50 + projector + predictor on the `Backend` op set, flat parameters, recompute.
+//! - `plan`: the memory plan computed from the model's shapes.
+//! - `data`: synthetic aerial tiles, augmentations, image folders, cache, loader.
+//! - `collective`: the `Collective` trait and its `local` and `ring` implementations.
+
+pub mod collective;
+pub mod data;
+pub mod model;
+pub mod plan;

@@ -1,0 +1,3 @@
+//! ResNet-50 and the MoCo heads, written once against the `Backend` op set.
+
+pub mod topology;
