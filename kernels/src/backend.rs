@@ -57,7 +57,14 @@ pub trait Backend: Send + Sync {
 
     // ---- batch norm over [m, c] rows ----
     /// Per-channel mean and biased variance of x `[m, c]`.
-    fn bn_stats(&self, m: usize, c: usize, x: Self::View<'_>, mean: Self::ViewMut<'_>, var: Self::ViewMut<'_>);
+    fn bn_stats(
+        &self,
+        m: usize,
+        c: usize,
+        x: Self::View<'_>,
+        mean: Self::ViewMut<'_>,
+        var: Self::ViewMut<'_>,
+    );
     /// y = (x - mean) / sqrt(var + eps) * gamma + beta, then ReLU if `relu`.
     /// gamma/beta absent = affine-free (gamma 1, beta 0).
     #[allow(clippy::too_many_arguments)]
@@ -147,17 +154,56 @@ pub trait Backend: Send + Sync {
 
     // ---- linear (no bias) and logits ----
     /// y[n, out] = x[n, in] . w[out, in]^T. Also computes logits q . k^T.
-    fn linear_fwd(&self, n: usize, d_in: usize, d_out: usize, x: Self::View<'_>, w: Self::View<'_>, y: Self::ViewMut<'_>);
+    fn linear_fwd(
+        &self,
+        n: usize,
+        d_in: usize,
+        d_out: usize,
+        x: Self::View<'_>,
+        w: Self::View<'_>,
+        y: Self::ViewMut<'_>,
+    );
     /// dx[n, in] = dy[n, out] . w[out, in] (overwrites dx).
-    fn linear_bwd_data(&self, n: usize, d_in: usize, d_out: usize, dy: Self::View<'_>, w: Self::View<'_>, dx: Self::ViewMut<'_>);
+    fn linear_bwd_data(
+        &self,
+        n: usize,
+        d_in: usize,
+        d_out: usize,
+        dy: Self::View<'_>,
+        w: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+    );
     /// dw[out, in] += dy^T . x.
-    fn linear_bwd_weight(&self, n: usize, d_in: usize, d_out: usize, x: Self::View<'_>, dy: Self::View<'_>, dw: Self::ViewMut<'_>);
+    fn linear_bwd_weight(
+        &self,
+        n: usize,
+        d_in: usize,
+        d_out: usize,
+        x: Self::View<'_>,
+        dy: Self::View<'_>,
+        dw: Self::ViewMut<'_>,
+    );
 
     // ---- L2 normalisation over rows of [n, d] ----
     /// y = x / max(|x|, 1e-12) (F.normalize); `norm[n]` keeps max(|x|, 1e-12) for the backward.
-    fn l2norm_fwd(&self, n: usize, d: usize, x: Self::View<'_>, y: Self::ViewMut<'_>, norm: Self::ViewMut<'_>);
+    fn l2norm_fwd(
+        &self,
+        n: usize,
+        d: usize,
+        x: Self::View<'_>,
+        y: Self::ViewMut<'_>,
+        norm: Self::ViewMut<'_>,
+    );
     /// dx = (dy - y * <y, dy>) / norm.
-    fn l2norm_bwd(&self, n: usize, d: usize, y: Self::View<'_>, norm: Self::View<'_>, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+    fn l2norm_bwd(
+        &self,
+        n: usize,
+        d: usize,
+        y: Self::View<'_>,
+        norm: Self::View<'_>,
+        dy: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+    );
 
     // ---- softmax cross-entropy pieces (the distributed log-sum-exp is assembled from these) ----
     /// Per row of logits `[rows, cols]`: max and sum(exp(l - max)), skipping -inf entries
@@ -192,11 +238,28 @@ pub trait Backend: Send + Sync {
     fn unscale_check(&self, g: Self::ViewMut<'_>, inv_scale: f32) -> bool;
     /// PyTorch SGD: d = g + wd*p; mu = momentum*mu + d; p -= lr * mu.
     #[allow(clippy::too_many_arguments)]
-    fn sgd_step(&self, lr: f32, momentum: f32, wd: f32, p: Self::ViewMut<'_>, g: Self::View<'_>, mu: Self::ViewMut<'_>);
+    fn sgd_step(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        p: Self::ViewMut<'_>,
+        g: Self::View<'_>,
+        mu: Self::ViewMut<'_>,
+    );
     /// LARS with a precomputed trust ratio: d = (g + wd*p) * trust; mu = momentum*mu + d;
     /// p -= lr * mu. (trust = 1 and wd = 0 for the excluded 1-D tensors.)
     #[allow(clippy::too_many_arguments)]
-    fn lars_step(&self, lr: f32, momentum: f32, wd: f32, trust: f32, p: Self::ViewMut<'_>, g: Self::View<'_>, mu: Self::ViewMut<'_>);
+    fn lars_step(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        trust: f32,
+        p: Self::ViewMut<'_>,
+        g: Self::View<'_>,
+        mu: Self::ViewMut<'_>,
+    );
     /// PyTorch AdamW (decoupled wd; bias correction with 1-based `step`).
     #[allow(clippy::too_many_arguments)]
     fn adamw_step(

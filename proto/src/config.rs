@@ -162,8 +162,7 @@ impl TrainConfig {
         let over: toml::Value = toml::from_str(text)
             .map_err(|e| crate::ProtoError::Config(format!("config file is not valid TOML: {e}")))?;
         merge_values(&mut base, over);
-        base.try_into()
-            .map_err(|e: toml::de::Error| crate::ProtoError::Config(format!("config file: {e}")))
+        base.try_into().map_err(|e: toml::de::Error| crate::ProtoError::Config(format!("config file: {e}")))
     }
 }
 

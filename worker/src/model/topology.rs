@@ -21,11 +21,22 @@ pub enum Part {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
     /// Stored OHWI `[c_out, k, k, c_in]`; torchvision's shape is `[c_out, c_in, k, k]`.
-    ConvWeight { c_out: usize, c_in: usize, k: usize },
+    ConvWeight {
+        c_out: usize,
+        c_in: usize,
+        k: usize,
+    },
     /// `[out, in]`, same as torchvision.
-    LinearWeight { d_out: usize, d_in: usize },
-    BnGamma { c: usize },
-    BnBeta { c: usize },
+    LinearWeight {
+        d_out: usize,
+        d_in: usize,
+    },
+    BnGamma {
+        c: usize,
+    },
+    BnBeta {
+        c: usize,
+    },
 }
 
 impl ParamKind {
@@ -280,14 +291,8 @@ impl Topology {
             stage_ends[s] = blocks.len();
         }
         let feat_dim = c_in;
-        let backbone = BackboneSpec {
-            in_channels: dims.in_channels,
-            stem_conv,
-            stem_bn,
-            blocks,
-            stage_ends,
-            feat_dim,
-        };
+        let backbone =
+            BackboneSpec { in_channels: dims.in_channels, stem_conv, stem_bn, blocks, stage_ends, feat_dim };
 
         // Projector (MoCo v3 `_build_mlp(2, feat, 4096, 256)` with last BN affine-free).
         b.part = Part::Projector;
@@ -343,7 +348,13 @@ mod tests {
     use super::*;
 
     fn full() -> Topology {
-        Topology::new(ModelDims { width: 1.0, in_channels: 3, proj_hidden: 4096, dim: 256, pred_hidden: 4096 })
+        Topology::new(ModelDims {
+            width: 1.0,
+            in_channels: 3,
+            proj_hidden: 4096,
+            dim: 256,
+            pred_hidden: 4096,
+        })
     }
 
     #[test]
@@ -356,7 +367,8 @@ mod tests {
         // torchvision's 320 state-dict keys: 159 parameters + fc (2) + 53 BNs x 3 buffers.
         let bb_params = t.params.iter().filter(|p| p.part == Part::Backbone).count();
         assert_eq!(bb_params, 159);
-        let bb_bns = t.buffers.iter().filter(|(n, _, _)| !n.starts_with("pro") && !n.starts_with("pre")).count() / 2;
+        let bb_bns =
+            t.buffers.iter().filter(|(n, _, _)| !n.starts_with("pro") && !n.starts_with("pre")).count() / 2;
         assert_eq!(bb_params + 2 + 3 * bb_bns, 320);
     }
 
@@ -383,7 +395,13 @@ mod tests {
 
     #[test]
     fn width_multiplier_scales_channels_only() {
-        let t = Topology::new(ModelDims { width: 0.125, in_channels: 3, proj_hidden: 256, dim: 64, pred_hidden: 256 });
+        let t = Topology::new(ModelDims {
+            width: 0.125,
+            in_channels: 3,
+            proj_hidden: 256,
+            dim: 64,
+            pred_hidden: 256,
+        });
         assert_eq!(t.backbone.blocks.len(), 16);
         assert_eq!(t.backbone.stem_conv.c_out, 8);
         assert_eq!(t.backbone.feat_dim, 256);
