@@ -116,7 +116,8 @@ pub trait Backend: Send + Sync {
         dx: Self::ViewMut<'_>,
     );
     /// running = (1 - momentum) * running + momentum * batch stat, with the variance made
-    /// unbiased (var * count / (count - 1)) as PyTorch does.
+    /// unbiased (var * count / (count - 1)) as PyTorch does. `running` is `[2c]`: the running
+    /// mean followed by the running variance (the layout of the model's running-stat buffer).
     #[allow(clippy::too_many_arguments)]
     fn bn_running_update(
         &self,
@@ -125,8 +126,7 @@ pub trait Backend: Send + Sync {
         var: Self::View<'_>,
         count: usize,
         momentum: f32,
-        running_mean: Self::ViewMut<'_>,
-        running_var: Self::ViewMut<'_>,
+        running: Self::ViewMut<'_>,
     );
 
     // ---- elementwise ----

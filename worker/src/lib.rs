@@ -7,5 +7,8 @@
 
 pub mod collective;
 pub mod data;
+pub mod error;
 pub mod model;
 pub mod plan;
+
+pub use error::{Result, WorkerError};

@@ -1,0 +1,219 @@
+//! Batch norm as the model runs it: statistics per mode (local, synchronised across ranks, or
+//! over sample groups for the key-side shuffle), running-stat updates, and the backward.
+//!
+//! Statistics of one layer are a few hundred floats, so merging them across ranks happens on the
+//! host through `StatSync`; the heavy work (reductions over rows, the normalisation) stays in the
+//! backend.
+
+use super::views::{full, full_mut};
+use super::topology::BnSpec;
+use crate::error::{Result, WorkerError};
+use moco_kernels::Backend;
+
+/// BN epsilon and running-stat momentum (torchvision defaults).
+pub const BN_EPS: f32 = 1e-5;
+pub const BN_MOMENTUM: f32 = 0.1;
+
+/// Sums small host vectors over all ranks (SyncBN). Implemented by the collective layer.
+pub trait StatSync: Sync {
+    fn world(&self) -> usize;
+    /// Element-wise sum over ranks, in rank order, result on every rank.
+    fn sum(&self, values: &mut [f32]) -> Result<()>;
+}
+
+/// How a BN layer takes its statistics in one forward pass.
+#[derive(Clone, Copy)]
+pub enum BnStats<'a> {
+    /// Over this rank's batch.
+    Local,
+    /// Over every rank's batch (SyncBN).
+    Sync(&'a dyn StatSync),
+    /// Separately over `G` contiguous groups of samples (shuffle BN on the key side; the caller
+    /// permutes samples first). Forward only: nothing is saved for a backward.
+    Groups(usize),
+}
+
+impl BnStats<'_> {
+    /// Rows the statistics are taken over, for a local batch of `m` rows.
+    fn count(&self, m: usize) -> usize {
+        match self {
+            BnStats::Local => m,
+            BnStats::Sync(s) => m * s.world(),
+            BnStats::Groups(g) => m / g,
+        }
+    }
+}
+
+/// Batch statistics of one BN layer kept for its backward (and for recompute).
+pub struct BnSaved<B: Backend> {
+    pub mean: B::Buf,
+    pub var: B::Buf,
+    /// Rows the statistics were taken over (all ranks under SyncBN).
+    pub count: usize,
+}
+
+/// Training-mode forward of one BN layer over `x` = `[m, c]` rows, writing `y`.
+/// `running` (the encoder's running-stat buffer) is updated unless None (recompute passes).
+/// `saved`: statistics from an earlier forward of the same input (recompute) — used as is.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_forward<B: Backend>(
+    be: &B,
+    spec: &BnSpec,
+    params: &B::Buf,
+    running: Option<&mut B::Buf>,
+    stats: BnStats<'_>,
+    saved: Option<&BnSaved<B>>,
+    m: usize,
+    x: &B::Buf,
+    relu: bool,
+    y: &mut B::Buf,
+    topo_params: &[super::topology::ParamSpec],
+) -> Result<Option<BnSaved<B>>> {
+    let c = spec.c;
+    let gamma = spec.gamma.map(|i| B::view(params, topo_params[i].range()));
+    let beta = spec.beta.map(|i| B::view(params, topo_params[i].range()));
+    if let Some(s) = saved {
+        be.bn_apply(m, c, full::<B>(x), full::<B>(&s.mean), full::<B>(&s.var), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+        return Ok(None);
+    }
+    match stats {
+        BnStats::Groups(g) => {
+            if g == 0 || m % g != 0 {
+                return Err(WorkerError::Numeric(format!("shuffle BN: {m} rows do not split into {g} groups")));
+            }
+            let rows = m / g;
+            let mut means = Vec::with_capacity(g * c);
+            let mut vars = Vec::with_capacity(g * c);
+            for gi in 0..g {
+                let r = gi * rows * c..(gi + 1) * rows * c;
+                let mut mean = be.zeros(c)?;
+                let mut var = be.zeros(c)?;
+                be.bn_stats(rows, c, B::view(x, r.clone()), full_mut::<B>(&mut mean), full_mut::<B>(&mut var));
+                be.bn_apply(
+                    rows,
+                    c,
+                    B::view(x, r.clone()),
+                    full::<B>(&mean),
+                    full::<B>(&var),
+                    BN_EPS,
+                    spec.gamma.map(|i| B::view(params, topo_params[i].range())),
+                    spec.beta.map(|i| B::view(params, topo_params[i].range())),
+                    relu,
+                    B::view_mut(y, r),
+                );
+                means.extend(be.to_host(&mean)?);
+                vars.extend(be.to_host(&var)?);
+            }
+            if let Some(run) = running {
+                // SplitBatchNorm: each group updates its own copy of the running stats from the
+                // same start and the copies are averaged, i.e. the update uses the average of the
+                // groups' means and of their unbiased variances. `bn_running_update` unbiases
+                // with `rows`, so hand it the average of the biased variances.
+                let mut mean_avg = vec![0.0f32; c];
+                let mut var_avg = vec![0.0f32; c];
+                for gi in 0..g {
+                    for ch in 0..c {
+                        mean_avg[ch] += means[gi * c + ch] / g as f32;
+                        var_avg[ch] += vars[gi * c + ch] / g as f32;
+                    }
+                }
+                let mean = be.from_host(&mean_avg)?;
+                let var = be.from_host(&var_avg)?;
+                let r = spec.stats_offset..spec.stats_offset + 2 * c;
+                be.bn_running_update(c, full::<B>(&mean), full::<B>(&var), rows, BN_MOMENTUM, B::view_mut(run, r));
+            }
+            Ok(None)
+        }
+        BnStats::Local | BnStats::Sync(_) => {
+            let mut mean = be.zeros(c)?;
+            let mut var = be.zeros(c)?;
+            be.bn_stats(m, c, full::<B>(x), full_mut::<B>(&mut mean), full_mut::<B>(&mut var));
+            if let BnStats::Sync(sync) = stats {
+                sync_moments::<B>(be, sync, &mut mean, &mut var)?;
+            }
+            let count = stats.count(m);
+            be.bn_apply(m, c, full::<B>(x), full::<B>(&mean), full::<B>(&var), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+            if let Some(run) = running {
+                let r = spec.stats_offset..spec.stats_offset + 2 * c;
+                be.bn_running_update(c, full::<B>(&mean), full::<B>(&var), count, BN_MOMENTUM, B::view_mut(run, r));
+            }
+            Ok(Some(BnSaved { mean, var, count }))
+        }
+    }
+}
+
+/// Backward of one BN layer (after any ReLU mask has been applied to `dy`): accumulates
+/// dgamma/dbeta into `grads` (local sums: the gradient all-reduce averages them later, as DDP
+/// does with SyncBN) and writes dx.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward<B: Backend>(
+    be: &B,
+    spec: &BnSpec,
+    params: &B::Buf,
+    grads: &mut B::Buf,
+    stats: BnStats<'_>,
+    saved: &BnSaved<B>,
+    m: usize,
+    x: &B::Buf,
+    dy: &B::Buf,
+    dx: &mut B::Buf,
+    topo_params: &[super::topology::ParamSpec],
+) -> Result<()> {
+    let c = spec.c;
+    let mut sum_dy = be.zeros(c)?;
+    let mut sum_dy_xhat = be.zeros(c)?;
+    be.bn_bwd_reduce(
+        m,
+        c,
+        full::<B>(x),
+        full::<B>(dy),
+        full::<B>(&saved.mean),
+        full::<B>(&saved.var),
+        BN_EPS,
+        full_mut::<B>(&mut sum_dy),
+        full_mut::<B>(&mut sum_dy_xhat),
+    );
+    if let (Some(gi), Some(bi)) = (spec.gamma, spec.beta) {
+        be.add_inplace(full::<B>(&sum_dy_xhat), B::view_mut(grads, topo_params[gi].range()));
+        be.add_inplace(full::<B>(&sum_dy), B::view_mut(grads, topo_params[bi].range()));
+    }
+    if let BnStats::Sync(sync) = stats {
+        let mut both = be.to_host(&sum_dy)?;
+        both.extend(be.to_host(&sum_dy_xhat)?);
+        sync.sum(&mut both)?;
+        be.write(&mut sum_dy, 0, &both[..c])?;
+        be.write(&mut sum_dy_xhat, 0, &both[c..])?;
+    }
+    let gamma = spec.gamma.map(|i| B::view(params, topo_params[i].range()));
+    be.bn_bwd_apply(
+        m,
+        c,
+        saved.count,
+        full::<B>(x),
+        full::<B>(dy),
+        full::<B>(&saved.mean),
+        full::<B>(&saved.var),
+        BN_EPS,
+        gamma,
+        full::<B>(&sum_dy),
+        full::<B>(&sum_dy_xhat),
+        full_mut::<B>(dx),
+    );
+    Ok(())
+}
+
+/// Merge per-rank (mean, biased var) over equal-sized rank batches: the global mean is the
+/// average of means, the global variance the average of (var + mean^2) minus mean^2.
+fn sync_moments<B: Backend>(be: &B, sync: &dyn StatSync, mean: &mut B::Buf, var: &mut B::Buf) -> Result<()> {
+    let m = be.to_host(mean)?;
+    let v = be.to_host(var)?;
+    let c = m.len();
+    let mut buf: Vec<f32> = m.iter().copied().chain(v.iter().zip(&m).map(|(v, m)| v + m * m)).collect();
+    sync.sum(&mut buf)?;
+    let w = sync.world() as f32;
+    let gm: Vec<f32> = buf[..c].iter().map(|s| s / w).collect();
+    let gv: Vec<f32> = buf[c..].iter().zip(&gm).map(|(s, m)| (s / w - m * m).max(0.0)).collect();
+    be.write(mean, 0, &gm)?;
+    be.write(var, 0, &gv)?;
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! An encoder = backbone + projector (+ predictor on the query side), forward and backward.
+
+use super::backbone::{backbone_backward, backbone_forward, BackboneTape, Ctx};
+use super::heads::{head_backward, head_forward, HeadTape};
+use super::topology::Topology;
+use crate::error::Result;
+use moco_kernels::Backend;
+
+pub struct EncoderTape<B: Backend> {
+    pub backbone: BackboneTape<B>,
+    pub projector: HeadTape<B>,
+    pub predictor: Option<HeadTape<B>>,
+}
+
+/// Forward of `x` `[n, size, size, c_in]` through backbone, projector and, if `predictor`,
+/// the predictor. Returns `[n, dim]` (not normalised).
+pub fn encoder_forward<B: Backend>(
+    ctx: &Ctx<B>,
+    topo: &Topology,
+    mut running: Option<&mut B::Buf>,
+    x: B::Buf,
+    n: usize,
+    size: usize,
+    predictor: bool,
+) -> Result<(B::Buf, EncoderTape<B>)> {
+    let (feat, backbone) = backbone_forward(ctx, &topo.backbone, running.as_deref_mut(), x, n, size)?;
+    let (proj, projector) = head_forward(ctx, &topo.projector, running.as_deref_mut(), feat, n)?;
+    if !predictor {
+        return Ok((proj, EncoderTape { backbone, projector, predictor: None }));
+    }
+    let (pred, pred_tape) = head_forward(ctx, &topo.predictor, running, proj, n)?;
+    Ok((pred, EncoderTape { backbone, projector, predictor: Some(pred_tape) }))
+}
+
+/// Backward from the gradient of the encoder output; parameter gradients accumulate into
+/// `grads`. Returns the input gradient if asked.
+pub fn encoder_backward<B: Backend>(
+    ctx: &Ctx<B>,
+    topo: &Topology,
+    tape: EncoderTape<B>,
+    dout: B::Buf,
+    grads: &mut B::Buf,
+    want_dinput: bool,
+) -> Result<Option<B::Buf>> {
+    let dproj = match tape.predictor {
+        Some(pt) => head_backward(ctx, &topo.predictor, pt, dout, grads)?,
+        None => dout,
+    };
+    let dfeat = head_backward(ctx, &topo.projector, tape.projector, dproj, grads)?;
+    backbone_backward(ctx, &topo.backbone, tape.backbone, &dfeat, grads, want_dinput)
+}
