@@ -9,6 +9,7 @@ pub mod collective;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod moco;
 pub mod plan;
 
 pub use error::{Result, WorkerError};

@@ -1,0 +1,67 @@
+//! What the MoCo step needs from the collective layer, and small helpers on device buffers.
+
+use crate::error::Result;
+use crate::model::bn::StatSync;
+use moco_kernels::Backend;
+
+/// The collective operations the MoCo step uses (host buffers, rank order, deterministic).
+pub trait Comm: Sync {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// `recv` = every rank's `send`, concatenated in rank order.
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+    fn all_gather_i64(&self, send: &[i64], recv: &mut [i64]) -> Result<()>;
+    /// `recv` (len L) = sum over ranks of `send[rank*L..(rank+1)*L]`.
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+}
+
+/// World of one: every collective is a copy.
+pub struct Solo;
+
+impl Comm for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+    fn all_gather_i64(&self, send: &[i64], recv: &mut [i64]) -> Result<()> {
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+}
+
+/// SyncBN statistics through the collective.
+pub struct StatSyncComm<'a>(pub &'a dyn Comm);
+
+impl StatSync for StatSyncComm<'_> {
+    fn world(&self) -> usize {
+        self.0.world()
+    }
+    fn sum(&self, values: &mut [f32]) -> Result<()> {
+        self.0.all_reduce_sum(values)
+    }
+}
+
+/// Every rank's `buf`, concatenated in rank order, as a device buffer.
+pub fn all_gather_buf<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Result<B::Buf> {
+    if comm.world() == 1 {
+        return crate::model::heads::clone_buf(be, buf);
+    }
+    let send = be.to_host(buf)?;
+    let mut recv = vec![0.0f32; send.len() * comm.world()];
+    comm.all_gather(&send, &mut recv)?;
+    Ok(be.from_host(&recv)?)
+}

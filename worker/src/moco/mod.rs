@@ -1,0 +1,11 @@
+//! The hybrid MoCo step: loss with the sharded queue, EMA, optimisers, loss scaling, schedules.
+
+pub mod comm;
+pub mod loss;
+pub mod optim;
+pub mod queue;
+pub mod scaler;
+pub mod schedule;
+pub mod state;
+
+pub use state::{Moco, MicroOut, StepOut, Views};

@@ -1,0 +1,312 @@
+//! The state of one rank's hybrid-MoCo training and its step (DESIGN.md, "Data flow of one
+//! optimiser step"): query forward of both views, EMA of the momentum encoder, key forward,
+//! L2 norm, gathered keys, the two contrastive terms against batch keys and the queue shard,
+//! backward, enqueue; and, every `accumulation` micro-batches, the gradient all-reduce, the
+//! unscale with one global inf/NaN verdict, and the optimiser.
+
+use super::comm::{all_gather_buf, Comm, StatSyncComm};
+use super::loss::{contrastive, CtrIn};
+use super::optim::OptimState;
+use super::queue::QueueShard;
+use super::scaler::{LossScaler, ScaleVerdict};
+use crate::error::{Result, WorkerError};
+use crate::model::bn::BnStats;
+use crate::model::params::{init_params, init_stats};
+use crate::model::views::{full, full_mut};
+use crate::model::{encoder_backward, encoder_forward, Ctx, Keep, ModelDims, Topology};
+use moco_kernels::Backend;
+use moco_proto::config::{BnMode, TrainConfig};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// One rank's model, momentum encoder, optimiser, queue shard and scaler.
+pub struct Moco<B: Backend> {
+    pub be: B,
+    pub cfg: TrainConfig,
+    pub topo: Topology,
+    /// fp32 master weights of the query encoder (backbone + projector + predictor).
+    pub params: B::Buf,
+    /// fp32 master weights of the momentum encoder (backbone + projector).
+    pub key_params: B::Buf,
+    /// fp16-rounded compute copies under AMP (None: compute with the masters).
+    pub weights: Option<B::Buf>,
+    pub key_weights: Option<B::Buf>,
+    /// Gradient accumulation buffer (fp32, scaled by the loss scale until unscaled).
+    pub grads: B::Buf,
+    /// BN running statistics of the query and momentum encoders.
+    pub q_stats: B::Buf,
+    pub k_stats: B::Buf,
+    pub opt: OptimState<B>,
+    pub queue: Option<QueueShard<B>>,
+    pub scaler: LossScaler,
+    /// Micro-batches done since the last optimiser step.
+    pub micro_in_step: usize,
+    /// Micro-batches done in total (seeds the key-side shuffle).
+    pub micro_total: u64,
+    /// Optimiser steps attempted (applied or skipped).
+    pub steps: u64,
+}
+
+/// What one micro-batch reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MicroOut {
+    /// ctr(q1, k2) + ctr(q2, k1) on this rank's rows.
+    pub loss: f32,
+    pub loss_terms: [f32; 2],
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOut {
+    pub applied: bool,
+    /// Loss scale after the update.
+    pub scale: f32,
+}
+
+/// A two-view micro-batch as the step consumes it: NHWC f32, normalised.
+pub struct Views<'a> {
+    pub x1: &'a [f32],
+    pub x2: &'a [f32],
+    /// Dataset index of each image.
+    pub idx: &'a [i64],
+    pub n: usize,
+    pub size: usize,
+    pub channels: usize,
+}
+
+impl<B: Backend> Moco<B> {
+    /// Fresh state: torchvision init, momentum encoder = copy of the query encoder, random
+    /// queue shard.
+    pub fn new(be: B, cfg: &TrainConfig, in_channels: usize, rank: usize, world: usize) -> Result<Self> {
+        let topo = Topology::new(ModelDims::from_config(cfg, in_channels));
+        let host = init_params(&topo, cfg.seed);
+        let stats = init_stats(&topo);
+        let params = be.from_host(&host)?;
+        let key_params = be.from_host(&host[..topo.key_len()])?;
+        let queue = if cfg.queue_size > 0 {
+            Some(QueueShard::init(&be, cfg.queue_size, cfg.dim, rank, world, cfg.seed)?)
+        } else {
+            None
+        };
+        let mut m = Moco {
+            opt: OptimState::new(&be, cfg.optimizer, topo.param_len())?,
+            grads: be.zeros(topo.param_len())?,
+            q_stats: be.from_host(&stats)?,
+            k_stats: be.from_host(&stats)?,
+            weights: None,
+            key_weights: None,
+            params,
+            key_params,
+            queue,
+            scaler: LossScaler::new(cfg.amp),
+            micro_in_step: 0,
+            micro_total: 0,
+            steps: 0,
+            cfg: cfg.clone(),
+            topo,
+            be,
+        };
+        m.refresh_weights()?;
+        Ok(m)
+    }
+
+    /// Rebuild the fp16 compute copies from the masters (AMP only).
+    pub fn refresh_weights(&mut self) -> Result<()> {
+        if !self.cfg.amp {
+            self.weights = None;
+            self.key_weights = None;
+            return Ok(());
+        }
+        for (master, copy) in [(&self.params, &mut self.weights), (&self.key_params, &mut self.key_weights)] {
+            let mut w = match copy.take() {
+                Some(w) => w,
+                None => self.be.zeros(B::buf_len(master))?,
+            };
+            self.be.copy(full::<B>(master), full_mut::<B>(&mut w));
+            self.be.round_act(full_mut::<B>(&mut w));
+            *copy = Some(w);
+        }
+        Ok(())
+    }
+
+    fn query_stats<'a>(&self, comm: &'a StatSyncComm<'a>) -> BnStats<'a> {
+        match self.cfg.bn_mode {
+            BnMode::Sync => BnStats::Sync(comm),
+            BnMode::Local | BnMode::Shuffle => BnStats::Local,
+        }
+    }
+
+    /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view. Under shuffle BN the
+    /// samples are permuted before the encoder and the keys un-permuted after it.
+    fn keys(&mut self, comm: &StatSyncComm<'_>, x: &[f32], v: &Views<'_>, view: u64) -> Result<B::Buf> {
+        let n = v.n;
+        let per = v.size * v.size * v.channels;
+        let (stats, perm) = match self.cfg.bn_mode {
+            BnMode::Sync => (BnStats::Sync(comm), None),
+            BnMode::Local => (BnStats::Local, None),
+            BnMode::Shuffle => {
+                let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ (self.micro_total << 2 | view));
+                let mut perm: Vec<usize> = (0..n).collect();
+                perm.shuffle(&mut rng);
+                (BnStats::Groups(self.cfg.shuffle_groups), Some(perm))
+            }
+        };
+        let input = match &perm {
+            Some(p) => {
+                let mut shuffled = vec![0.0f32; x.len()];
+                for (dst, &src) in p.iter().enumerate() {
+                    shuffled[dst * per..(dst + 1) * per].copy_from_slice(&x[src * per..(src + 1) * per]);
+                }
+                self.be.from_host(&shuffled)?
+            }
+            None => self.be.from_host(x)?,
+        };
+        let weights = self.key_weights.as_ref().unwrap_or(&self.key_params);
+        let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats, keep: Keep::Nothing };
+        let (k, _) = encoder_forward(&ctx, &self.topo, Some(&mut self.k_stats), input, n, v.size, false)?;
+        let mut kn = self.be.zeros(B::buf_len(&k))?;
+        let mut norm = self.be.zeros(n)?;
+        let d = self.cfg.dim;
+        self.be.l2norm_fwd(n, d, full::<B>(&k), full_mut::<B>(&mut kn), full_mut::<B>(&mut norm));
+        match perm {
+            Some(p) => {
+                let shuffled = self.be.to_host(&kn)?;
+                let mut keys = vec![0.0f32; shuffled.len()];
+                for (dst, &src) in p.iter().enumerate() {
+                    keys[src * d..(src + 1) * d].copy_from_slice(&shuffled[dst * d..(dst + 1) * d]);
+                }
+                Ok(self.be.from_host(&keys)?)
+            }
+            None => Ok(kn),
+        }
+    }
+
+    /// Forward and backward of one micro-batch; gradients accumulate into `self.grads`.
+    /// `momentum` is this optimiser step's EMA coefficient (applied on its first micro-batch).
+    pub fn micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<MicroOut> {
+        let (n, d) = (v.n, self.cfg.dim);
+        let per = v.size * v.size * v.channels;
+        if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
+            return Err(WorkerError::Data(format!(
+                "micro-batch of {n} images at {0}x{0}x{1}: view sizes {2}/{3}, {4} indices",
+                v.size,
+                v.channels,
+                v.x1.len(),
+                v.x2.len(),
+                v.idx.len()
+            )));
+        }
+        let sync = StatSyncComm(comm);
+        let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
+
+        // Query encoder, both views; tapes kept for the backward.
+        let mut q_out = Vec::with_capacity(2);
+        for x in [v.x1, v.x2] {
+            let input = self.be.from_host(x)?;
+            let weights = self.weights.as_ref().unwrap_or(&self.params);
+            let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(&sync), keep };
+            let (q, tape) = encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
+            let mut qn = self.be.zeros(n * d)?;
+            let mut norm = self.be.zeros(n)?;
+            self.be.l2norm_fwd(n, d, full::<B>(&q), full_mut::<B>(&mut qn), full_mut::<B>(&mut norm));
+            q_out.push((qn, norm, tape));
+        }
+
+        // EMA once per optimiser step, before the key forward (MOCO.md step 3).
+        if self.micro_in_step == 0 {
+            let kl = self.topo.key_len();
+            self.be.ema(momentum, B::view(&self.params, 0..kl), full_mut::<B>(&mut self.key_params));
+            if self.cfg.amp {
+                self.refresh_weights()?;
+            }
+        }
+        let k1 = self.keys(&sync, v.x1, v, 1)?;
+        let k2 = self.keys(&sync, v.x2, v, 2)?;
+        let k1_all = all_gather_buf(&self.be, comm, &k1)?;
+        let k2_all = all_gather_buf(&self.be, comm, &k2)?;
+        let mut idx_all = vec![0i64; n * comm.world()];
+        comm.all_gather_i64(v.idx, &mut idx_all)?;
+
+        // Symmetric loss: ctr(q1, k2) + ctr(q2, k1).
+        let grad_scale = self.scaler.scale();
+        let mut terms = [0.0f32; 2];
+        let mut dqs = Vec::with_capacity(2);
+        for (t, (qn, _, _)) in q_out.iter().enumerate() {
+            let k_all = if t == 0 { &k2_all } else { &k1_all };
+            let inp = CtrIn {
+                q: qn,
+                k_all,
+                q_idx_all: &idx_all,
+                n,
+                dim: d,
+                temperature: self.cfg.temperature,
+                mask_own: self.cfg.mask_own,
+                grad_scale,
+            };
+            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref())?;
+            terms[t] = out.loss;
+            dqs.push(out.dq);
+        }
+
+        // Backward of both views into the shared gradient buffer.
+        for ((qn, norm, tape), dq) in q_out.into_iter().zip(dqs) {
+            let mut dqraw = self.be.zeros(n * d)?;
+            self.be.l2norm_bwd(n, d, full::<B>(&qn), full::<B>(&norm), full::<B>(&dq), full_mut::<B>(&mut dqraw));
+            self.be.round_act(full_mut::<B>(&mut dqraw));
+            let weights = self.weights.as_ref().unwrap_or(&self.params);
+            let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(&sync), keep };
+            encoder_backward(&ctx, &self.topo, tape, dqraw, &mut self.grads, false)?;
+        }
+
+        // Enqueue this micro-batch's keys (view 1 first), after the loss.
+        if let Some(q) = self.queue.as_mut() {
+            let mut keys = self.be.zeros(2 * n * d)?;
+            self.be.copy(full::<B>(&k1), B::view_mut(&mut keys, 0..n * d));
+            self.be.copy(full::<B>(&k2), B::view_mut(&mut keys, n * d..2 * n * d));
+            let idx: Vec<i64> = v.idx.iter().chain(v.idx).copied().collect();
+            q.enqueue(&self.be, &keys, &idx)?;
+        }
+        self.micro_in_step += 1;
+        self.micro_total += 1;
+        let loss = terms[0] + terms[1];
+        if !loss.is_finite() && !self.cfg.amp {
+            return Err(WorkerError::Numeric(format!(
+                "the loss became {loss} at step {} without AMP: lower --base-lr or check the data",
+                self.steps
+            )));
+        }
+        Ok(MicroOut { loss, loss_terms: terms })
+    }
+
+    /// All-reduce the accumulated gradients, unscale them with one global inf/NaN verdict, and
+    /// apply the optimiser (or skip the step on overflow). `lr` is this step's learning rate.
+    pub fn optimizer_step(&mut self, comm: &dyn Comm, lr: f32) -> Result<StepOut> {
+        let micro = self.micro_in_step.max(1);
+        let world = comm.world();
+        if world > 1 {
+            match B::host_mut(&mut self.grads) {
+                Some(host) => comm.all_reduce_sum(host)?,
+                None => {
+                    let mut host = self.be.to_host(&self.grads)?;
+                    comm.all_reduce_sum(&mut host)?;
+                    self.be.write(&mut self.grads, 0, &host)?;
+                }
+            }
+        }
+        // Mean over ranks and micro-batches, and undo the loss scale, in one pass.
+        let inv = 1.0 / (self.scaler.scale() * world as f32 * micro as f32);
+        let local_bad = self.be.unscale_check(full_mut::<B>(&mut self.grads), inv);
+        let mut flag = [if local_bad { 1.0f32 } else { 0.0 }];
+        comm.all_reduce_sum(&mut flag)?;
+        let verdict = self.scaler.update(flag[0] > 0.0);
+        if verdict == ScaleVerdict::Apply {
+            self.opt.step(&self.be, &self.topo.params, &mut self.params, &self.grads, lr, self.cfg.weight_decay);
+            self.refresh_weights()?;
+        }
+        self.be.fill(full_mut::<B>(&mut self.grads), 0.0);
+        self.micro_in_step = 0;
+        self.steps += 1;
+        Ok(StepOut { applied: verdict == ScaleVerdict::Apply, scale: self.scaler.scale() })
+    }
+}
