@@ -4,6 +4,8 @@
 //! - `plan`: the memory plan computed from the model's shapes.
 //! - `data`: synthetic aerial tiles, augmentations, image folders, cache, loader.
 //! - `collective`: the `Collective` trait and its `local` and `ring` implementations.
+//! - `moco`: the hybrid MoCo step: loss with the sharded queue, EMA, optimisers, loss scaling.
+//! - `train`: one rank's training loop, schedules and metrics.
 
 pub mod collective;
 pub mod data;
@@ -11,5 +13,6 @@ pub mod error;
 pub mod model;
 pub mod moco;
 pub mod plan;
+pub mod train;
 
 pub use error::{Result, WorkerError};

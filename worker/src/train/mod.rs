@@ -1,0 +1,7 @@
+//! One rank's training: the loop, schedules, metrics.
+
+pub mod metrics;
+pub mod run;
+
+pub use metrics::{MetricsLog, StepMetrics};
+pub use run::{train, MicroBatches, OwnedViews, Schedule, Summary};
