@@ -37,6 +37,7 @@ pub trait Backend: Send + Sync {
 
     // ---- memory ----
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &[f32]) -> Result<Self::Buf>;
     fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Overwrite `buf[range]` with `data` (host to device).

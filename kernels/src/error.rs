@@ -10,6 +10,8 @@ pub enum KernelError {
     Cuda { op: &'static str, detail: String },
     #[error("kernel compilation failed for {kernel} ({arch}): {log}")]
     Compile { kernel: String, arch: String, log: String },
+    #[error("NVRTC, the CUDA runtime compiler, is unavailable: {0}")]
+    NoNvrtc(String),
     #[error("out of device memory: {0}")]
     OutOfMemory(String),
 }

@@ -2,10 +2,13 @@
 //!
 //! - `backend`: the `Backend` trait, the narrow op set ResNet-50 + MoCo need.
 //! - `cpu`: the plain-Rust, multi-threaded reference backend (every CUDA op is tested against it).
+//! - `cuda`: hand-written CUDA kernels, NVRTC compilation and typed launches (compiled, not yet
+//!   run on a GPU).
 //! - `shapes`: shape descriptors shared by all backends.
 
 pub mod backend;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod shapes;
 

@@ -1,0 +1,118 @@
+// Softmax cross-entropy pieces over fp32 logits [rows, cols] (compiled, not yet run on a GPU).
+//
+// The MoCo loss is a log-sum-exp over columns split across ranks (the batch-key block and each
+// rank's queue shard), so these kernels produce per-row (max, sum-exp) pairs that the caller
+// combines across blocks and ranks, and the backward takes the combined lse back.
+// Masked cells hold -inf and contribute nothing: exp(-inf) = 0 in the sums, 0 in the gradient.
+#include "common.cuh"
+
+// Online (max, sum) pair: sum = sum of exp(l - max) over the elements seen so far.
+struct MaxSum {
+    float max;
+    float sum;
+};
+
+// Merge two partial pairs. A pair whose max is -inf has seen only masked cells (sum 0).
+__device__ __forceinline__ MaxSum maxsum_merge(MaxSum a, MaxSum b) {
+    const float m = fmaxf(a.max, b.max);
+    if (m == moco_neg_inf()) return {m, 0.0f};
+    return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
+}
+
+// Per row: max over non-masked logits and sum(exp(l - max)). A fully masked row gives
+// max = -inf, sum = 0. One block per row; each thread keeps an online pair over its columns
+// (one read of the row), then the block merges the pairs in a fixed tree order.
+extern "C" __global__ void row_max_sumexp_f32(int rows, int cols, const float* logits,
+                                              float* row_max, float* row_sum) {
+    __shared__ MaxSum warp_pairs[32];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps = (blockDim.x + 31) >> 5;
+    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+        const float* lr = logits + row * cols;
+        MaxSum acc = {moco_neg_inf(), 0.0f};
+        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+            const float l = lr[j];
+            if (l == moco_neg_inf()) continue;
+            if (l > acc.max) {
+                acc.sum = acc.sum * expf(acc.max - l) + 1.0f;
+                acc.max = l;
+            } else {
+                // Also reached by NaN logits: the sum becomes NaN, which the loss scaler sees.
+                acc.sum += expf(l - acc.max);
+            }
+        }
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            MaxSum other;
+            other.max = __shfl_xor_sync(MOCO_FULL_MASK, acc.max, offset);
+            other.sum = __shfl_xor_sync(MOCO_FULL_MASK, acc.sum, offset);
+            acc = maxsum_merge(acc, other);
+        }
+        __syncthreads();  // the previous row's readers are done with warp_pairs
+        if (lane == 0) warp_pairs[warp] = acc;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            MaxSum total = warp_pairs[0];
+            for (int k = 1; k < warps; ++k) total = maxsum_merge(total, warp_pairs[k]);
+            row_max[row] = total.max;
+            row_sum[row] = total.sum;
+        }
+    }
+}
+
+// logits[r, c] = -inf for each of the n_cells (r, c) pairs in cells ([n_cells, 2] ints).
+// The cells live in device memory where the host cannot validate them cheaply, so the kernel
+// skips out-of-range pairs rather than write outside logits.
+extern "C" __global__ void mask_cells_f32(int rows, int cols, int n_cells, const int* cells,
+                                          float* logits) {
+    for (int k = grid_start(); k < n_cells; k += grid_stride()) {
+        const int r = cells[2 * k];
+        const int c = cells[2 * k + 1];
+        if (r >= 0 && r < rows && c >= 0 && c < cols) logits[r * cols + c] = moco_neg_inf();
+    }
+}
+
+// Own-image masking without a host round trip: logits[r, c] = -inf where the query's dataset
+// index equals the key's (an older key of the very image the query came from must not count
+// as a negative). Negative indices mean "unknown" (e.g. the random initial queue) and never
+// match. row_idx [rows], col_idx [cols] (the queue shard's index array).
+extern "C" __global__ void mask_own_image_f32(int rows, int cols, const int* row_idx,
+                                              const int* col_idx, float* logits) {
+    const int total = rows * cols;
+    for (int i = grid_start(); i < total; i += grid_stride()) {
+        const int r = i / cols;
+        const int c = i - r * cols;
+        const int q = row_idx[r];
+        if (q >= 0 && q == col_idx[c]) logits[i] = moco_neg_inf();
+    }
+}
+
+// dlogits = scale * (exp(l - lse[row]) - onehot(label[row])), written as fp16 because it feeds
+// the fp16 tensor-core GEMMs of the logits' backward. label -1 = the row's positive is not in
+// this block of columns. A masked (-inf) logit gets exactly 0, even on the label column.
+// scale carries the loss scale and the loss's 2T / N factor.
+extern "C" __global__ void softmax_xent_bwd_f16(int rows, int cols, const float* logits,
+                                                const float* lse, const int* labels, float scale,
+                                                __half* dlogits) {
+    const int total = rows * cols;
+    for (int i = grid_start(); i < total; i += grid_stride()) {
+        const int r = i / cols;
+        const int c = i - r * cols;
+        const float l = logits[i];
+        float g = 0.0f;
+        if (l != moco_neg_inf()) {
+            g = expf(l - lse[r]) - (c == labels[r] ? 1.0f : 0.0f);
+        }
+        st_h(dlogits, i, scale * g);
+    }
+}
+
+// out[r] = logits[r, labels[r]] for rows with a label in [0, cols), else 0 (the positive's
+// logit, for the loss value).
+extern "C" __global__ void gather_cols_f32(int rows, int cols, const float* logits,
+                                           const int* labels, float* out) {
+    for (int r = grid_start(); r < rows; r += grid_stride()) {
+        const int label = labels[r];
+        out[r] = (label >= 0 && label < cols) ? logits[r * cols + label] : 0.0f;
+    }
+}
