@@ -36,7 +36,19 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     // ---- memory ----
+    /// A zeroed ACTIVATION buffer (activations, activation gradients, compute copies of the
+    /// weights): fp16 on CUDA under AMP.
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// A zeroed fp32 buffer for state that must keep full precision: master weights, gradient
+    /// accumulation, optimiser moments, BN statistics and their sums.
+    fn zeros_master(&self, len: usize) -> Result<Self::Buf> {
+        self.zeros(len)
+    }
+    /// An activation buffer (the input images) from host data.
+    fn act_from_host(&self, data: &[f32]) -> Result<Self::Buf> {
+        self.from_host(data)
+    }
+    /// An fp32 buffer from host data (master weights, statistics, queue).
     #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &[f32]) -> Result<Self::Buf>;
     fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;

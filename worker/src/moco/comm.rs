@@ -63,5 +63,5 @@ pub fn all_gather_buf<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Resu
     let send = be.to_host(buf)?;
     let mut recv = vec![0.0f32; send.len() * comm.world()];
     comm.all_gather(&send, &mut recv)?;
-    Ok(be.from_host(&recv)?)
+    Ok(be.act_from_host(&recv)?)
 }

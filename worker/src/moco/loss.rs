@@ -62,7 +62,7 @@ pub fn contrastive<B: Backend>(
     let labels: Vec<i32> = (0..n).map(|i| (i + n * rank) as i32).collect();
 
     // Batch block: local queries against every rank's keys.
-    let mut logits_b = be.zeros(n * nw)?;
+    let mut logits_b = be.zeros_master(n * nw)?;
     be.linear_fwd(n, d, nw, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
     let (mb, sb) = be.row_max_sumexp(n, nw, full::<B>(&logits_b));
@@ -72,7 +72,7 @@ pub fn contrastive<B: Backend>(
     let shard_part = match queue {
         Some(qs) => {
             let q_all = all_gather_buf(be, comm, inp.q)?;
-            let mut logits_q = be.zeros(nw * qs.rows)?;
+            let mut logits_q = be.zeros_master(nw * qs.rows)?;
             be.linear_fwd(nw, d, qs.rows, full::<B>(&q_all), full::<B>(&qs.keys), full_mut::<B>(&mut logits_q));
             be.scale(full_mut::<B>(&mut logits_q), inv_t);
             if inp.mask_own {
@@ -123,7 +123,7 @@ pub fn contrastive<B: Backend>(
         let send = be.to_host(&dq_all)?;
         let mut mine = vec![0.0f32; n * d];
         comm.reduce_scatter_sum(&send, &mut mine)?;
-        let mine = be.from_host(&mine)?;
+        let mine = be.act_from_host(&mine)?;
         be.add_inplace(full::<B>(&mine), full_mut::<B>(&mut dq));
     }
     Ok(CtrOut { loss, dq })

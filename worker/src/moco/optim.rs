@@ -27,7 +27,7 @@ pub struct OptimState<B: Backend> {
 impl<B: Backend> OptimState<B> {
     pub fn new(be: &B, kind: Optimizer, len: usize) -> Result<Self> {
         let v_len = if kind == Optimizer::Adamw { len } else { 0 };
-        Ok(OptimState { kind, m: be.zeros(len)?, v: be.zeros(v_len)?, steps: 0 })
+        Ok(OptimState { kind, m: be.zeros_master(len)?, v: be.zeros_master(v_len)?, steps: 0 })
     }
 
     /// One update of `params` from (already unscaled, averaged) `grads`.

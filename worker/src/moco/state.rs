@@ -91,7 +91,7 @@ impl<B: Backend> Moco<B> {
         };
         let mut m = Moco {
             opt: OptimState::new(&be, cfg.optimizer, topo.param_len())?,
-            grads: be.zeros(topo.param_len())?,
+            grads: be.zeros_master(topo.param_len())?,
             q_stats: be.from_host(&stats)?,
             k_stats: be.from_host(&stats)?,
             weights: None,
@@ -158,15 +158,15 @@ impl<B: Backend> Moco<B> {
                 for (dst, &src) in p.iter().enumerate() {
                     shuffled[dst * per..(dst + 1) * per].copy_from_slice(&x[src * per..(src + 1) * per]);
                 }
-                self.be.from_host(&shuffled)?
+                self.be.act_from_host(&shuffled)?
             }
-            None => self.be.from_host(x)?,
+            None => self.be.act_from_host(x)?,
         };
         let weights = self.key_weights.as_ref().unwrap_or(&self.key_params);
         let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats, keep: Keep::Nothing };
         let (k, _) = encoder_forward(&ctx, &self.topo, Some(&mut self.k_stats), input, n, v.size, false)?;
         let mut kn = self.be.zeros(B::buf_len(&k))?;
-        let mut norm = self.be.zeros(n)?;
+        let mut norm = self.be.zeros_master(n)?;
         let d = self.cfg.dim;
         self.be.l2norm_fwd(n, d, full::<B>(&k), full_mut::<B>(&mut kn), full_mut::<B>(&mut norm));
         match perm {
@@ -176,7 +176,7 @@ impl<B: Backend> Moco<B> {
                 for (dst, &src) in p.iter().enumerate() {
                     keys[src * d..(src + 1) * d].copy_from_slice(&shuffled[dst * d..(dst + 1) * d]);
                 }
-                Ok(self.be.from_host(&keys)?)
+                Ok(self.be.act_from_host(&keys)?)
             }
             None => Ok(kn),
         }
@@ -203,12 +203,12 @@ impl<B: Backend> Moco<B> {
         // Query encoder, both views; tapes kept for the backward.
         let mut q_out = Vec::with_capacity(2);
         for x in [v.x1, v.x2] {
-            let input = self.be.from_host(x)?;
+            let input = self.be.act_from_host(x)?;
             let weights = self.weights.as_ref().unwrap_or(&self.params);
             let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(&sync), keep };
             let (q, tape) = encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
             let mut qn = self.be.zeros(n * d)?;
-            let mut norm = self.be.zeros(n)?;
+            let mut norm = self.be.zeros_master(n)?;
             self.be.l2norm_fwd(n, d, full::<B>(&q), full_mut::<B>(&mut qn), full_mut::<B>(&mut norm));
             q_out.push((qn, norm, tape));
         }

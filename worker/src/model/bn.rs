@@ -86,8 +86,8 @@ pub fn bn_forward<B: Backend>(
             let mut vars = Vec::with_capacity(g * c);
             for gi in 0..g {
                 let r = gi * rows * c..(gi + 1) * rows * c;
-                let mut mean = be.zeros(c)?;
-                let mut var = be.zeros(c)?;
+                let mut mean = be.zeros_master(c)?;
+                let mut var = be.zeros_master(c)?;
                 be.bn_stats(rows, c, B::view(x, r.clone()), full_mut::<B>(&mut mean), full_mut::<B>(&mut var));
                 be.bn_apply(
                     rows,
@@ -125,8 +125,8 @@ pub fn bn_forward<B: Backend>(
             Ok(None)
         }
         BnStats::Local | BnStats::Sync(_) => {
-            let mut mean = be.zeros(c)?;
-            let mut var = be.zeros(c)?;
+            let mut mean = be.zeros_master(c)?;
+            let mut var = be.zeros_master(c)?;
             be.bn_stats(m, c, full::<B>(x), full_mut::<B>(&mut mean), full_mut::<B>(&mut var));
             if let BnStats::Sync(sync) = stats {
                 sync_moments::<B>(be, sync, &mut mean, &mut var)?;
@@ -160,8 +160,8 @@ pub fn bn_backward<B: Backend>(
     topo_params: &[super::topology::ParamSpec],
 ) -> Result<()> {
     let c = spec.c;
-    let mut sum_dy = be.zeros(c)?;
-    let mut sum_dy_xhat = be.zeros(c)?;
+    let mut sum_dy = be.zeros_master(c)?;
+    let mut sum_dy_xhat = be.zeros_master(c)?;
     be.bn_bwd_reduce(
         m,
         c,
