@@ -31,6 +31,9 @@ pub enum BnStats<'a> {
     /// Separately over `G` contiguous groups of samples (shuffle BN on the key side; the caller
     /// permutes samples first). Forward only: nothing is saved for a backward.
     Groups(usize),
+    /// Evaluation mode: normalise with the running statistics, which are not updated.
+    /// Forward only.
+    Running,
 }
 
 impl BnStats<'_> {
@@ -40,6 +43,7 @@ impl BnStats<'_> {
             BnStats::Local => m,
             BnStats::Sync(s) => m * s.world(),
             BnStats::Groups(g) => m / g,
+            BnStats::Running => m,
         }
     }
 }
@@ -77,6 +81,12 @@ pub fn bn_forward<B: Backend>(
         return Ok(None);
     }
     match stats {
+        BnStats::Running => {
+            let run = running.ok_or_else(|| WorkerError::Numeric("eval-mode BN needs the running statistics".into()))?;
+            let (mr, vr) = (spec.stats_offset..spec.stats_offset + c, spec.stats_offset + c..spec.stats_offset + 2 * c);
+            be.bn_apply(m, c, full::<B>(x), B::view(run, mr), B::view(run, vr), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+            Ok(None)
+        }
         BnStats::Groups(g) => {
             if g == 0 || m % g != 0 {
                 return Err(WorkerError::Numeric(format!("shuffle BN: {m} rows do not split into {g} groups")));
