@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct Fixture {
     pub path: PathBuf,
     bytes: Vec<u8>,
+    /// name -> (dtype, shape, data), parsed once (files hold ~1,300 tensors).
+    tensors: std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
 }
 
 impl Fixture {
@@ -17,14 +19,16 @@ impl Fixture {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; regenerate with scripts/make_fixtures.py", path.display()));
-        let fx = Fixture { path, bytes };
+        let tensors = SafeTensors::deserialize(&bytes)
+            .expect("valid safetensors")
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| (name, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+            .collect();
+        let fx = Fixture { path, bytes, tensors };
         assert_eq!(fx.meta("format"), "moco-rs-fixture", "{}: not a moco-rs fixture", fx.path.display());
         assert_eq!(fx.meta("version"), "1", "{}: fixture version", fx.path.display());
         fx
-    }
-
-    fn st(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
     }
 
     pub fn meta(&self, key: &str) -> String {
@@ -45,20 +49,22 @@ impl Fixture {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.st().tensor(name).is_ok()
+        self.tensors.contains_key(name)
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.st().names().into_iter().cloned().collect()
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn raw(&self, name: &str) -> &(Dtype, Vec<usize>, Vec<u8>) {
+        self.tensors.get(name).unwrap_or_else(|| panic!("{}: tensor {name} missing", self.path.display()))
     }
 
     /// (shape, values) of an f32 (or f64/i64, converted) tensor.
     pub fn tensor(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("{}: tensor {name} missing", self.path.display()));
-        let shape = t.shape().to_vec();
-        let data = t.data();
-        let vals = match t.dtype() {
+        let (dtype, shape, data) = self.raw(name);
+        let shape = shape.clone();
+        let vals = match dtype {
             Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
             Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
@@ -68,10 +74,9 @@ impl Fixture {
     }
 
     pub fn tensor_i64(&self, name: &str) -> Vec<i64> {
-        let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name} missing"));
-        assert_eq!(t.dtype(), Dtype::I64, "{name} should be int64");
-        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+        let (dtype, _, data) = self.raw(name);
+        assert_eq!(*dtype, Dtype::I64, "{name} should be int64");
+        data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     }
 
     pub fn scalar(&self, name: &str) -> f32 {
