@@ -1,0 +1,324 @@
+//! The MoCo step's behaviour on the CPU: initial loss, queue wrap-around, own-image masking,
+//! loss scaling with injected overflow, accumulation, and the distributed equivalences
+//! (sharded queue = unsharded; world 2 x N = world 1 x 2N under SyncBN).
+
+use moco_kernels::cpu::Cpu;
+use moco_kernels::Backend;
+use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
+use moco_worker::moco::comm::{Comm, Solo};
+use moco_worker::moco::loss::{contrastive, CtrIn};
+use moco_worker::moco::queue::{QueueShard, NO_IMAGE};
+use moco_worker::moco::{Moco, Views};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn cfg(batch: usize, queue: usize) -> TrainConfig {
+    TrainConfig {
+        width: 0.0625,
+        image_size: 32,
+        proj_hidden: 64,
+        dim: 32,
+        pred_hidden: 64,
+        batch,
+        global_batch: 0,
+        accumulation: 1,
+        queue_size: queue,
+        temperature: 0.2,
+        momentum: 0.99,
+        momentum_cosine: false,
+        mask_own: true,
+        bn_mode: BnMode::Local,
+        shuffle_groups: 2,
+        optimizer: Optimizer::Lars,
+        base_lr: 0.5,
+        weight_decay: 1e-4,
+        warmup_epochs: 0.0,
+        epochs: 1,
+        amp: false,
+        recompute: false,
+        aug: AugConfig::default(),
+        seed: 11,
+    }
+}
+
+/// Independent random views for `n` images of 32x32x3.
+fn views(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let len = n * 32 * 32 * 3;
+    let x1 = (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let x2 = (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    (x1, x2, (0..n as i64).map(|i| 100 + i).collect())
+}
+
+fn unit_rows(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..rows * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    for r in v.chunks_mut(d) {
+        let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        r.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+#[test]
+fn initial_loss_is_near_4t_ln_of_negatives_plus_one() {
+    // A random network maps unrelated views to nearly unrelated unit vectors, so each term's
+    // softmax over N*W + K logits is close to uniform: loss ~ 2 * 2T * ln(N*W + K) (MOCO.md).
+    // Logits of random unit vectors in d dimensions have std s = 1/(T sqrt d), which raises the
+    // expected log-sum-exp by about s^2/2: at d = 256, T = 0.2 that is 0.05 on ln(264) = 5.6,
+    // so 5% covers it; at the fixtures' d = 32 it would be 0.39 (7%).
+    let mut c = cfg(8, 256);
+    c.dim = 256;
+    c.proj_hidden = 256;
+    c.pred_hidden = 256;
+    let mut m = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    let (x1, x2, idx) = views(8, 1);
+    let out = m.micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99).unwrap();
+    let expect = 4.0 * c.temperature * ((8 + 256) as f32).ln();
+    assert!((out.loss - expect).abs() < 0.05 * expect, "initial loss {} vs 4T ln(N+K) = {expect}", out.loss);
+}
+
+#[test]
+fn queue_wraps_around_and_refuses_partial_writes() {
+    let be = Cpu { amp: false };
+    let mut q = QueueShard::init(&be, 8, 2, 0, 1, 3).unwrap();
+    assert!(q.idx.iter().all(|&i| i == NO_IMAGE));
+    for (step, base) in [0.0f32, 10.0, 20.0].into_iter().enumerate() {
+        let keys: Vec<f32> = (0..8).map(|i| base + i as f32).collect();
+        let idx: Vec<i64> = (0..4).map(|i| step as i64 * 10 + i).collect();
+        q.enqueue(&be, &keys, &idx).unwrap();
+    }
+    // Three writes of 4 rows into 8: the third overwrote rows 0..4.
+    assert_eq!(q.ptr, 4);
+    assert_eq!(&q.keys[..8], &[20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0]);
+    assert_eq!(&q.keys[8..], &[10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
+    assert_eq!(q.idx, vec![20, 21, 22, 23, 10, 11, 12, 13]);
+    let err = q.enqueue(&be, &vec![0.0; 6], &[1, 2, 3]).unwrap_err().to_string();
+    assert!(err.contains("multiple"), "{err}");
+}
+
+/// contrastive() for `n` local rows out of `nw` global rows on a given queue shard.
+fn ctr_loss(comm: &dyn Comm, q: &[f32], k_all: &[f32], idx_all: &[i64], queue: &QueueShard<Cpu>, mask: bool) -> (f32, Vec<f32>) {
+    let d = queue.dim;
+    let inp = CtrIn {
+        q: &q.to_vec(),
+        k_all: &k_all.to_vec(),
+        q_idx_all: idx_all,
+        n: q.len() / d,
+        dim: d,
+        temperature: 0.2,
+        mask_own: mask,
+        grad_scale: 1.0,
+    };
+    let out = contrastive(&Cpu { amp: false }, comm, &inp, Some(queue)).unwrap();
+    (out.loss, out.dq)
+}
+
+fn shard(keys: &[f32], idx: &[i64], d: usize) -> QueueShard<Cpu> {
+    QueueShard { keys: keys.to_vec(), idx: idx.to_vec(), ptr: 0, rows: idx.len(), dim: d }
+}
+
+#[test]
+fn own_image_entries_are_masked_out_of_the_negatives() {
+    let (n, d, k) = (4, 8, 12);
+    let q = unit_rows(n, d, 1);
+    let keys = unit_rows(n, d, 2);
+    let qk = unit_rows(k, d, 3);
+    let idx: Vec<i64> = vec![5, 6, 7, 8];
+    // Rows 1 and 9 hold older keys of image 6 (query row 1); row 4 of image 5 (query row 0).
+    let mut qidx = vec![NO_IMAGE; k];
+    qidx[1] = 6;
+    qidx[9] = 6;
+    qidx[4] = 5;
+    let (masked, _) = ctr_loss(&Solo, &q, &keys, &idx, &shard(&qk, &qidx, d), true);
+    let (unmasked, _) = ctr_loss(&Solo, &q, &keys, &idx, &shard(&qk, &qidx, d), false);
+    assert!((masked - unmasked).abs() > 1e-4, "masking changed nothing");
+    // Masking equals removing those rows for exactly the queries they belong to: compute each
+    // row's loss with its own reduced queue and average.
+    let mut per_row = 0.0f32;
+    for i in 0..n {
+        let keep: Vec<usize> = (0..k).filter(|&j| qidx[j] != idx[i]).collect();
+        let kept: Vec<f32> = keep.iter().flat_map(|&j| qk[j * d..(j + 1) * d].to_vec()).collect();
+        let kidx: Vec<i64> = keep.iter().map(|&j| qidx[j]).collect();
+        let logits: Vec<f32> = (0..n)
+            .map(|j| dot(&q[i * d..(i + 1) * d], &keys[j * d..(j + 1) * d]) / 0.2)
+            .chain((0..kidx.len()).map(|j| dot(&q[i * d..(i + 1) * d], &kept[j * d..(j + 1) * d]) / 0.2))
+            .collect();
+        let mx = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let lse = mx + logits.iter().map(|l| (l - mx).exp()).sum::<f32>().ln();
+        per_row += (lse - logits[i]) / n as f32 * 2.0 * 0.2;
+    }
+    assert!((masked - per_row).abs() < 1e-5, "masked loss {masked} vs rows removed {per_row}");
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn sharded_queue_loss_equals_unsharded() {
+    // World 1 with the whole queue and all 8 queries vs world 2 with half of each: the
+    // distributed log-sum-exp must give the same loss and the same query gradients.
+    let (n, d, k) = (8, 16, 24);
+    let q = unit_rows(n, d, 4);
+    let keys = unit_rows(n, d, 5);
+    let qk = unit_rows(k, d, 6);
+    let idx: Vec<i64> = (0..n as i64).collect();
+    let mut qidx: Vec<i64> = (0..k as i64).map(|j| if j % 5 == 0 { j % 8 } else { NO_IMAGE }).collect();
+    qidx[13] = 6;
+    let (loss1, dq1) = ctr_loss(&Solo, &q, &keys, &idx, &shard(&qk, &qidx, d), true);
+    let results = on_local_ring(2, RingOptions::default(), |ring| {
+        let r = ring.rank();
+        let comm = AsComm(&ring);
+        let half = k / 2;
+        let my_shard = shard(&qk[r * half * d..(r + 1) * half * d], &qidx[r * half..(r + 1) * half], d);
+        ctr_loss(&comm, &q[r * 4 * d..(r + 1) * 4 * d], &keys, &idx, &my_shard, true)
+    })
+    .unwrap();
+    let loss2 = (results[0].0 + results[1].0) / 2.0;
+    assert!((loss1 - loss2).abs() < 1e-5 * loss1.abs(), "unsharded {loss1} vs sharded {loss2}");
+    // World 2 rows carry 1/N of their rank's mean; world 1 rows 1/(2N): a factor 2.
+    let dq2: Vec<f32> = results.iter().flat_map(|r| r.1.iter().map(|g| g / 2.0)).collect();
+    for (a, b) in dq1.iter().zip(&dq2) {
+        assert!((a - b).abs() < 1e-5, "dq {a} vs {b}");
+    }
+}
+
+#[test]
+fn overflow_skips_the_step_and_halves_the_scale() {
+    let mut c = cfg(4, 32);
+    c.amp = true;
+    let mut m = Moco::new(Cpu { amp: true }, &c, 3, 0, 1).unwrap();
+    let (x1, x2, idx) = views(4, 2);
+    let v = Views { x1: &x1, x2: &x2, idx: &idx, n: 4, size: 32, channels: 3 };
+    m.micro_batch(&Solo, &v, 0.99).unwrap();
+    let before = m.params.clone();
+    m.grads[17] = f32::INFINITY;
+    let out = m.optimizer_step(&Solo, 0.5).unwrap();
+    assert!(!out.applied);
+    assert_eq!(out.scale, 32768.0);
+    assert_eq!(m.params, before, "a skipped step must not touch the weights");
+    assert!(m.grads.iter().all(|&g| g == 0.0), "gradients are cleared after a skipped step");
+    // Real fp16 overflow (emulated rounding) may skip more steps at first, as with PyTorch's
+    // GradScaler: every skip halves the scale, and a clean step applies without changing it.
+    let mut scale = out.scale;
+    let mut applied = false;
+    for _ in 0..16 {
+        m.micro_batch(&Solo, &v, 0.99).unwrap();
+        let out = m.optimizer_step(&Solo, 0.5).unwrap();
+        if out.applied {
+            assert_eq!(out.scale, scale, "a clean step keeps the scale (growth needs 2000)");
+            applied = true;
+            break;
+        }
+        assert_eq!(out.scale, scale / 2.0);
+        assert_eq!(m.params, before);
+        scale = out.scale;
+    }
+    assert!(applied, "no clean step within 16 halvings");
+    assert_ne!(m.params, before);
+}
+
+#[test]
+fn amp_emulation_rounds_to_fp16_and_tracks_fp32() {
+    let c = cfg(4, 32);
+    let mut full = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    let mut ca = c.clone();
+    ca.amp = true;
+    let mut half = Moco::new(Cpu { amp: true }, &ca, 3, 0, 1).unwrap();
+    let (x1, x2, idx) = views(4, 3);
+    let v = Views { x1: &x1, x2: &x2, idx: &idx, n: 4, size: 32, channels: 3 };
+    let a = full.micro_batch(&Solo, &v, 0.99).unwrap().loss;
+    let b = half.micro_batch(&Solo, &v, 0.99).unwrap().loss;
+    assert_ne!(a, b, "AMP emulation must change the numbers");
+    assert!((a - b).abs() < 1e-2 * a, "fp16 loss {b} strays from fp32 {a}");
+    // The compute copy of the weights holds fp16 values.
+    let w = half.weights.as_ref().unwrap();
+    assert!(w.iter().all(|&x| half::f16::from_f32(x).to_f32() == x));
+}
+
+#[test]
+fn accumulation_sums_micro_batches_with_one_ema_and_one_update() {
+    let mut c = cfg(4, 32);
+    c.accumulation = 2;
+    let (x1, x2, idx) = views(8, 4);
+    let per = 4 * 32 * 32 * 3;
+    let mb = |i: usize| (x1[i * per..(i + 1) * per].to_vec(), x2[i * per..(i + 1) * per].to_vec(), idx[i * 4..(i + 1) * 4].to_vec());
+    let (a1, a2, ai) = mb(0);
+    let (b1, b2, bi) = mb(1);
+    let va = Views { x1: &a1, x2: &a2, idx: &ai, n: 4, size: 32, channels: 3 };
+    let vb = Views { x1: &b1, x2: &b2, idx: &bi, n: 4, size: 32, channels: 3 };
+
+    // Accumulated: two micro-batches, one optimiser step.
+    let mut acc = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    let key0 = acc.key_params.clone();
+    acc.micro_batch(&Solo, &va, 0.9).unwrap();
+    let key1 = acc.key_params.clone();
+    acc.micro_batch(&Solo, &vb, 0.9).unwrap();
+    assert_eq!(acc.key_params, key1, "the EMA runs once per optimiser step, not per micro-batch");
+    assert_ne!(key1, key0);
+    assert_eq!(acc.queue.as_ref().unwrap().ptr, 16, "every micro-batch enqueues 2N keys");
+    let summed = acc.grads.clone();
+
+    // The same two micro-batches, gradients taken separately from the same state.
+    let mut sep = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    sep.micro_batch(&Solo, &va, 0.9).unwrap();
+    let g1 = std::mem::replace(&mut sep.grads, vec![0.0; summed.len()]);
+    sep.micro_batch(&Solo, &vb, 0.9).unwrap();
+    let scale = summed.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    for (i, (s, (a, b))) in summed.iter().zip(g1.iter().zip(&sep.grads)).enumerate() {
+        assert!((s - (a + b)).abs() <= 1e-6 * scale, "grad[{i}]: accumulated {s} vs {a} + {b}");
+    }
+    // The update uses the mean of the micro-batch gradients.
+    let mut mean = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    mean.grads = g1.iter().zip(&sep.grads).map(|(a, b)| a + b).collect();
+    mean.micro_in_step = 2;
+    acc.optimizer_step(&Solo, 0.5).unwrap();
+    mean.optimizer_step(&Solo, 0.5).unwrap();
+    let pscale = acc.params.iter().fold(0.0f32, |m, p| m.max(p.abs()));
+    for (a, b) in acc.params.iter().zip(&mean.params) {
+        assert!((a - b).abs() <= 1e-6 * pscale);
+    }
+    let _ = Cpu { amp: false }.name();
+}
+
+#[test]
+fn world_two_equals_world_one_with_twice_the_batch() {
+    // SyncBN: statistics over the global batch either way; gradients averaged over ranks equal
+    // the gradient of the mean over the global batch. Differences are float reassociation
+    // (moment merging, rank-order sums), so compare each tensor's UPDATE to 1e-3 of its scale.
+    let mut c1 = cfg(8, 32);
+    c1.bn_mode = BnMode::Sync;
+    let mut c2 = c1.clone();
+    c2.batch = 4;
+    let (x1, x2, idx) = views(8, 5);
+    let mut one = Moco::new(Cpu { amp: false }, &c1, 3, 0, 1).unwrap();
+    let start = one.params.clone();
+    let l1 = one.micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99).unwrap();
+    one.optimizer_step(&Solo, 0.5).unwrap();
+    let per = 4 * 32 * 32 * 3;
+    let results = on_local_ring(2, RingOptions::default(), |ring| {
+        let r = ring.rank();
+        let comm = AsComm(&ring);
+        let mut m = Moco::new(Cpu { amp: false }, &c2, 3, r, 2).unwrap();
+        let (a, b, i) = (&x1[r * per..(r + 1) * per], &x2[r * per..(r + 1) * per], &idx[r * 4..(r + 1) * 4]);
+        let l = m.micro_batch(&comm, &Views { x1: a, x2: b, idx: i, n: 4, size: 32, channels: 3 }, 0.99).unwrap();
+        m.optimizer_step(&comm, 0.5).unwrap();
+        (l.loss, m.params, m.key_params)
+    })
+    .unwrap();
+    let l2 = (results[0].0 + results[1].0) / 2.0;
+    assert!((l1.loss - l2).abs() < 1e-5 * l1.loss, "world 1 loss {} vs world 2 {l2}", l1.loss);
+    assert_eq!(results[0].1, results[1].1, "ranks must hold identical weights");
+    assert_eq!(results[0].2, one.key_params, "EMA is element-wise: identical");
+    for p in &one.topo.params {
+        let r = p.range();
+        let d1: Vec<f32> = one.params[r.clone()].iter().zip(&start[r.clone()]).map(|(a, b)| a - b).collect();
+        let d2: Vec<f32> = results[0].1[r.clone()].iter().zip(&start[r.clone()]).map(|(a, b)| a - b).collect();
+        let scale = d1.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in d1.iter().zip(&d2) {
+            assert!((a - b).abs() <= 1e-3 * scale + 1e-9, "{}: update {a} vs {b}", p.name);
+        }
+    }
+}
