@@ -1,1 +1,153 @@
-//! Helpers shared by the integration tests: locating the built binaries, temp run folders.
+//! Helpers shared by the integration tests (tests/tests/*.rs), which start the real `launcher`
+//! and `worker` binaries as a user would.
+//!
+//! Finding the binaries: an integration test runs from `target/<profile>/deps/<test>-<hash>`;
+//! cargo puts the workspace's binaries in `target/<profile>/`, i.e. the test executable's
+//! parent's parent. Setting `MOCO_LAUNCHER` / `MOCO_WORKER` overrides the lookup.
+//!
+//! Making sure they are built, and fresh: cargo only builds another package's binaries for a
+//! test run when that package itself has an integration test. `launcher/tests/` and
+//! `worker/tests/` therefore each hold one, so `cargo test --workspace` (what scripts/test.sh
+//! runs) rebuilds both binaries from the current sources before any test starts. Running this
+//! crate alone (`cargo test -p moco-tests`) does not; the helpers then fail with a message
+//! saying to run scripts/test.sh (or `cargo build --bins` first) instead of testing a stale or
+//! missing binary silently.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// `target/<profile>/`, where cargo puts the binaries of the profile the tests were built with.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .expect("test executable inside target/<profile>/deps")
+}
+
+fn binary(name: &str, env_override: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_override) {
+        return PathBuf::from(p);
+    }
+    let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test.sh (or `cargo test --workspace`), which builds the binaries \
+         before the tests, or set {env_override}",
+        path.display()
+    );
+    path
+}
+
+/// The `launcher` binary of this build.
+pub fn launcher() -> PathBuf {
+    binary("launcher", "MOCO_LAUNCHER")
+}
+
+/// The `worker` binary of this build.
+pub fn worker() -> PathBuf {
+    binary("worker", "MOCO_WORKER")
+}
+
+/// What a finished process said.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    fn from(out: Output) -> Ran {
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// Panic with both streams unless the process succeeded.
+    pub fn expect_ok(self) -> Ran {
+        assert!(self.ok(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self
+    }
+    /// Panic unless the process failed; returns stderr for checking the message.
+    pub fn expect_err(self) -> String {
+        assert!(
+            !self.ok() && self.code.is_some(),
+            "expected a failure, got exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self.stderr
+    }
+}
+
+/// Run `launcher ARGS...` to completion (no stdin).
+pub fn run_launcher(args: &[&str]) -> Ran {
+    let out = Command::new(launcher())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the launcher binary starts");
+    Ran::from(out)
+}
+
+/// Assert that `text` contains every one of `needles`, showing the text when not.
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "expected {n:?} in:\n{text}");
+    }
+}
+
+/// A fresh, empty temporary folder for one test (removed when dropped).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("moco-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create a temp folder");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The plan table's rows as (component, MiB), and the printed total in MiB.
+pub fn plan_rows(stdout: &str) -> (Vec<(String, f64)>, f64) {
+    let mut rows = Vec::new();
+    let mut total = f64::NAN;
+    let mut in_table = false;
+    for line in stdout.lines() {
+        let t = line.trim();
+        if t.starts_with("component") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || t.starts_with("---") {
+            continue;
+        }
+        // "<name>   <MiB>  <how>": the name ends where a run of 2+ spaces before a number starts.
+        let Some((name, rest)) = t.split_once("  ") else { break };
+        let Some(mib) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else { break };
+        if name.trim() == "total" {
+            total = mib;
+            break;
+        }
+        rows.push((name.trim().to_string(), mib));
+    }
+    (rows, total)
+}

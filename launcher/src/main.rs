@@ -1,1 +1,27 @@
-fn main() {}
+//! `launcher`: the user's entry point. Parses the command line and hands each verb to its file
+//! under `verbs/`; errors are printed once, in full, and turn into a non-zero exit code.
+
+mod cli;
+mod dataset;
+mod error;
+mod verbs;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        Some(cli::Verb::Presets(a)) => verbs::presets::run(&a),
+        Some(cli::Verb::Plan(a)) => verbs::plan::run(&a),
+        Some(cli::Verb::Train(a)) => verbs::train::run(&a),
+        None => verbs::train::run(&cli.train),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

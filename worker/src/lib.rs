@@ -1,5 +1,6 @@
 //! moco-worker: everything one rank runs.
 //!
+//! - `config_args`: the config flags (preset -> --config file -> flags) both binaries share.
 //! - `model`: ResNet-50 + projector + predictor on the `Backend` op set, flat parameters, recompute.
 //! - `plan`: the memory plan computed from the model's shapes.
 //! - `data`: synthetic aerial tiles, augmentations, image folders, cache, loader.
@@ -8,11 +9,13 @@
 //! - `train`: one rank's training loop, schedules and metrics.
 
 pub mod collective;
+pub mod config_args;
 pub mod data;
 pub mod error;
 pub mod model;
 pub mod moco;
 pub mod plan;
+pub mod rendezvous;
 pub mod train;
 
 pub use error::{Result, WorkerError};

@@ -1,1 +1,189 @@
-//! (in progress)
+//! The memory plan: what one rank holds on the GPU during a training step, computed from the
+//! real ResNet-50 + heads shapes (`model::topology`) and the precisions the model code
+//! allocates, not from constants (DESIGN.md contract 7).
+//!
+//! - `model_memory`: parameter-sized buffers (weights, fp16 copies, gradients, optimiser
+//!   state, momentum encoder, BN statistics).
+//! - `activations`: saved activations and the transient peak, phase by phase.
+//! - `allowances`: what only a GPU can measure (CUDA context, cuDNN workspace, NCCL), labelled.
+//! - `verdict`: fits or not, the largest batch that fits, the queue sizes that suit it.
+//! - `seeds`: the seeds' hand-guessed figures, compared plainly with the plan.
+//! - `budget`: parsing `--vram 8GiB` and printing sizes.
+//! - `report`: the text `launcher plan` prints.
+
+pub mod activations;
+pub mod allowances;
+pub mod budget;
+pub mod model_memory;
+pub mod report;
+pub mod seeds;
+pub mod verdict;
+
+pub use activations::Activations;
+pub use budget::parse_vram;
+pub use model_memory::ParamCounts;
+pub use report::render;
+pub use verdict::Verdict;
+
+use crate::model::{ModelDims, Topology};
+use activations::ActInput;
+use moco_proto::config::TrainConfig;
+use moco_proto::resolved::ResolvedConfig;
+
+/// Input channels the plan assumes: RGB tiles. Extra bands change only the input images and
+/// the stem conv's weights.
+pub const IN_CHANNELS: usize = 3;
+
+/// Whether a component is counted from shapes or is an allowance a GPU must calibrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Shapes,
+    Allowance,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    pub name: String,
+    pub bytes: u64,
+    /// How the figure was obtained, in a few words.
+    pub how: String,
+    pub source: Source,
+}
+
+impl Component {
+    pub fn shapes(name: impl Into<String>, bytes: u64, how: String) -> Component {
+        Component { name: name.into(), bytes, how, source: Source::Shapes }
+    }
+    fn allowance(name: &str, bytes: u64) -> Component {
+        Component { name: name.into(), bytes, how: allowances::LABEL.into(), source: Source::Allowance }
+    }
+}
+
+/// Memory of one rank for one configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPlan {
+    /// Per-rank micro-batch planned for.
+    pub batch: usize,
+    pub world: usize,
+    pub params: ParamCounts,
+    pub activations: Activations,
+    pub components: Vec<Component>,
+    /// Sum of the components: the predicted peak of one rank.
+    pub total: u64,
+}
+
+impl MemoryPlan {
+    /// The plan of a validated config: its per-rank batch on its world size.
+    pub fn compute(r: &ResolvedConfig) -> MemoryPlan {
+        Self::for_batch(&r.cfg, r.batching.batch, r.batching.world)
+    }
+
+    /// The plan of `cfg` with a per-rank batch of `batch` on `world` ranks (the largest-batch
+    /// search varies `batch` without re-validating the rest).
+    pub fn for_batch(cfg: &TrainConfig, batch: usize, world: usize) -> MemoryPlan {
+        let topo = Topology::new(ModelDims::from_config(cfg, IN_CHANNELS));
+        let params = ParamCounts::new(&topo);
+        let world = world.max(1);
+        let queue_rows = cfg.queue_size / world;
+        let act_bytes = if cfg.amp { 2 } else { 4 };
+        let acts = activations::activations(
+            &topo,
+            &ActInput {
+                n: batch,
+                image_size: cfg.image_size,
+                world,
+                queue_rows,
+                act_bytes,
+                recompute: cfg.recompute,
+            },
+        );
+        let mut components = model_memory::components(&params, cfg);
+        if queue_rows > 0 {
+            components.push(Component::shapes(
+                "queue shard",
+                queue_rows as u64 * (cfg.dim as u64 * 4 + 8),
+                format!("{queue_rows} rows x {} fp32 keys + i64 image index", cfg.dim),
+            ));
+        }
+        let saved = 2 * acts.saved_per_view;
+        let precision = if cfg.amp { "fp16" } else { "fp32" };
+        let kept = if cfg.recompute {
+            "recompute: stem, block boundaries, heads"
+        } else {
+            "every layer the backward reads"
+        };
+        components.push(Component::shapes(
+            "saved activations, 2 query views",
+            saved,
+            format!("{kept}; {precision}, batch {batch}"),
+        ));
+        components.push(Component::shapes(
+            "transient peak above them",
+            acts.peak.saturating_sub(saved),
+            format!("at the {}", acts.peak_phase),
+        ));
+        components.push(Component::allowance("cuDNN workspace", allowances::CUDNN_WORKSPACE));
+        components.push(Component::allowance("CUDA context + cuBLAS/cuDNN", allowances::CUDA_CONTEXT));
+        if world > 1 {
+            components.push(Component::allowance("NCCL buffers", allowances::NCCL_BUFFERS));
+        }
+        let total = components.iter().map(|c| c.bytes).sum();
+        MemoryPlan { batch, world, params, activations: acts, components, total }
+    }
+
+    /// Bytes of the components named `name` (tests, seeds comparison).
+    pub fn bytes_of(&self, prefix: &str) -> u64 {
+        self.components.iter().filter(|c| c.name.starts_with(prefix)).map(|c| c.bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moco_proto::presets;
+
+    #[test]
+    fn backbone_and_heads_counts() {
+        let cfg = presets::get("low-vram").unwrap();
+        let p = MemoryPlan::for_batch(&cfg, 64, 2);
+        // torchvision resnet50 without fc.
+        assert_eq!(p.params.backbone, 23_508_032);
+        // MOCO.md: projector 2048-4096-256 (last BN affine-free), predictor 256-4096-256.
+        assert_eq!(p.params.projector, 2048 * 4096 + 2 * 4096 + 4096 * 256);
+        assert_eq!(p.params.predictor, 256 * 4096 + 2 * 4096 + 4096 * 256);
+        assert_eq!(p.params.key, p.params.backbone + p.params.projector);
+    }
+
+    #[test]
+    fn parameter_buffers_follow_precision_and_optimizer() {
+        let mut cfg = presets::get("low-vram").unwrap();
+        let q = MemoryPlan::for_batch(&cfg, 64, 2).params.query;
+        let amp_adamw = MemoryPlan::for_batch(&cfg, 64, 2);
+        assert_eq!(amp_adamw.bytes_of("optimiser"), 8 * q);
+        assert_eq!(amp_adamw.bytes_of("query encoder weights"), 6 * q);
+        cfg.amp = false;
+        cfg.optimizer = moco_proto::config::Optimizer::Lars;
+        let fp32_lars = MemoryPlan::for_batch(&cfg, 64, 2);
+        assert_eq!(fp32_lars.bytes_of("optimiser"), 4 * q);
+        assert_eq!(fp32_lars.bytes_of("query encoder weights"), 4 * q);
+    }
+
+    #[test]
+    fn total_grows_with_batch_and_queue() {
+        let cfg = presets::get("optimized").unwrap();
+        let a = MemoryPlan::for_batch(&cfg, 64, 2).total;
+        let b = MemoryPlan::for_batch(&cfg, 96, 2).total;
+        assert!(b > a);
+        let mut big_queue = cfg.clone();
+        big_queue.queue_size *= 4;
+        assert!(MemoryPlan::for_batch(&big_queue, 96, 2).total > b);
+        // One rank alone holds the whole queue and needs no NCCL.
+        let one = MemoryPlan::for_batch(&cfg, 96, 1);
+        assert_eq!(
+            one.bytes_of("queue shard"),
+            2 * MemoryPlan::for_batch(&cfg, 96, 2).bytes_of("queue shard")
+        );
+        assert_eq!(one.bytes_of("NCCL"), 0);
+    }
+}

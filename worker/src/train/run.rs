@@ -101,9 +101,13 @@ pub fn train<B: Backend>(
             loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
         }
         let out = moco.optimizer_step(comm, lr)?;
-        let mut mean = [loss / sched.accumulation as f32];
-        comm.all_reduce_sum(&mut mean)?;
-        let loss = mean[0] / comm.world() as f32;
+        // One small all-reduce carries the mean loss and the stop votes: every rank stops after
+        // the same step (a rank that stopped alone would leave the others waiting forever).
+        let wants_stop = stop.load(Ordering::SeqCst);
+        let mut shared = [loss / sched.accumulation as f32, if wants_stop { 1.0 } else { 0.0 }];
+        comm.all_reduce_sum(&mut shared)?;
+        let loss = shared[0] / comm.world() as f32;
+        let group_stops = shared[1] > 0.0;
         if !out.applied {
             skipped += 1;
         }
@@ -122,7 +126,7 @@ pub fn train<B: Backend>(
             memory_bytes: peak_rss_bytes(),
         };
         on_step(&metrics)?;
-        if stop.load(Ordering::SeqCst) {
+        if group_stops {
             interrupted = moco.steps < end_step;
             break;
         }

@@ -1,0 +1,101 @@
+//! The command line: long flags only. Training is the default verb (no subcommand), so
+//! `launcher --preset tiny --device cpu ...` trains; `plan` and `presets` answer questions
+//! without touching a GPU. Every verb that builds a config flattens the same `ConfigArgs`
+//! as the worker binary, so a knob has one name everywhere.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use moco_worker::config_args::ConfigArgs;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "launcher",
+    version,
+    about = "Hybrid MoCo (v3 heads + v2 queue) pretraining of ResNet-50, from a laptop CPU to GPU clusters",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Verb>,
+    /// Training flags (used when no verb is given).
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Train (the same as giving no verb).
+    Train(TrainArgs),
+    /// Will it fit? Per-GPU memory plan from the model's shapes, verdict against --vram.
+    Plan(PlanArgs),
+    /// List the presets with their effective batch, scaled lr and keys per step.
+    Presets(PresetsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// CUDA when a driver is found, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// GPUs on this node (one rank each).
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// Where the step runs.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
+    /// CPU worker processes (ranks) with --device cpu.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// A folder of tiles, or `synthetic[:N[:SIZE]]` for generated aerial tiles.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Run folder (checkpoints, metrics, plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Stop after this many optimiser steps (default: the preset's epochs).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+impl TrainArgs {
+    /// Ranks of the run: CPU workers on the CPU, GPUs otherwise (1 when not given).
+    pub fn world(&self) -> usize {
+        match self.device {
+            Device::Cpu => self.workers.unwrap_or(1),
+            Device::Cuda => self.gpus.unwrap_or(1),
+            Device::Auto => self.gpus.or(self.workers).unwrap_or(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// GPUs (ranks) to plan for [default: the preset's own count].
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// Memory budget per GPU, e.g. 8GiB, 8GB, 8192MiB.
+    #[arg(long, default_value = "8GiB", value_parser = moco_worker::plan::parse_vram)]
+    pub vram: u64,
+    /// Images in the dataset [default: the user's ~2,000 tiles, or what --data holds].
+    #[arg(long)]
+    pub dataset_size: Option<usize>,
+    /// A folder of tiles or `synthetic[:N]`, to take the dataset size from.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PresetsArgs {
+    /// Show every preset on this many GPUs [default: each preset's own count].
+    #[arg(long)]
+    pub gpus: Option<usize>,
+}
