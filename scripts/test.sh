@@ -8,4 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# CUDA kernels: NVRTC from NVIDIA's PyPI wheels (no GPU or CUDA toolkit needed) compiles every
+# kernels/cu/*.cu for sm_80, sm_86 and sm_90 in the cuda_compile test. The first run downloads
+# about 175 MB into .venv-cuda; later runs reuse it.
+eval "$(scripts/setup_nvrtc.sh)"
+
 cargo test --workspace "$@"
