@@ -1,5 +1,5 @@
-// Batch norm over NHWC rows: x is [m, c] fp16 (m = n*h*w), statistics and parameters fp32.
-// Compiled, not yet run on a GPU.
+// Batch norm over NHWC rows: x is [m, c] activations (m = n*h*w; fp16 under AMP, else fp32),
+// statistics and parameters fp32. Compiled, not yet run on a GPU.
 //
 // Statistics and backward sums use a two-level reduction so they are deterministic and need
 // no atomics:
@@ -46,9 +46,9 @@ __device__ __forceinline__ Welford welford_merge(Welford a, Welford b) {
 
 // Level 1 of the statistics: per (chunk, channel) Welford mean and M2.
 // part_mean / part_m2: [chunks, c].
-extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
-bn_stats_partial_f16(int m, int c, int rows_per_chunk, const __half* x, float* part_mean,
-                     float* part_m2) {
+template <typename T>
+__device__ __forceinline__ void bn_stats_partial(int m, int c, int rows_per_chunk, const T* x,
+                                                 float* part_mean, float* part_m2) {
     __shared__ Welford lanes[BN_ROWS][BN_TILE_C];
     const int ch = blockIdx.x * BN_TILE_C + threadIdx.x;
     const int chunk = blockIdx.y;
@@ -58,7 +58,7 @@ bn_stats_partial_f16(int m, int c, int rows_per_chunk, const __half* x, float* p
     Welford w = {0.0f, 0.0f, 0.0f};
     if (ch < c) {
         for (int r = row_begin + threadIdx.y; r < row_end; r += BN_ROWS) {
-            welford_push(w, ld_h(x, r * c + ch));
+            welford_push(w, ld(x, r * c + ch));
         }
     }
     lanes[threadIdx.y][threadIdx.x] = w;
@@ -70,6 +70,16 @@ bn_stats_partial_f16(int m, int c, int rows_per_chunk, const __half* x, float* p
         part_mean[chunk * c + ch] = acc.mean;
         part_m2[chunk * c + ch] = acc.m2;
     }
+}
+extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
+bn_stats_partial_f16(int m, int c, int rows_per_chunk, const __half* x, float* part_mean,
+                     float* part_m2) {
+    bn_stats_partial(m, c, rows_per_chunk, x, part_mean, part_m2);
+}
+extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
+bn_stats_partial_f32(int m, int c, int rows_per_chunk, const float* x, float* part_mean,
+                     float* part_m2) {
+    bn_stats_partial(m, c, rows_per_chunk, x, part_mean, part_m2);
 }
 
 // Level 2: merge the chunks of each channel in order; var is the biased variance (M2 / m),
@@ -93,24 +103,37 @@ extern "C" __global__ void bn_stats_finalize(int m, int c, int rows_per_chunk, i
 
 // y = (x - mean) * rsqrt(var + eps) * gamma + beta, then max(y, 0) if relu != 0.
 // gamma / beta may be null: affine-free BN (gamma 1, beta 0), e.g. the projector's last BN.
-extern "C" __global__ void bn_apply_f16(int m, int c, const __half* x, const float* mean,
-                                        const float* var, float eps, const float* gamma,
-                                        const float* beta, int relu, __half* y) {
+template <typename T>
+__device__ __forceinline__ void bn_apply(int m, int c, const T* x, const float* mean,
+                                         const float* var, float eps, const float* gamma,
+                                         const float* beta, int relu, T* y) {
     const int total = m * c;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int ch = i % c;
         const float scale = rsqrtf(var[ch] + eps) * (gamma ? gamma[ch] : 1.0f);
-        float v = (ld_h(x, i) - mean[ch]) * scale + (beta ? beta[ch] : 0.0f);
+        float v = (ld(x, i) - mean[ch]) * scale + (beta ? beta[ch] : 0.0f);
         if (relu) v = fmaxf(v, 0.0f);
-        st_h(y, i, v);
+        st(y, i, v);
     }
+}
+extern "C" __global__ void bn_apply_f16(int m, int c, const __half* x, const float* mean,
+                                        const float* var, float eps, const float* gamma,
+                                        const float* beta, int relu, __half* y) {
+    bn_apply(m, c, x, mean, var, eps, gamma, beta, relu, y);
+}
+extern "C" __global__ void bn_apply_f32(int m, int c, const float* x, const float* mean,
+                                        const float* var, float eps, const float* gamma,
+                                        const float* beta, int relu, float* y) {
+    bn_apply(m, c, x, mean, var, eps, gamma, beta, relu, y);
 }
 
 // Level 1 of the backward sums: per (chunk, channel) sum(dy) and sum(dy * (x - mean)).
 // The invstd factor of xhat is applied once in the finalize, not per element.
-extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
-bn_bwd_reduce_partial_f16(int m, int c, int rows_per_chunk, const __half* x, const __half* dy,
-                          const float* mean, float* part_sum_dy, float* part_sum_dy_xc) {
+template <typename T>
+__device__ __forceinline__ void bn_bwd_reduce_partial(int m, int c, int rows_per_chunk,
+                                                      const T* x, const T* dy,
+                                                      const float* mean, float* part_sum_dy,
+                                                      float* part_sum_dy_xc) {
     __shared__ float lane_dy[BN_ROWS][BN_TILE_C];
     __shared__ float lane_dy_xc[BN_ROWS][BN_TILE_C];
     const int ch = blockIdx.x * BN_TILE_C + threadIdx.x;
@@ -123,9 +146,9 @@ bn_bwd_reduce_partial_f16(int m, int c, int rows_per_chunk, const __half* x, con
     if (ch < c) {
         const float mu = mean[ch];
         for (int r = row_begin + threadIdx.y; r < row_end; r += BN_ROWS) {
-            const float g = ld_h(dy, r * c + ch);
+            const float g = ld(dy, r * c + ch);
             s_dy += g;
-            s_dy_xc += g * (ld_h(x, r * c + ch) - mu);
+            s_dy_xc += g * (ld(x, r * c + ch) - mu);
         }
     }
     lane_dy[threadIdx.y][threadIdx.x] = s_dy;
@@ -141,6 +164,16 @@ bn_bwd_reduce_partial_f16(int m, int c, int rows_per_chunk, const __half* x, con
         part_sum_dy[chunk * c + ch] = a;
         part_sum_dy_xc[chunk * c + ch] = b;
     }
+}
+extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
+bn_bwd_reduce_partial_f16(int m, int c, int rows_per_chunk, const __half* x, const __half* dy,
+                          const float* mean, float* part_sum_dy, float* part_sum_dy_xc) {
+    bn_bwd_reduce_partial(m, c, rows_per_chunk, x, dy, mean, part_sum_dy, part_sum_dy_xc);
+}
+extern "C" __global__ void __launch_bounds__(BN_TILE_C * BN_ROWS)
+bn_bwd_reduce_partial_f32(int m, int c, int rows_per_chunk, const float* x, const float* dy,
+                          const float* mean, float* part_sum_dy, float* part_sum_dy_xc) {
+    bn_bwd_reduce_partial(m, c, rows_per_chunk, x, dy, mean, part_sum_dy, part_sum_dy_xc);
 }
 
 // Level 2: sum_dy = sum(dy) (= dbeta), sum_dy_xhat = invstd * sum(dy * (x - mean)) (= dgamma).
@@ -163,22 +196,35 @@ extern "C" __global__ void bn_bwd_reduce_finalize(int c, int chunks, const float
 // dx = gamma * invstd * (dy - sum_dy / count - xhat * sum_dy_xhat / count). `count` is the
 // number of rows the statistics covered (all ranks' rows under SyncBN), not necessarily m.
 // gamma may be null (affine-free BN).
-extern "C" __global__ void bn_bwd_apply_f16(int m, int c, int count, const __half* x,
-                                            const __half* dy, const float* mean,
-                                            const float* var, float eps, const float* gamma,
-                                            const float* sum_dy, const float* sum_dy_xhat,
-                                            __half* dx) {
+template <typename T>
+__device__ __forceinline__ void bn_bwd_apply(int m, int c, int count, const T* x, const T* dy,
+                                             const float* mean, const float* var, float eps,
+                                             const float* gamma, const float* sum_dy,
+                                             const float* sum_dy_xhat, T* dx) {
     const int total = m * c;
     const float inv_count = 1.0f / (float)count;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int ch = i % c;
         const float invstd = rsqrtf(var[ch] + eps);
-        const float xhat = (ld_h(x, i) - mean[ch]) * invstd;
+        const float xhat = (ld(x, i) - mean[ch]) * invstd;
         const float g = gamma ? gamma[ch] : 1.0f;
         const float v = g * invstd *
-                        (ld_h(dy, i) - sum_dy[ch] * inv_count - xhat * sum_dy_xhat[ch] * inv_count);
-        st_h(dx, i, v);
+                        (ld(dy, i) - sum_dy[ch] * inv_count - xhat * sum_dy_xhat[ch] * inv_count);
+        st(dx, i, v);
     }
+}
+extern "C" __global__ void bn_bwd_apply_f16(int m, int c, int count, const __half* x,
+                                            const __half* dy, const float* mean,
+                                            const float* var, float eps, const float* gamma,
+                                            const float* sum_dy, const float* sum_dy_xhat,
+                                            __half* dx) {
+    bn_bwd_apply(m, c, count, x, dy, mean, var, eps, gamma, sum_dy, sum_dy_xhat, dx);
+}
+extern "C" __global__ void bn_bwd_apply_f32(int m, int c, int count, const float* x,
+                                            const float* dy, const float* mean, const float* var,
+                                            float eps, const float* gamma, const float* sum_dy,
+                                            const float* sum_dy_xhat, float* dx) {
+    bn_bwd_apply(m, c, count, x, dy, mean, var, eps, gamma, sum_dy, sum_dy_xhat, dx);
 }
 
 // running = (1 - momentum) * running + momentum * batch statistic, the variance made unbiased

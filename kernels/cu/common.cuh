@@ -5,8 +5,10 @@
 // users pass `-I kernels/cu`.
 //
 // Conventions of every kernel in kernels/cu:
-// - Activations are NHWC fp16 (`__half`), read into fp32 registers, computed in fp32 and
-//   rounded once on store. Statistics, logits, master weights and gradients are fp32.
+// - Activations are NHWC, fp16 (`__half`) under AMP and fp32 otherwise: kernels that touch
+//   activations are templates over the element type T with two `extern "C"` entry points,
+//   NAME_f16 and NAME_f32. Values are read into fp32 registers, computed in fp32 and rounded
+//   once on store. Statistics, logits, master weights and gradients are fp32.
 // - Sizes are `int`. The Rust wrappers check that every buffer has fewer than 2^30 elements
 //   and that a grid has fewer than 2^24 threads, so a grid-stride index `i + stride` stays
 //   below 2^31 and never overflows; 32-bit indices keep `%` and `/` cheap (64-bit integer
@@ -28,6 +30,14 @@ __device__ __forceinline__ int grid_stride() { return blockDim.x * gridDim.x; }
 
 __device__ __forceinline__ float ld_h(const __half* p, int i) { return __half2float(p[i]); }
 __device__ __forceinline__ void st_h(__half* p, int i, float v) { p[i] = __float2half_rn(v); }
+
+// Loads and stores in either activation precision, so one template body serves the fp16
+// (AMP) and fp32 instantiation of a kernel: values are always computed in fp32 registers and
+// rounded once on store.
+__device__ __forceinline__ float ld(const __half* p, int i) { return __half2float(p[i]); }
+__device__ __forceinline__ float ld(const float* p, int i) { return p[i]; }
+__device__ __forceinline__ void st(__half* p, int i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void st(float* p, int i, float v) { p[i] = v; }
 
 // Sum over the 32 lanes of a warp; every lane gets the result.
 template <typename T>

@@ -1,36 +1,57 @@
 // Elementwise ops on flat buffers (compiled, not yet run on a GPU): ReLU forward/backward,
 // the residual add (+ ReLU fused, the end of every bottleneck), and the few fp32 vector ops
 // the step needs on gradient buffers. All are memory-bound; one grid-stride loop each.
+// The activation kernels exist for fp16 (AMP) and fp32 activations (see common.cuh).
 #include "common.cuh"
 
 // x = max(x, 0) in place.
-extern "C" __global__ void relu_inplace_f16(int n, __half* x) {
+template <typename T>
+__device__ __forceinline__ void relu_inplace(int n, T* x) {
     for (int i = grid_start(); i < n; i += grid_stride()) {
-        st_h(x, i, fmaxf(ld_h(x, i), 0.0f));
+        st(x, i, fmaxf(ld(x, i), 0.0f));
     }
 }
+extern "C" __global__ void relu_inplace_f16(int n, __half* x) { relu_inplace(n, x); }
+extern "C" __global__ void relu_inplace_f32(int n, float* x) { relu_inplace(n, x); }
 
 // dx = dy where y > 0, else 0. y is the ReLU OUTPUT (what the forward keeps), so y > 0 is
 // exactly "the input was positive"; at 0 the gradient is 0, as PyTorch's.
-extern "C" __global__ void relu_bwd_f16(int n, const __half* y, const __half* dy, __half* dx) {
+template <typename T>
+__device__ __forceinline__ void relu_bwd(int n, const T* y, const T* dy, T* dx) {
     for (int i = grid_start(); i < n; i += grid_stride()) {
-        st_h(dx, i, ld_h(y, i) > 0.0f ? ld_h(dy, i) : 0.0f);
+        st(dx, i, ld(y, i) > 0.0f ? ld(dy, i) : 0.0f);
     }
+}
+extern "C" __global__ void relu_bwd_f16(int n, const __half* y, const __half* dy, __half* dx) {
+    relu_bwd(n, y, dy, dx);
+}
+extern "C" __global__ void relu_bwd_f32(int n, const float* y, const float* dy, float* dx) {
+    relu_bwd(n, y, dy, dx);
 }
 
 // y += x (fp32 add, one rounding).
-extern "C" __global__ void add_inplace_f16(int n, const __half* x, __half* y) {
+template <typename T>
+__device__ __forceinline__ void add_inplace(int n, const T* x, T* y) {
     for (int i = grid_start(); i < n; i += grid_stride()) {
-        st_h(y, i, ld_h(y, i) + ld_h(x, i));
+        st(y, i, ld(y, i) + ld(x, i));
     }
 }
+extern "C" __global__ void add_inplace_f16(int n, const __half* x, __half* y) { add_inplace(n, x, y); }
+extern "C" __global__ void add_inplace_f32(int n, const float* x, float* y) { add_inplace(n, x, y); }
 
 // y = max(y + x, 0): the bottleneck's residual add and final ReLU in one pass, so the sum is
-// rounded to fp16 once and the activation is read and written once instead of twice.
-extern "C" __global__ void add_relu_inplace_f16(int n, const __half* x, __half* y) {
+// rounded once and the activation is read and written once instead of twice.
+template <typename T>
+__device__ __forceinline__ void add_relu_inplace(int n, const T* x, T* y) {
     for (int i = grid_start(); i < n; i += grid_stride()) {
-        st_h(y, i, fmaxf(ld_h(y, i) + ld_h(x, i), 0.0f));
+        st(y, i, fmaxf(ld(y, i) + ld(x, i), 0.0f));
     }
+}
+extern "C" __global__ void add_relu_inplace_f16(int n, const __half* x, __half* y) {
+    add_relu_inplace(n, x, y);
+}
+extern "C" __global__ void add_relu_inplace_f32(int n, const float* x, float* y) {
+    add_relu_inplace(n, x, y);
 }
 
 // y = alpha * x + beta * y on fp32 buffers.

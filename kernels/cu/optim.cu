@@ -2,8 +2,10 @@
 // momentum encoder, gradient unscale with the inf/NaN flag, SGD / LARS / AdamW steps, and the
 // per-tensor sums of squares LARS needs.
 //
-// Every kernel that changes master weights also writes their fp16 copy (what cuDNN and cuBLAS
-// read) in the same pass, so the weights are read once and there is no separate cast launch.
+// Every kernel that changes master weights can also write their fp16 copy (what cuDNN and
+// cuBLAS read) in the same pass, so the weights are read once and there is no separate cast
+// launch. The copy pointer may be null: then only the fp32 master is written (the `Backend`
+// op set, which refreshes the copy with a separate `copy`, and fp32 training).
 //
 // The steps take `skip`, a device int (may be null): when it is non-zero the step does nothing.
 // Pointing it at the (all-reduced) inf/NaN flag lets a step with overflowed gradients be
@@ -12,13 +14,13 @@
 
 __device__ __forceinline__ bool skipped(const int* skip) { return skip != nullptr && *skip != 0; }
 
-// theta_k = m * theta_k + (1 - m) * theta_q, and theta_k16 = fp16(theta_k).
+// theta_k = m * theta_k + (1 - m) * theta_q, and theta_k16 = fp16(theta_k) (theta_k16 may be null).
 extern "C" __global__ void ema_f32(int n, float m, const float* theta_q, float* theta_k,
                                    __half* theta_k16) {
     for (int i = grid_start(); i < n; i += grid_stride()) {
         const float v = m * theta_k[i] + (1.0f - m) * theta_q[i];
         theta_k[i] = v;
-        st_h(theta_k16, i, v);
+        if (theta_k16) st_h(theta_k16, i, v);
     }
 }
 
@@ -48,7 +50,7 @@ extern "C" __global__ void sgd_step_f32(int n, float lr, float momentum, float w
         const float w = p[i] - lr * u;
         mu[i] = u;
         p[i] = w;
-        st_h(p16, i, w);
+        if (p16) st_h(p16, i, w);
     }
 }
 
@@ -145,7 +147,7 @@ extern "C" __global__ void lars_step_f32(int n_seg, const int* seg_start, const 
         const float w = p[i] - lr * u;
         mu[i] = u;
         p[i] = w;
-        st_h(p16, i, w);
+        if (p16) st_h(p16, i, w);
     }
 }
 
@@ -168,6 +170,40 @@ extern "C" __global__ void adamw_step_f32(int n, float lr, float beta1, float be
         m[i] = mi;
         v[i] = vi;
         p[i] = w;
-        st_h(p16, i, w);
+        if (p16) st_h(p16, i, w);
     }
+}
+
+// The LARS step of ONE tensor with its trust ratio computed on the host (the `Backend`
+// op set's lars_step): d = (g + wd p) * trust; mu = momentum mu + d; p -= lr mu. Excluded 1-D
+// tensors pass trust = 1 and wd = 0. p16 may be null.
+extern "C" __global__ void lars_step_scalar_f32(int n, float lr, float momentum, float wd,
+                                                float trust, float* p, const float* g, float* mu,
+                                                __half* p16) {
+    for (int i = grid_start(); i < n; i += grid_stride()) {
+        const float d = (g[i] + wd * p[i]) * trust;
+        const float u = momentum * mu[i] + d;
+        const float w = p[i] - lr * u;
+        mu[i] = u;
+        p[i] = w;
+        if (p16) st_h(p16, i, w);
+    }
+}
+
+// Sum of squares of (y + alpha * x) over one flat range (x may be null: of y), in double:
+// block b sums elements [b * chunk, min(n, (b + 1) * chunk)) into partial[b], and the host adds
+// the partials in block order. The chunk depends only on n (chosen by the Rust wrapper), so the
+// result is the same on every card and every run.
+extern "C" __global__ void sumsq_partial_f32(int n, int chunk, float alpha, const float* x,
+                                             const float* y, double* partial) {
+    const int b = blockIdx.x;
+    const int begin = b * chunk;
+    const int end = min(n, begin + chunk);
+    double acc = 0.0;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        const float v = x ? y[i] + alpha * x[i] : y[i];
+        acc += (double)v * (double)v;
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partial[b] = acc;
 }

@@ -1,4 +1,4 @@
-// Pooling on NHWC fp16 (compiled, not yet run on a GPU): the stem's 3x3/2 pad 1 max pool and
+// Pooling on NHWC activations, fp16 or fp32 (compiled, not yet run on a GPU): the stem's 3x3/2 pad 1 max pool and
 // the global average pool before the projector, forward and backward.
 //
 // One thread per output element with the channel fastest, so a warp touches 32 consecutive
@@ -13,7 +13,8 @@
 // FIRST maximal element, with the CPU reference's tie rule (ky outer, kx inner, strict `>`).
 // Padding never wins: out-of-range taps are skipped, and the running best starts at the first
 // in-range tap (every window has one since PAD < K), so even an all -inf window has an argmax.
-__device__ __forceinline__ int window_argmax(const __half* x, int h, int w, int c, int img,
+template <typename T>
+__device__ __forceinline__ int window_argmax(const T* x, int h, int w, int c, int img,
                                              int oy, int ox, int ch) {
     int best_i = -1;
     float best = 0.0f;
@@ -24,7 +25,7 @@ __device__ __forceinline__ int window_argmax(const __half* x, int h, int w, int 
             const int ix = ox * POOL_STRIDE - POOL_PAD + kx;
             if (ix < 0 || ix >= w) continue;
             const int i = ((img * h + iy) * w + ix) * c + ch;
-            const float v = ld_h(x, i);
+            const float v = ld(x, i);
             if (best_i < 0 || v > best) {
                 best = v;
                 best_i = i;
@@ -35,8 +36,9 @@ __device__ __forceinline__ int window_argmax(const __half* x, int h, int w, int 
 }
 
 // y[n, oy, ox, ch] = max of the 3x3 window. x [n, h, w, c], y [n, oh, ow, c].
-extern "C" __global__ void maxpool3x3s2_fwd_f16(int n, int h, int w, int c, int oh, int ow,
-                                                const __half* x, __half* y) {
+template <typename T>
+__device__ __forceinline__ void maxpool_fwd(int n, int h, int w, int c, int oh, int ow,
+                                            const T* x, T* y) {
     const int total = n * oh * ow * c;
     for (int o = grid_start(); o < total; o += grid_stride()) {
         const int ch = o % c;
@@ -46,13 +48,22 @@ extern "C" __global__ void maxpool3x3s2_fwd_f16(int n, int h, int w, int c, int 
         y[o] = x[window_argmax(x, h, w, c, img, oy, ox, ch)];
     }
 }
+extern "C" __global__ void maxpool3x3s2_fwd_f16(int n, int h, int w, int c, int oh, int ow,
+                                                const __half* x, __half* y) {
+    maxpool_fwd(n, h, w, c, oh, ow, x, y);
+}
+extern "C" __global__ void maxpool3x3s2_fwd_f32(int n, int h, int w, int c, int oh, int ow,
+                                                const float* x, float* y) {
+    maxpool_fwd(n, h, w, c, oh, ow, x, y);
+}
 
 // dx[i] = sum of dy over the windows whose first maximum is i; dx is overwritten.
 // Gather form: one thread per INPUT element recomputes the argmax of each of the (at most
 // 2x2) windows that contain it. No atomics, so the result is deterministic and every dx is
 // written exactly once (zeros included), at the cost of re-reading x (L1/L2-resident).
-extern "C" __global__ void maxpool3x3s2_bwd_f16(int n, int h, int w, int c, int oh, int ow,
-                                                const __half* x, const __half* dy, __half* dx) {
+template <typename T>
+__device__ __forceinline__ void maxpool_bwd(int n, int h, int w, int c, int oh, int ow,
+                                            const T* x, const T* dy, T* dx) {
     const int total = n * h * w * c;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int ch = i % c;
@@ -68,35 +79,57 @@ extern "C" __global__ void maxpool3x3s2_bwd_f16(int n, int h, int w, int c, int 
         for (int oy = oy_lo; oy <= oy_hi; ++oy) {
             for (int ox = ox_lo; ox <= ox_hi; ++ox) {
                 if (window_argmax(x, h, w, c, img, oy, ox, ch) == i) {
-                    acc += ld_h(dy, ((img * oh + oy) * ow + ox) * c + ch);
+                    acc += ld(dy, ((img * oh + oy) * ow + ox) * c + ch);
                 }
             }
         }
-        st_h(dx, i, acc);
+        st(dx, i, acc);
     }
+}
+extern "C" __global__ void maxpool3x3s2_bwd_f16(int n, int h, int w, int c, int oh, int ow,
+                                                const __half* x, const __half* dy, __half* dx) {
+    maxpool_bwd(n, h, w, c, oh, ow, x, dy, dx);
+}
+extern "C" __global__ void maxpool3x3s2_bwd_f32(int n, int h, int w, int c, int oh, int ow,
+                                                const float* x, const float* dy, float* dx) {
+    maxpool_bwd(n, h, w, c, oh, ow, x, dy, dx);
 }
 
 // y[img, ch] = mean over the hw positions of x[img, hw, ch]. One thread per (img, ch); the
 // hw loop runs in order in fp32 (hw is 49 for ResNet-50 at 224).
-extern "C" __global__ void avgpool_fwd_f16(int n, int hw, int c, const __half* x, __half* y) {
+template <typename T>
+__device__ __forceinline__ void avgpool_fwd(int n, int hw, int c, const T* x, T* y) {
     const int total = n * c;
     const float inv_hw = 1.0f / (float)hw;
     for (int o = grid_start(); o < total; o += grid_stride()) {
         const int ch = o % c;
         const int img = o / c;
         float acc = 0.0f;
-        for (int p = 0; p < hw; ++p) acc += ld_h(x, (img * hw + p) * c + ch);
-        st_h(y, o, acc * inv_hw);
+        for (int p = 0; p < hw; ++p) acc += ld(x, (img * hw + p) * c + ch);
+        st(y, o, acc * inv_hw);
     }
+}
+extern "C" __global__ void avgpool_fwd_f16(int n, int hw, int c, const __half* x, __half* y) {
+    avgpool_fwd(n, hw, c, x, y);
+}
+extern "C" __global__ void avgpool_fwd_f32(int n, int hw, int c, const float* x, float* y) {
+    avgpool_fwd(n, hw, c, x, y);
 }
 
 // dx[img, p, ch] = dy[img, ch] / hw for every position p; dx is overwritten.
-extern "C" __global__ void avgpool_bwd_f16(int n, int hw, int c, const __half* dy, __half* dx) {
+template <typename T>
+__device__ __forceinline__ void avgpool_bwd(int n, int hw, int c, const T* dy, T* dx) {
     const int total = n * hw * c;
     const float inv_hw = 1.0f / (float)hw;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int ch = i % c;
         const int img = i / (hw * c);
-        st_h(dx, i, ld_h(dy, img * c + ch) * inv_hw);
+        st(dx, i, ld(dy, img * c + ch) * inv_hw);
     }
+}
+extern "C" __global__ void avgpool_bwd_f16(int n, int hw, int c, const __half* dy, __half* dx) {
+    avgpool_bwd(n, hw, c, dy, dx);
+}
+extern "C" __global__ void avgpool_bwd_f32(int n, int hw, int c, const float* dy, float* dx) {
+    avgpool_bwd(n, hw, c, dy, dx);
 }

@@ -87,13 +87,14 @@ extern "C" __global__ void mask_own_image_f32(int rows, int cols, const int* row
     }
 }
 
-// dlogits = scale * (exp(l - lse[row]) - onehot(label[row])), written as fp16 because it feeds
-// the fp16 tensor-core GEMMs of the logits' backward. label -1 = the row's positive is not in
-// this block of columns. A masked (-inf) logit gets exactly 0, even on the label column.
-// scale carries the loss scale and the loss's 2T / N factor.
-extern "C" __global__ void softmax_xent_bwd_f16(int rows, int cols, const float* logits,
-                                                const float* lse, const int* labels, float scale,
-                                                __half* dlogits) {
+// dlogits = scale * (exp(l - lse[row]) - onehot(label[row])), written in the activation
+// precision (fp16 under AMP) because it feeds the GEMMs of the logits' backward. label -1 = the
+// row's positive is not in this block of columns. A masked (-inf) logit gets exactly 0, even on
+// the label column. scale carries the loss scale and the loss's 2T / N factor.
+template <typename T>
+__device__ __forceinline__ void softmax_xent_bwd(int rows, int cols, const float* logits,
+                                                 const float* lse, const int* labels,
+                                                 float scale, T* dlogits) {
     const int total = rows * cols;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int r = i / cols;
@@ -103,8 +104,18 @@ extern "C" __global__ void softmax_xent_bwd_f16(int rows, int cols, const float*
         if (l != moco_neg_inf()) {
             g = expf(l - lse[r]) - (c == labels[r] ? 1.0f : 0.0f);
         }
-        st_h(dlogits, i, scale * g);
+        st(dlogits, i, scale * g);
     }
+}
+extern "C" __global__ void softmax_xent_bwd_f16(int rows, int cols, const float* logits,
+                                                const float* lse, const int* labels, float scale,
+                                                __half* dlogits) {
+    softmax_xent_bwd(rows, cols, logits, lse, labels, scale, dlogits);
+}
+extern "C" __global__ void softmax_xent_bwd_f32(int rows, int cols, const float* logits,
+                                                const float* lse, const int* labels, float scale,
+                                                float* dlogits) {
+    softmax_xent_bwd(rows, cols, logits, lse, labels, scale, dlogits);
 }
 
 // out[r] = logits[r, labels[r]] for rows with a label in [0, cols), else 0 (the positive's

@@ -59,6 +59,17 @@ pub trait Backend: Send + Sync {
     fn view_mut<'a>(buf: &'a mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'a>;
     /// Zero-copy host access where the device memory is host memory (the CPU backend).
     fn host_mut(buf: &mut Self::Buf) -> Option<&mut [f32]>;
+    /// Waits for all queued work and returns the first error any op hit since the last check.
+    /// Ops that return `()` queue work on an asynchronous device and record their failures
+    /// (CUDA); call this once per step. The CPU backend fails eagerly and has nothing to report.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Highest number of bytes of device memory this backend's buffers held at once (the
+    /// measured peak a memory plan is compared with); 0 where it is not measured (CPU).
+    fn peak_bytes(&self) -> u64 {
+        0
+    }
 
     // ---- convolution (no bias) ----
     /// y = conv(x, w). x `[n,h,w,c_in]`, w OHWI, y `[n,oh,ow,c_out]`.

@@ -1,41 +1,44 @@
 //! Launches of `cu/batchnorm.cu`: BN statistics, apply (+ReLU), backward reduce and apply,
-//! running-statistics update, over NHWC `[m, c]` fp16 rows with fp32 statistics.
+//! running-statistics update, over NHWC `[m, c]` activation rows (fp16 or fp32) with fp32
+//! statistics.
 //! Compiled, not yet run on a GPU.
 
-use crate::cuda::launch::{expect_len, to_i32, Grid, Kernel, KernelDef, Param::*};
+use crate::cuda::launch::{
+    expect_len, kernel_pair, to_i32, Elem, Grid, Kernel, KernelDef, KernelPair, KernelPairDef, Param::*,
+};
 use crate::cuda::sources::{self, KernelSource};
 use crate::error::{KernelError, Result};
 use crate::launch;
 use cudarc::driver::{CudaModule, CudaStream, CudaView, CudaViewMut, LaunchConfig};
-use half::f16;
 use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::BATCHNORM;
 
-pub static STATS_PARTIAL: KernelDef =
-    KernelDef { name: "bn_stats_partial_f16", params: &[I32, I32, I32, Ptr, Ptr, Ptr] };
+pub static STATS_PARTIAL: KernelPairDef = kernel_pair!("bn_stats_partial", [I32, I32, I32, Ptr, Ptr, Ptr]);
 pub static STATS_FINALIZE: KernelDef =
     KernelDef { name: "bn_stats_finalize", params: &[I32, I32, I32, I32, Ptr, Ptr, Ptr, Ptr] };
-pub static APPLY: KernelDef =
-    KernelDef { name: "bn_apply_f16", params: &[I32, I32, Ptr, Ptr, Ptr, F32, Ptr, Ptr, I32, Ptr] };
-pub static BWD_REDUCE_PARTIAL: KernelDef =
-    KernelDef { name: "bn_bwd_reduce_partial_f16", params: &[I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr] };
+pub static APPLY: KernelPairDef =
+    kernel_pair!("bn_apply", [I32, I32, Ptr, Ptr, Ptr, F32, Ptr, Ptr, I32, Ptr]);
+pub static BWD_REDUCE_PARTIAL: KernelPairDef =
+    kernel_pair!("bn_bwd_reduce_partial", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr]);
 pub static BWD_REDUCE_FINALIZE: KernelDef =
     KernelDef { name: "bn_bwd_reduce_finalize", params: &[I32, I32, Ptr, Ptr, Ptr, F32, Ptr, Ptr] };
-pub static BWD_APPLY: KernelDef = KernelDef {
-    name: "bn_bwd_apply_f16",
-    params: &[I32, I32, I32, Ptr, Ptr, Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr],
-};
+pub static BWD_APPLY: KernelPairDef =
+    kernel_pair!("bn_bwd_apply", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr]);
 pub static RUNNING_UPDATE: KernelDef =
     KernelDef { name: "bn_running_update", params: &[I32, Ptr, Ptr, I32, F32, Ptr] };
 
 pub static DEFS: &[&KernelDef] = &[
-    &STATS_PARTIAL,
+    &STATS_PARTIAL.f16,
+    &STATS_PARTIAL.f32,
     &STATS_FINALIZE,
-    &APPLY,
-    &BWD_REDUCE_PARTIAL,
+    &APPLY.f16,
+    &APPLY.f32,
+    &BWD_REDUCE_PARTIAL.f16,
+    &BWD_REDUCE_PARTIAL.f32,
     &BWD_REDUCE_FINALIZE,
-    &BWD_APPLY,
+    &BWD_APPLY.f16,
+    &BWD_APPLY.f32,
     &RUNNING_UPDATE,
 ];
 
@@ -78,12 +81,12 @@ pub fn workspace_len(m: usize, c: usize) -> usize {
 #[derive(Debug)]
 pub struct BatchNorm {
     grid: Grid,
-    stats_partial: Kernel,
+    stats_partial: KernelPair,
     stats_finalize: Kernel,
-    apply: Kernel,
-    bwd_reduce_partial: Kernel,
+    apply: KernelPair,
+    bwd_reduce_partial: KernelPair,
     bwd_reduce_finalize: Kernel,
-    bwd_apply: Kernel,
+    bwd_apply: KernelPair,
     running_update: Kernel,
 }
 
@@ -118,12 +121,12 @@ impl BatchNorm {
     pub fn load(module: &Arc<CudaModule>, grid: Grid) -> Result<Self> {
         Ok(BatchNorm {
             grid,
-            stats_partial: Kernel::load(module, &STATS_PARTIAL)?,
+            stats_partial: KernelPair::load(module, &STATS_PARTIAL)?,
             stats_finalize: Kernel::load(module, &STATS_FINALIZE)?,
-            apply: Kernel::load(module, &APPLY)?,
-            bwd_reduce_partial: Kernel::load(module, &BWD_REDUCE_PARTIAL)?,
+            apply: KernelPair::load(module, &APPLY)?,
+            bwd_reduce_partial: KernelPair::load(module, &BWD_REDUCE_PARTIAL)?,
             bwd_reduce_finalize: Kernel::load(module, &BWD_REDUCE_FINALIZE)?,
-            bwd_apply: Kernel::load(module, &BWD_APPLY)?,
+            bwd_apply: KernelPair::load(module, &BWD_APPLY)?,
             running_update: Kernel::load(module, &RUNNING_UPDATE)?,
         })
     }
@@ -131,12 +134,12 @@ impl BatchNorm {
     /// Per-channel mean and biased variance of x `[m, c]` (Welford, two-level, deterministic).
     /// `workspace` needs at least [`workspace_len`]`(m, c)` elements.
     #[allow(clippy::too_many_arguments)]
-    pub fn stats(
+    pub fn stats<T: Elem>(
         &self,
         stream: &CudaStream,
         m: usize,
         c: usize,
-        x: &CudaView<'_, f16>,
+        x: &CudaView<'_, T>,
         workspace: &mut CudaViewMut<'_, f32>,
         mean: &mut CudaViewMut<'_, f32>,
         var: &mut CudaViewMut<'_, f32>,
@@ -151,14 +154,14 @@ impl BatchNorm {
         let (rpc, nch) = (rows_per_chunk as i32, chunks as i32);
         let (mut part_mean, mut rest) = workspace.split_at_mut(chunks * c);
         let mut part_m2 = rest.slice_mut(..chunks * c);
-        // SAFETY: x holds m*c fp16 values and each partial array chunks*c floats (checked
+        // SAFETY: x holds m*c activation values and each partial array chunks*c floats (checked
         // above); the grid is (ceil(c/32), chunks) blocks of (32, 8) threads, the shape the
         // kernel's shared arrays are sized for; every index the kernel forms is < m*c or
         // < chunks*c, both below 2^30.
         unsafe {
             launch!(
                 stream,
-                &self.stats_partial,
+                self.stats_partial.of::<T>(),
                 partial_config(c, chunks),
                 &m_i,
                 &c_i,
@@ -192,19 +195,19 @@ impl BatchNorm {
     /// y = (x - mean) / sqrt(var + eps) * gamma + beta, then ReLU if `relu`. gamma / beta
     /// absent = affine-free.
     #[allow(clippy::too_many_arguments)]
-    pub fn apply(
+    pub fn apply<T: Elem>(
         &self,
         stream: &CudaStream,
         m: usize,
         c: usize,
-        x: &CudaView<'_, f16>,
+        x: &CudaView<'_, T>,
         mean: &CudaView<'_, f32>,
         var: &CudaView<'_, f32>,
         eps: f32,
         gamma: Option<&CudaView<'_, f32>>,
         beta: Option<&CudaView<'_, f32>>,
         relu: bool,
-        y: &mut CudaViewMut<'_, f16>,
+        y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "bn_apply";
         let (m_i, c_i) = check_rows(OP, m, c)?;
@@ -219,13 +222,13 @@ impl BatchNorm {
             expect_len(OP, "beta", b.len(), c)?;
         }
         let relu_i = relu as i32;
-        // SAFETY: x and y hold m*c fp16 values, mean/var (and gamma/beta when present) c
+        // SAFETY: x and y hold m*c activation values, mean/var (and gamma/beta when present) c
         // floats, all checked above; absent gamma/beta are passed as null, which the kernel
         // tests before reading.
         unsafe {
             launch!(
                 stream,
-                &self.apply,
+                self.apply.of::<T>(),
                 self.grid.elems(m * c),
                 &m_i,
                 &c_i,
@@ -244,13 +247,13 @@ impl BatchNorm {
     /// sum_dy = sum(dy), sum_dy_xhat = sum(dy * xhat) per channel (overwritten).
     /// `workspace` needs at least [`workspace_len`]`(m, c)` elements.
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd_reduce(
+    pub fn bwd_reduce<T: Elem>(
         &self,
         stream: &CudaStream,
         m: usize,
         c: usize,
-        x: &CudaView<'_, f16>,
-        dy: &CudaView<'_, f16>,
+        x: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
         mean: &CudaView<'_, f32>,
         var: &CudaView<'_, f32>,
         eps: f32,
@@ -271,12 +274,12 @@ impl BatchNorm {
         let (rpc, nch) = (rows_per_chunk as i32, chunks as i32);
         let (mut part_dy, mut rest) = workspace.split_at_mut(chunks * c);
         let mut part_dy_xc = rest.slice_mut(..chunks * c);
-        // SAFETY: x and dy hold m*c fp16 values, mean c floats, each partial array chunks*c
+        // SAFETY: x and dy hold m*c activation values, mean c floats, each partial array chunks*c
         // floats (checked above); grid and block match the kernel's shared-array shape.
         unsafe {
             launch!(
                 stream,
-                &self.bwd_reduce_partial,
+                self.bwd_reduce_partial.of::<T>(),
                 partial_config(c, chunks),
                 &m_i,
                 &c_i,
@@ -311,21 +314,21 @@ impl BatchNorm {
 
     /// dx = gamma * invstd * (dy - sum_dy/count - xhat * sum_dy_xhat/count).
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd_apply(
+    pub fn bwd_apply<T: Elem>(
         &self,
         stream: &CudaStream,
         m: usize,
         c: usize,
         count: usize,
-        x: &CudaView<'_, f16>,
-        dy: &CudaView<'_, f16>,
+        x: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
         mean: &CudaView<'_, f32>,
         var: &CudaView<'_, f32>,
         eps: f32,
         gamma: Option<&CudaView<'_, f32>>,
         sum_dy: &CudaView<'_, f32>,
         sum_dy_xhat: &CudaView<'_, f32>,
-        dx: &mut CudaViewMut<'_, f16>,
+        dx: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "bn_bwd_apply";
         let (m_i, c_i) = check_rows(OP, m, c)?;
@@ -347,12 +350,12 @@ impl BatchNorm {
         if let Some(g) = gamma {
             expect_len(OP, "gamma", g.len(), c)?;
         }
-        // SAFETY: x, dy, dx hold m*c fp16 values and every per-channel array c floats
+        // SAFETY: x, dy, dx hold m*c activation values and every per-channel array c floats
         // (checked above); an absent gamma is passed as null, which the kernel tests.
         unsafe {
             launch!(
                 stream,
-                &self.bwd_apply,
+                self.bwd_apply.of::<T>(),
                 self.grid.elems(m * c),
                 &m_i,
                 &c_i,

@@ -10,7 +10,8 @@
 //! fp16-output GEMMs use cudarc's safe `Gemm<f16>` (fp16 A/B/C, fp32 compute). GEMMs with an
 //! fp32 output (logits, and weight gradients accumulated straight into the fp32 gradient
 //! buffer) call `cublasGemmEx` with C in fp32, which cuBLAS supports for fp16 A/B with fp32
-//! compute; the safe wrapper has no such combination.
+//! compute; the safe wrapper has no such combination. fp32 GEMMs (training without AMP) use
+//! `Gemm<f32>` (SGEMM) in cuBLAS's default math mode, which never uses TF32.
 
 use crate::cuda::launch::expect_len;
 use crate::error::{KernelError, Result};
@@ -43,6 +44,27 @@ pub struct ColMajorGemm {
     pub lda: usize,
     pub ldb: usize,
     pub ldc: usize,
+}
+
+impl ColMajorGemm {
+    /// Elements A, B and C must hold for these dimensions and leading dimensions.
+    pub fn operand_lens(&self) -> (usize, usize, usize) {
+        let need = |rows: usize, cols: usize, ld: usize| if cols == 0 { 0 } else { ld * (cols - 1) + rows };
+        let a = if self.transa { need(self.k, self.m, self.lda) } else { need(self.m, self.k, self.lda) };
+        let b = if self.transb { need(self.n, self.k, self.ldb) } else { need(self.k, self.n, self.ldb) };
+        (a, b, need(self.m, self.n, self.ldc))
+    }
+
+    fn check(&self, op: &'static str, a: usize, b: usize, c: usize) -> Result<()> {
+        let (na, nb, nc) = self.operand_lens();
+        if a < na || b < nb || c < nc {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("GEMM {self:?} needs A/B/C of {na}/{nb}/{nc} elements, got {a}/{b}/{c}"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Row-major y[n, out] = x[n, in] . w[out, in]^T.
@@ -91,7 +113,7 @@ impl Blas {
 
     /// fp16 C = alpha op(A) op(B) + beta C, fp32 accumulation.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_f16(
+    pub fn gemm_f16(
         &self,
         op: &'static str,
         g: ColMajorGemm,
@@ -101,6 +123,7 @@ impl Blas {
         beta: f32,
         c: &mut CudaViewMut<'_, f16>,
     ) -> Result<()> {
+        g.check(op, a.len(), b.len(), c.len())?;
         let cfg = GemmConfig {
             transa: if g.transa { T } else { N },
             transb: if g.transb { T } else { N },
@@ -113,14 +136,14 @@ impl Blas {
             beta: f16::from_f32(beta),
             ldc: to_c_int(op, g.ldc)?,
         };
-        // SAFETY: the caller checked that a, b and c hold exactly the elements the dimensions
-        // and leading dimensions address (see each public function), all fp16 as declared.
+        // SAFETY: a, b and c hold at least the elements the dimensions and leading dimensions
+        // address (checked above), all fp16 as declared.
         unsafe { self.blas.gemm(cfg, a, b, c) }.map_err(blas_err(op))
     }
 
     /// fp32 C = alpha op(A) op(B) + beta C with fp16 A and B, fp32 accumulation.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_f16_to_f32(
+    pub fn gemm_f16_to_f32(
         &self,
         op: &'static str,
         g: ColMajorGemm,
@@ -130,13 +153,14 @@ impl Blas {
         beta: f32,
         c: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
+        g.check(op, a.len(), b.len(), c.len())?;
         let (a_ptr, _a_sync) = a.device_ptr(&self.stream);
         let (b_ptr, _b_sync) = b.device_ptr(&self.stream);
         let (c_ptr, _c_sync) = c.device_ptr_mut(&self.stream);
         // SAFETY: the handle is bound to self.stream, on which the device pointers were
         // obtained (so the stream waits for earlier writers, and the guards record this use
-        // when dropped after the call is queued). The caller checked that a, b (fp16) and c
-        // (fp32) hold exactly the elements the dimensions address; alpha and beta are f32 as
+        // when dropped after the call is queued). a, b (fp16) and c (fp32) hold at least the
+        // elements the dimensions address (checked above); alpha and beta are f32 as
         // CUBLAS_COMPUTE_32F requires.
         unsafe {
             blas_result::gemm_ex(
@@ -162,6 +186,36 @@ impl Blas {
             )
         }
         .map_err(blas_err(op))
+    }
+
+    /// fp32 C = alpha op(A) op(B) + beta C (SGEMM, no TF32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f32(
+        &self,
+        op: &'static str,
+        g: ColMajorGemm,
+        alpha: f32,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        beta: f32,
+        c: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        g.check(op, a.len(), b.len(), c.len())?;
+        let cfg = GemmConfig {
+            transa: if g.transa { T } else { N },
+            transb: if g.transb { T } else { N },
+            m: to_c_int(op, g.m)?,
+            n: to_c_int(op, g.n)?,
+            k: to_c_int(op, g.k)?,
+            alpha,
+            lda: to_c_int(op, g.lda)?,
+            ldb: to_c_int(op, g.ldb)?,
+            beta,
+            ldc: to_c_int(op, g.ldc)?,
+        };
+        // SAFETY: a, b and c hold at least the elements the dimensions and leading dimensions
+        // address (checked above), all f32 as SGEMM expects.
+        unsafe { self.blas.gemm(cfg, a, b, c) }.map_err(blas_err(op))
     }
 
     /// y[n, out] = x[n, in] . w[out, in]^T, fp16 output (linear layers).
@@ -261,6 +315,19 @@ mod tests {
 
     /// The row-major <-> column-major mappings give the row-major products the `Backend`
     /// trait defines (checked on the host: the mapping is where such bugs hide).
+    #[test]
+    fn operand_lengths_of_the_row_major_mappings_are_the_full_matrices() {
+        let (n, d_in, d_out) = (3, 4, 5);
+        assert_eq!(linear_fwd_gemm(n, d_in, d_out).operand_lens(), (d_out * d_in, n * d_in, n * d_out));
+        assert_eq!(linear_bwd_data_gemm(n, d_in, d_out).operand_lens(), (d_out * d_in, n * d_out, n * d_in));
+        assert_eq!(
+            linear_bwd_weight_gemm(n, d_in, d_out).operand_lens(),
+            (n * d_in, n * d_out, d_out * d_in)
+        );
+        let g = linear_fwd_gemm(n, d_in, d_out);
+        assert!(g.check("t", d_out * d_in, n * d_in - 1, n * d_out).is_err(), "a short B is refused");
+    }
+
     #[test]
     fn column_major_mappings_compute_the_row_major_products() {
         let (n, d_in, d_out) = (3, 4, 5);

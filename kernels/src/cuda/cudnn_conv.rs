@@ -1,5 +1,7 @@
-//! cuDNN convolutions for ResNet-50: NHWC fp16 tensors, KRSC (= OHWI) fp16 filters, fp32
-//! accumulation (cuDNN's "pseudo-half" configuration) and tensor-op math.
+//! cuDNN convolutions for ResNet-50: NHWC tensors and KRSC (= OHWI) filters with fp32
+//! accumulation. Under AMP the data is fp16 (cuDNN's "pseudo-half" configuration) with
+//! tensor-op math; without AMP it is fp32 with FMA math, i.e. true fp32 (no TF32), so that
+//! fp32 training on the GPU matches the CPU reference to fp32 rounding.
 //!
 //! STATUS: compiled, not yet run on a GPU. Uses cudarc's safe `ConvForward`,
 //! `ConvBackwardData` and `ConvBackwardFilter`.
@@ -12,12 +14,14 @@
 //! (IMPLICIT_GEMM forward needs none); when nothing fits, building the plan fails with an error
 //! naming the shape and the limit, which the memory planner reports before training starts.
 
+use crate::cuda::launch::Elem;
 use crate::error::{KernelError, Result};
 use crate::shapes::ConvShape;
 use cudarc::cudnn::sys::{
     cudnnConvolutionBwdDataAlgo_t as BwdDataAlgo, cudnnConvolutionBwdFilterAlgo_t as BwdFilterAlgo,
     cudnnConvolutionFwdAlgo_t as FwdAlgo, cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
 };
+use cudarc::cudnn::CudnnDataType;
 use cudarc::cudnn::{
     ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnError, FilterDescriptor,
     TensorDescriptor,
@@ -25,6 +29,30 @@ use cudarc::cudnn::{
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut};
 use half::f16;
 use std::sync::Arc;
+
+/// An element type cuDNN convolves: fp16 (AMP) or fp32.
+pub trait ConvElem: Elem + CudnnDataType + std::fmt::Debug {
+    /// The math type of the convolution descriptor for this data type.
+    const MATH: cudnnMathType_t;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl ConvElem for f16 {
+    /// Tensor cores for fp16 data.
+    const MATH: cudnnMathType_t = cudnnMathType_t::CUDNN_TENSOR_OP_MATH;
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl ConvElem for f32 {
+    /// Plain fp32 FMA: cuDNN would otherwise be free to use TF32 tensor cores (10-bit
+    /// mantissa) for fp32 data on sm_80+, which is not what "fp32" promises.
+    const MATH: cudnnMathType_t = cudnnMathType_t::CUDNN_FMA_MATH;
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
 
 fn cudnn_err(op: &'static str) -> impl Fn(CudnnError) -> KernelError {
     move |e| KernelError::Cuda { op, detail: format!("{e:?}") }
@@ -78,14 +106,14 @@ const BWD_FILTER_FALLBACK: [BwdFilterAlgo; 3] = [
     BwdFilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
 ];
 
-/// Descriptors and chosen algorithms for one convolution shape.
+/// Descriptors and chosen algorithms for one convolution shape and data type.
 #[derive(Debug)]
-pub struct ConvPlan {
+pub struct ConvPlan<T: ConvElem> {
     shape: ConvShape,
     conv: ConvDescriptor<f32>,
-    x: TensorDescriptor<f16>,
-    y: TensorDescriptor<f16>,
-    w: FilterDescriptor<f16>,
+    x: TensorDescriptor<T>,
+    y: TensorDescriptor<T>,
+    w: FilterDescriptor<T>,
     fwd: (FwdAlgo, usize),
     bwd_data: (BwdDataAlgo, usize),
     bwd_filter: (BwdFilterAlgo, usize),
@@ -100,7 +128,7 @@ fn dims(op: &'static str, v: [usize; 4]) -> Result<[i32; 4]> {
     Ok(out)
 }
 
-impl ConvPlan {
+impl<T: ConvElem> ConvPlan<T> {
     /// Builds the descriptors for `s` and picks an algorithm per direction whose workspace is
     /// at most `workspace_limit` bytes. With `deterministic`, backward algorithms that use
     /// atomics are never chosen.
@@ -117,17 +145,17 @@ impl ConvPlan {
         let nhwc = cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
         // cuDNN takes NCHW-ordered dimensions even for NHWC layouts; the format sets strides.
         let x = cudnn
-            .create_4d_tensor::<f16>(nhwc, dims(OP, [s.n, s.c_in, s.h, s.w])?)
+            .create_4d_tensor::<T>(nhwc, dims(OP, [s.n, s.c_in, s.h, s.w])?)
             .map_err(cudnn_err("x descriptor"))?;
         let y = cudnn
-            .create_4d_tensor::<f16>(nhwc, dims(OP, [s.n, s.c_out, s.out_h(), s.out_w()])?)
+            .create_4d_tensor::<T>(nhwc, dims(OP, [s.n, s.c_out, s.out_h(), s.out_w()])?)
             .map_err(cudnn_err("y descriptor"))?;
         // NHWC filter format = KRSC = the project's OHWI weights.
         let w = cudnn
-            .create_4d_filter::<f16>(nhwc, dims(OP, [s.c_out, s.c_in, s.k, s.k])?)
+            .create_4d_filter::<T>(nhwc, dims(OP, [s.c_out, s.c_in, s.k, s.k])?)
             .map_err(cudnn_err("w descriptor"))?;
         let (pad, stride) = (s.pad as i32, s.stride as i32);
-        // Compute type f32: fp16 data accumulated in fp32 (pseudo-half).
+        // Compute type f32: fp16 data accumulated in fp32 (pseudo-half), or plain fp32.
         let mut conv = cudnn
             .create_conv2d::<f32>(
                 [pad, pad],
@@ -136,8 +164,7 @@ impl ConvPlan {
                 cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
             )
             .map_err(cudnn_err("conv descriptor"))?;
-        // Tensor cores for fp16 data; no down-conversion of fp32 inputs (there are none).
-        conv.set_math_type(cudnnMathType_t::CUDNN_TENSOR_OP_MATH).map_err(cudnn_err("math type"))?;
+        conv.set_math_type(T::MATH).map_err(cudnn_err("math type"))?;
 
         let fwd_op = ConvForward { conv: &conv, x: &x, w: &w, y: &y };
         let heuristic = fwd_op.pick_algorithm().ok();
@@ -205,55 +232,65 @@ impl ConvPlan {
     /// y = conv(x, w) (overwritten).
     pub fn fwd(
         &self,
-        x: &CudaView<'_, f16>,
-        w: &CudaView<'_, f16>,
-        y: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        w: &CudaView<'_, T>,
+        y: &mut CudaViewMut<'_, T>,
         workspace: &mut CudaViewMut<'_, u8>,
     ) -> Result<()> {
         self.check("conv2d_fwd", x.len(), w.len(), y.len(), workspace.len(), self.fwd.1)?;
         let op = ConvForward { conv: &self.conv, x: &self.x, w: &self.w, y: &self.y };
         let ws = (self.fwd.1 > 0).then_some(workspace);
+        let (one, zero) = (T::from_f32(1.0), T::from_f32(0.0));
         // SAFETY: x, w, y have exactly the element counts of the descriptors built from the
-        // same ConvShape (checked above), all fp16 as the descriptors declare; the workspace
-        // holds at least the bytes cuDNN reported for this algorithm.
-        unsafe { op.launch(self.fwd.0, ws, (f16::ONE, f16::ZERO), x, w, y) }.map_err(cudnn_err("conv2d_fwd"))
+        // same ConvShape (checked above), all of type T as the descriptors declare; the
+        // workspace holds at least the bytes cuDNN reported for this algorithm.
+        unsafe { op.launch(self.fwd.0, ws, (one, zero), x, w, y) }.map_err(cudnn_err("conv2d_fwd"))
     }
 
     /// dx = conv_transpose(dy, w) (overwritten).
     pub fn bwd_data(
         &self,
-        dy: &CudaView<'_, f16>,
-        w: &CudaView<'_, f16>,
-        dx: &mut CudaViewMut<'_, f16>,
+        dy: &CudaView<'_, T>,
+        w: &CudaView<'_, T>,
+        dx: &mut CudaViewMut<'_, T>,
         workspace: &mut CudaViewMut<'_, u8>,
     ) -> Result<()> {
         self.check("conv2d_bwd_data", dx.len(), w.len(), dy.len(), workspace.len(), self.bwd_data.1)?;
         let op = ConvBackwardData { conv: &self.conv, dx: &self.x, w: &self.w, dy: &self.y };
         let ws = (self.bwd_data.1 > 0).then_some(workspace);
-        // SAFETY: as in `fwd`: lengths match the descriptors, fp16 throughout, workspace large
-        // enough for the chosen algorithm.
-        unsafe { op.launch(self.bwd_data.0, ws, (f16::ONE, f16::ZERO), dx, w, dy) }
+        let (one, zero) = (T::from_f32(1.0), T::from_f32(0.0));
+        // SAFETY: as in `fwd`: lengths match the descriptors, type T throughout, workspace
+        // large enough for the chosen algorithm.
+        unsafe { op.launch(self.bwd_data.0, ws, (one, zero), dx, w, dy) }
             .map_err(cudnn_err("conv2d_bwd_data"))
     }
 
-    /// dw = correlation(x, dy), OVERWRITTEN in fp16. The `Backend` contract accumulates
-    /// parameter gradients: the caller adds dw into the fp32 gradient buffer with
+    /// dw = correlation(x, dy) + beta * dw. Under AMP the caller passes beta = 0 and an fp16
+    /// scratch dw, then adds it into the fp32 gradient buffer with
     /// `Elementwise::axpy_f16_to_f32`, so sums over views and micro-batches happen in fp32
-    /// (accumulating with beta = 1 here would sum in fp16).
+    /// (accumulating with beta = 1 here would sum in fp16). In fp32, beta = 1 accumulates
+    /// straight into the gradient buffer, as the `Backend` contract for parameter gradients says.
     pub fn bwd_filter(
         &self,
-        x: &CudaView<'_, f16>,
-        dy: &CudaView<'_, f16>,
-        dw: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
+        beta: f32,
+        dw: &mut CudaViewMut<'_, T>,
         workspace: &mut CudaViewMut<'_, u8>,
     ) -> Result<()> {
         self.check("conv2d_bwd_filter", x.len(), dw.len(), dy.len(), workspace.len(), self.bwd_filter.1)?;
         let op = ConvBackwardFilter { conv: &self.conv, x: &self.x, dw: &self.w, dy: &self.y };
         let ws = (self.bwd_filter.1 > 0).then_some(workspace);
-        // SAFETY: as in `fwd`: lengths match the descriptors, fp16 throughout, workspace large
-        // enough for the chosen algorithm.
-        unsafe { op.launch(self.bwd_filter.0, ws, (f16::ONE, f16::ZERO), x, dw, dy) }
+        let (one, beta) = (T::from_f32(1.0), T::from_f32(beta));
+        // SAFETY: as in `fwd`: lengths match the descriptors, type T throughout, workspace
+        // large enough for the chosen algorithm.
+        unsafe { op.launch(self.bwd_filter.0, ws, (one, beta), x, dw, dy) }
             .map_err(cudnn_err("conv2d_bwd_filter"))
+    }
+
+    /// Workspace bytes of each direction (forward, backward-data, backward-filter).
+    pub fn workspace_each(&self) -> (usize, usize, usize) {
+        (self.fwd.1, self.bwd_data.1, self.bwd_filter.1)
     }
 }
 

@@ -1,7 +1,10 @@
-//! Launches of `cu/elementwise.cu`: ReLU forward/backward, residual add (+ReLU fused) and the
-//! fp32 vector ops on gradient buffers. Compiled, not yet run on a GPU.
+//! Launches of `cu/elementwise.cu`: ReLU forward/backward and the residual add (+ReLU fused)
+//! in both activation precisions, and the fp32 vector ops on gradient buffers.
+//! Compiled, not yet run on a GPU.
 
-use crate::cuda::launch::{expect_len, to_i32, Grid, Kernel, KernelDef, Param::*};
+use crate::cuda::launch::{
+    expect_len, kernel_pair, to_i32, Elem, Grid, Kernel, KernelDef, KernelPair, KernelPairDef, Param::*,
+};
 use crate::cuda::sources::{self, KernelSource};
 use crate::error::Result;
 use crate::launch;
@@ -11,10 +14,10 @@ use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::ELEMENTWISE;
 
-pub static RELU_INPLACE: KernelDef = KernelDef { name: "relu_inplace_f16", params: &[I32, Ptr] };
-pub static RELU_BWD: KernelDef = KernelDef { name: "relu_bwd_f16", params: &[I32, Ptr, Ptr, Ptr] };
-pub static ADD_INPLACE: KernelDef = KernelDef { name: "add_inplace_f16", params: &[I32, Ptr, Ptr] };
-pub static ADD_RELU_INPLACE: KernelDef = KernelDef { name: "add_relu_inplace_f16", params: &[I32, Ptr, Ptr] };
+pub static RELU_INPLACE: KernelPairDef = kernel_pair!("relu_inplace", [I32, Ptr]);
+pub static RELU_BWD: KernelPairDef = kernel_pair!("relu_bwd", [I32, Ptr, Ptr, Ptr]);
+pub static ADD_INPLACE: KernelPairDef = kernel_pair!("add_inplace", [I32, Ptr, Ptr]);
+pub static ADD_RELU_INPLACE: KernelPairDef = kernel_pair!("add_relu_inplace", [I32, Ptr, Ptr]);
 pub static AXPBY: KernelDef = KernelDef { name: "axpby_f32", params: &[I32, F32, Ptr, F32, Ptr] };
 pub static AXPY_F16_TO_F32: KernelDef = KernelDef { name: "axpy_f16_to_f32", params: &[I32, F32, Ptr, Ptr] };
 pub static SCALE: KernelDef = KernelDef { name: "scale_f32", params: &[I32, F32, Ptr] };
@@ -22,10 +25,14 @@ pub static FILL_F32: KernelDef = KernelDef { name: "fill_f32", params: &[I32, F3
 pub static FILL_F16: KernelDef = KernelDef { name: "fill_f16", params: &[I32, F32, Ptr] };
 
 pub static DEFS: &[&KernelDef] = &[
-    &RELU_INPLACE,
-    &RELU_BWD,
-    &ADD_INPLACE,
-    &ADD_RELU_INPLACE,
+    &RELU_INPLACE.f16,
+    &RELU_INPLACE.f32,
+    &RELU_BWD.f16,
+    &RELU_BWD.f32,
+    &ADD_INPLACE.f16,
+    &ADD_INPLACE.f32,
+    &ADD_RELU_INPLACE.f16,
+    &ADD_RELU_INPLACE.f32,
     &AXPBY,
     &AXPY_F16_TO_F32,
     &SCALE,
@@ -37,10 +44,10 @@ pub static DEFS: &[&KernelDef] = &[
 #[derive(Debug)]
 pub struct Elementwise {
     grid: Grid,
-    relu_inplace: Kernel,
-    relu_bwd: Kernel,
-    add_inplace: Kernel,
-    add_relu_inplace: Kernel,
+    relu_inplace: KernelPair,
+    relu_bwd: KernelPair,
+    add_inplace: KernelPair,
+    add_relu_inplace: KernelPair,
     axpby: Kernel,
     axpy_f16_to_f32: Kernel,
     scale: Kernel,
@@ -52,10 +59,10 @@ impl Elementwise {
     pub fn load(module: &Arc<CudaModule>, grid: Grid) -> Result<Self> {
         Ok(Elementwise {
             grid,
-            relu_inplace: Kernel::load(module, &RELU_INPLACE)?,
-            relu_bwd: Kernel::load(module, &RELU_BWD)?,
-            add_inplace: Kernel::load(module, &ADD_INPLACE)?,
-            add_relu_inplace: Kernel::load(module, &ADD_RELU_INPLACE)?,
+            relu_inplace: KernelPair::load(module, &RELU_INPLACE)?,
+            relu_bwd: KernelPair::load(module, &RELU_BWD)?,
+            add_inplace: KernelPair::load(module, &ADD_INPLACE)?,
+            add_relu_inplace: KernelPair::load(module, &ADD_RELU_INPLACE)?,
             axpby: Kernel::load(module, &AXPBY)?,
             axpy_f16_to_f32: Kernel::load(module, &AXPY_F16_TO_F32)?,
             scale: Kernel::load(module, &SCALE)?,
@@ -65,22 +72,23 @@ impl Elementwise {
     }
 
     /// x = max(x, 0).
-    pub fn relu_inplace(&self, stream: &CudaStream, x: &mut CudaViewMut<'_, f16>) -> Result<()> {
+    pub fn relu_inplace<T: Elem>(&self, stream: &CudaStream, x: &mut CudaViewMut<'_, T>) -> Result<()> {
         let n = to_i32("relu_inplace", "x", x.len())?;
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: the kernel touches x[0..n) and x holds n fp16 values.
-        unsafe { launch!(stream, &self.relu_inplace, self.grid.elems(n as usize), &n, x) }
+        // SAFETY: the kernel touches x[0..n) and x holds n elements of T, the type of the
+        // entry point chosen by `of::<T>`.
+        unsafe { launch!(stream, self.relu_inplace.of::<T>(), self.grid.elems(n as usize), &n, x) }
     }
 
     /// dx = dy where y > 0 else 0 (y is the ReLU output).
-    pub fn relu_bwd(
+    pub fn relu_bwd<T: Elem>(
         &self,
         stream: &CudaStream,
-        y: &CudaView<'_, f16>,
-        dy: &CudaView<'_, f16>,
-        dx: &mut CudaViewMut<'_, f16>,
+        y: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
+        dx: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "relu_bwd";
         let n = to_i32(OP, "y", y.len())?;
@@ -89,40 +97,40 @@ impl Elementwise {
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: y, dy and dx each hold n fp16 values (checked above).
-        unsafe { launch!(stream, &self.relu_bwd, self.grid.elems(n as usize), &n, y, dy, dx) }
+        // SAFETY: y, dy and dx each hold n elements of T (checked above).
+        unsafe { launch!(stream, self.relu_bwd.of::<T>(), self.grid.elems(n as usize), &n, y, dy, dx) }
     }
 
     /// y += x.
-    pub fn add_inplace(
+    pub fn add_inplace<T: Elem>(
         &self,
         stream: &CudaStream,
-        x: &CudaView<'_, f16>,
-        y: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         let n = to_i32("add_inplace", "y", y.len())?;
         expect_len("add_inplace", "x", x.len(), y.len())?;
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: x and y each hold n fp16 values (checked above).
-        unsafe { launch!(stream, &self.add_inplace, self.grid.elems(n as usize), &n, x, y) }
+        // SAFETY: x and y each hold n elements of T (checked above).
+        unsafe { launch!(stream, self.add_inplace.of::<T>(), self.grid.elems(n as usize), &n, x, y) }
     }
 
     /// y = max(y + x, 0): the bottleneck's residual add and final ReLU in one pass.
-    pub fn add_relu_inplace(
+    pub fn add_relu_inplace<T: Elem>(
         &self,
         stream: &CudaStream,
-        x: &CudaView<'_, f16>,
-        y: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         let n = to_i32("add_relu_inplace", "y", y.len())?;
         expect_len("add_relu_inplace", "x", x.len(), y.len())?;
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: x and y each hold n fp16 values (checked above).
-        unsafe { launch!(stream, &self.add_relu_inplace, self.grid.elems(n as usize), &n, x, y) }
+        // SAFETY: x and y each hold n elements of T (checked above).
+        unsafe { launch!(stream, self.add_relu_inplace.of::<T>(), self.grid.elems(n as usize), &n, x, y) }
     }
 
     /// y = alpha * x + beta * y (fp32).

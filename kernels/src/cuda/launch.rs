@@ -57,6 +57,83 @@ pub struct KernelDef {
     pub params: &'static [Param],
 }
 
+/// The element type of a device buffer: fp16 activations under AMP, fp32 everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F16,
+    F32,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F16 => 2,
+            Dtype::F32 => 4,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F16 => "fp16",
+            Dtype::F32 => "fp32",
+        }
+    }
+}
+
+/// A Rust element type a kernel template is instantiated for (`__half` or `float`).
+pub trait Elem:
+    cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Send + Sync + 'static
+{
+    const DTYPE: Dtype;
+}
+
+impl Elem for half::f16 {
+    const DTYPE: Dtype = Dtype::F16;
+}
+
+impl Elem for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+}
+
+/// A kernel template's two entry points, `NAME_f16` and `NAME_f32` (see common.cuh).
+#[derive(Debug)]
+pub struct KernelPairDef {
+    pub f16: KernelDef,
+    pub f32: KernelDef,
+}
+
+/// `kernel_pair!("relu_inplace", [I32, Ptr])`: the [`KernelPairDef`] of a template whose
+/// entry points are `relu_inplace_f16` and `relu_inplace_f32`, both with these parameters.
+macro_rules! kernel_pair {
+    ($name:literal, [$($param:expr),* $(,)?]) => {
+        $crate::cuda::launch::KernelPairDef {
+            f16: $crate::cuda::launch::KernelDef { name: concat!($name, "_f16"), params: &[$($param),*] },
+            f32: $crate::cuda::launch::KernelDef { name: concat!($name, "_f32"), params: &[$($param),*] },
+        }
+    };
+}
+pub(crate) use kernel_pair;
+
+/// Both instantiations of a kernel template, loaded.
+#[derive(Debug)]
+pub struct KernelPair {
+    f16: Kernel,
+    f32: Kernel,
+}
+
+impl KernelPair {
+    pub fn load(module: &Arc<CudaModule>, def: &'static KernelPairDef) -> Result<Self> {
+        Ok(KernelPair { f16: Kernel::load(module, &def.f16)?, f32: Kernel::load(module, &def.f32)? })
+    }
+
+    /// The entry point for element type `T`.
+    pub fn of<T: Elem>(&self) -> &Kernel {
+        match T::DTYPE {
+            Dtype::F16 => &self.f16,
+            Dtype::F32 => &self.f32,
+        }
+    }
+}
+
 /// A loaded kernel with its signature.
 #[derive(Debug)]
 pub struct Kernel {
@@ -161,6 +238,20 @@ impl<'b, 'c: 'b, T> KernelArg<'b> for &'b mut CudaViewMut<'c, T> {
 
 /// An optional input buffer: null when absent.
 impl<'b, 'c: 'b, T> KernelArg<'b> for Option<&'b CudaView<'c, T>> {
+    const PARAM: Param = Param::Ptr;
+    fn push_to<'a>(self, builder: &mut LaunchArgs<'a>)
+    where
+        'b: 'a,
+    {
+        match self {
+            Some(view) => builder.arg(view),
+            None => builder.arg(&NULL_DEVICE_PTR),
+        };
+    }
+}
+
+/// An optional output buffer: null when absent.
+impl<'b, 'c: 'b, T> KernelArg<'b> for Option<&'b mut CudaViewMut<'c, T>> {
     const PARAM: Param = Param::Ptr;
     fn push_to<'a>(self, builder: &mut LaunchArgs<'a>)
     where

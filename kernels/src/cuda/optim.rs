@@ -1,6 +1,6 @@
 //! Launches of `cu/optim.cu`: EMA, gradient unscale with the inf/NaN flag, SGD / LARS / AdamW
-//! on flat fp32 master weights (each writing the fp16 copy in the same pass), and the
-//! per-tensor sums of squares for LARS. Compiled, not yet run on a GPU.
+//! on flat fp32 master weights (each optionally writing the fp16 copy in the same pass), and
+//! the sums of squares for LARS. Compiled, not yet run on a GPU.
 //!
 //! Device flags are `int`s in device memory: `found_inf` (set by `unscale_check`, zeroed by
 //! the caller before a step) and `skip` (optional; a non-zero value makes a step a no-op), so
@@ -34,8 +34,32 @@ pub static ADAMW_STEP: KernelDef = KernelDef {
     params: &[I32, F32, F32, F32, F32, F32, F32, F32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr],
 };
 
-pub static DEFS: &[&KernelDef] =
-    &[&EMA, &UNSCALE_CHECK, &SGD_STEP, &SUMSQ_PARTIAL, &SUMSQ_FINALIZE, &LARS_TRUST, &LARS_STEP, &ADAMW_STEP];
+pub static LARS_STEP_SCALAR: KernelDef =
+    KernelDef { name: "lars_step_scalar_f32", params: &[I32, F32, F32, F32, F32, Ptr, Ptr, Ptr, Ptr] };
+pub static SUMSQ_RANGE_PARTIAL: KernelDef =
+    KernelDef { name: "sumsq_partial_f32", params: &[I32, I32, F32, Ptr, Ptr, Ptr] };
+
+pub static DEFS: &[&KernelDef] = &[
+    &EMA,
+    &UNSCALE_CHECK,
+    &SGD_STEP,
+    &SUMSQ_PARTIAL,
+    &SUMSQ_FINALIZE,
+    &LARS_TRUST,
+    &LARS_STEP,
+    &ADAMW_STEP,
+    &LARS_STEP_SCALAR,
+    &SUMSQ_RANGE_PARTIAL,
+];
+
+/// Most partial sums one [`Optim::sumsq_range`] produces (the host adds them in order).
+pub const MAX_RANGE_PARTIALS: usize = 1024;
+
+/// Elements per block of [`Optim::sumsq_range`] for `n` elements: a function of `n` only, so
+/// the summation order (and the result) is the same on every card.
+pub fn range_chunk(n: usize) -> usize {
+    SEGMENT_CHUNK.max(n.div_ceil(MAX_RANGE_PARTIALS))
+}
 
 /// Elements per block of the segment kernels (16 per thread at 256 threads).
 pub const SEGMENT_CHUNK: usize = 16 * BLOCK as usize;
@@ -121,6 +145,8 @@ pub struct Optim {
     lars_trust: Kernel,
     lars_step: Kernel,
     adamw_step: Kernel,
+    lars_step_scalar: Kernel,
+    sumsq_range_partial: Kernel,
 }
 
 fn check_flag(op: &'static str, what: &str, len: usize) -> Result<()> {
@@ -139,26 +165,31 @@ impl Optim {
             lars_trust: Kernel::load(module, &LARS_TRUST)?,
             lars_step: Kernel::load(module, &LARS_STEP)?,
             adamw_step: Kernel::load(module, &ADAMW_STEP)?,
+            lars_step_scalar: Kernel::load(module, &LARS_STEP_SCALAR)?,
+            sumsq_range_partial: Kernel::load(module, &SUMSQ_RANGE_PARTIAL)?,
         })
     }
 
-    /// theta_k = m theta_k + (1 - m) theta_q; theta_k16 = fp16(theta_k).
+    /// theta_k = m theta_k + (1 - m) theta_q; theta_k16 = fp16(theta_k) when given.
     pub fn ema(
         &self,
         stream: &CudaStream,
         m: f32,
         theta_q: &CudaView<'_, f32>,
         theta_k: &mut CudaViewMut<'_, f32>,
-        theta_k16: &mut CudaViewMut<'_, f16>,
+        theta_k16: Option<&mut CudaViewMut<'_, f16>>,
     ) -> Result<()> {
         const OP: &str = "ema";
         let n = to_i32(OP, "theta_k", theta_k.len())?;
         expect_len(OP, "theta_q", theta_q.len(), theta_k.len())?;
-        expect_len(OP, "theta_k16", theta_k16.len(), theta_k.len())?;
+        if let Some(t) = &theta_k16 {
+            expect_len(OP, "theta_k16", t.len(), theta_k.len())?;
+        }
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: theta_q and theta_k hold n floats, theta_k16 n fp16 values (checked above).
+        // SAFETY: theta_q and theta_k hold n floats, theta_k16 (when given) n fp16 values
+        // (checked above); an absent copy is passed as null, which the kernel tests.
         unsafe {
             launch!(stream, &self.ema, self.grid.elems(n as usize), &n, &m, theta_q, theta_k, theta_k16)
         }
@@ -186,7 +217,7 @@ impl Optim {
         }
     }
 
-    /// PyTorch SGD: d = g + wd p; mu = momentum mu + d; p -= lr mu; p16 = fp16(p).
+    /// PyTorch SGD: d = g + wd p; mu = momentum mu + d; p -= lr mu; p16 = fp16(p) when given.
     /// Does nothing when `skip` is given and non-zero.
     #[allow(clippy::too_many_arguments)]
     pub fn sgd_step(
@@ -199,20 +230,22 @@ impl Optim {
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         mu: &mut CudaViewMut<'_, f32>,
-        p16: &mut CudaViewMut<'_, f16>,
+        p16: Option<&mut CudaViewMut<'_, f16>>,
     ) -> Result<()> {
         const OP: &str = "sgd_step";
         let n = to_i32(OP, "p", p.len())?;
         expect_len(OP, "g", g.len(), p.len())?;
         expect_len(OP, "mu", mu.len(), p.len())?;
-        expect_len(OP, "p16", p16.len(), p.len())?;
+        if let Some(c) = &p16 {
+            expect_len(OP, "p16", c.len(), p.len())?;
+        }
         if let Some(s) = skip {
             check_flag(OP, "skip", s.len())?;
         }
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: p, g, mu hold n floats, p16 n fp16 values, skip (when given) one int
+        // SAFETY: p, g, mu hold n floats, p16 (when given) n fp16 values, skip (when given) one int
         // (checked above); an absent skip is passed as null, which the kernel tests.
         unsafe {
             launch!(
@@ -344,7 +377,7 @@ impl Optim {
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         mu: &mut CudaViewMut<'_, f32>,
-        p16: &mut CudaViewMut<'_, f16>,
+        p16: Option<&mut CudaViewMut<'_, f16>>,
     ) -> Result<()> {
         const OP: &str = "lars_step";
         let t = segs.host();
@@ -352,7 +385,7 @@ impl Optim {
             ("p", p.len(), t.total_elems()),
             ("g", g.len(), t.total_elems()),
             ("mu", mu.len(), t.total_elems()),
-            ("p16", p16.len(), t.total_elems()),
+            ("p16", p16.as_ref().map_or(t.total_elems(), |c| c.len()), t.total_elems()),
             ("adapt", adapt.len(), t.n_seg()),
             ("trust", trust.len(), t.n_seg()),
         ] {
@@ -410,14 +443,15 @@ impl Optim {
         g: &CudaView<'_, f32>,
         m: &mut CudaViewMut<'_, f32>,
         v: &mut CudaViewMut<'_, f32>,
-        p16: &mut CudaViewMut<'_, f16>,
+        p16: Option<&mut CudaViewMut<'_, f16>>,
     ) -> Result<()> {
         const OP: &str = "adamw_step";
         if step == 0 {
             return Err(KernelError::Shape { op: OP, detail: "step is 1-based; got 0".into() });
         }
         let n = to_i32(OP, "p", p.len())?;
-        for (what, len) in [("g", g.len()), ("m", m.len()), ("v", v.len()), ("p16", p16.len())] {
+        let p16_len = p16.as_ref().map_or(p.len(), |c| c.len());
+        for (what, len) in [("g", g.len()), ("m", m.len()), ("v", v.len()), ("p16", p16_len)] {
             expect_len(OP, what, len, p.len())?;
         }
         if let Some(s) = skip {
@@ -427,7 +461,7 @@ impl Optim {
             return Ok(());
         }
         let (bias_c1, bias_c2) = bias_corrections(beta1, beta2, step);
-        // SAFETY: p, g, m, v hold n floats and p16 n fp16 values (checked above); an absent
+        // SAFETY: p, g, m, v hold n floats and p16 (when given) n fp16 values (checked above); an absent
         // skip is passed as null, which the kernel tests.
         unsafe {
             launch!(
@@ -450,6 +484,88 @@ impl Optim {
                 p16
             )
         }
+    }
+
+    /// The LARS step of one tensor with a host-computed trust ratio: d = (g + wd p) trust;
+    /// mu = momentum mu + d; p -= lr mu; p16 = fp16(p) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lars_step_scalar(
+        &self,
+        stream: &CudaStream,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        trust: f32,
+        p: &mut CudaViewMut<'_, f32>,
+        g: &CudaView<'_, f32>,
+        mu: &mut CudaViewMut<'_, f32>,
+        p16: Option<&mut CudaViewMut<'_, f16>>,
+    ) -> Result<()> {
+        const OP: &str = "lars_step";
+        let n = to_i32(OP, "p", p.len())?;
+        expect_len(OP, "g", g.len(), p.len())?;
+        expect_len(OP, "mu", mu.len(), p.len())?;
+        if let Some(c) = &p16 {
+            expect_len(OP, "p16", c.len(), p.len())?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: p, g, mu hold n floats and p16 (when given) n fp16 values (checked above);
+        // an absent copy is passed as null, which the kernel tests.
+        unsafe {
+            launch!(
+                stream,
+                &self.lars_step_scalar,
+                self.grid.elems(n as usize),
+                &n,
+                &lr,
+                &momentum,
+                &wd,
+                &trust,
+                p,
+                g,
+                mu,
+                p16
+            )
+        }
+    }
+
+    /// Partial sums of squares of (y + alpha x) (x absent: of y) over one flat range, in
+    /// double: `partial[b]` for b < the returned block count, which the caller adds in order.
+    /// `partial` needs at least [`MAX_RANGE_PARTIALS`] entries.
+    pub fn sumsq_range(
+        &self,
+        stream: &CudaStream,
+        alpha: f32,
+        x: Option<&CudaView<'_, f32>>,
+        y: &CudaView<'_, f32>,
+        partial: &mut CudaViewMut<'_, f64>,
+    ) -> Result<usize> {
+        const OP: &str = "sumsq";
+        let n = to_i32(OP, "y", y.len())?;
+        if let Some(x) = x {
+            expect_len(OP, "x", x.len(), y.len())?;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let chunk = range_chunk(y.len());
+        let blocks = y.len().div_ceil(chunk);
+        if partial.len() < blocks {
+            return Err(KernelError::Shape {
+                op: OP,
+                detail: format!("{} partial slots for {blocks} blocks", partial.len()),
+            });
+        }
+        let chunk_i = chunk as i32;
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: y (and x when given) hold n floats; block b reads [b*chunk, min(n, (b+1)*chunk))
+        // and writes partial[b], and partial holds at least `blocks` doubles (checked above);
+        // b*chunk + chunk < n + chunk < 2^31.
+        unsafe { launch!(stream, &self.sumsq_range_partial, cfg, &n, &chunk_i, &alpha, x, y, partial) }?;
+        Ok(blocks)
     }
 }
 
@@ -494,6 +610,16 @@ mod tests {
             let s = (0..t.n_seg()).rev().find(|&s| t.block_start[s] <= b).unwrap();
             assert!(t.block_start[s] <= b && b < t.block_start[s + 1], "block {b} -> segment {s}");
             assert!(t.seg_start[s + 1] > t.seg_start[s], "block {b} landed in empty segment {s}");
+        }
+    }
+
+    #[test]
+    fn range_chunks_bound_the_partials_and_cover_the_range() {
+        for n in [1, SEGMENT_CHUNK, SEGMENT_CHUNK + 1, 25_557_032, crate::cuda::launch::MAX_ELEMS] {
+            let chunk = range_chunk(n);
+            let blocks = n.div_ceil(chunk);
+            assert!(blocks <= MAX_RANGE_PARTIALS, "{n}: {blocks} blocks");
+            assert!(blocks * chunk >= n && (blocks - 1) * chunk < n, "{n}: chunk {chunk}");
         }
     }
 

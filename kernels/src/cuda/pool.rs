@@ -1,34 +1,44 @@
 //! Launches of `cu/pool.cu`: the stem's 3x3/2 pad 1 max pool and the global average pool,
-//! forward and backward, on NHWC fp16. Compiled, not yet run on a GPU.
+//! forward and backward, on NHWC activations (fp16 or fp32). Compiled, not yet run on a GPU.
 
-use crate::cuda::launch::{expect_len, to_i32, Grid, Kernel, KernelDef, Param::*};
+use crate::cuda::launch::{
+    expect_len, kernel_pair, to_i32, Elem, Grid, KernelDef, KernelPair, KernelPairDef, Param::*,
+};
 use crate::cuda::sources::{self, KernelSource};
 use crate::error::{KernelError, Result};
 use crate::launch;
 use crate::shapes::PoolShape;
 use cudarc::driver::{CudaModule, CudaStream, CudaView, CudaViewMut};
-use half::f16;
 use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::POOL;
 
-pub static MAXPOOL_FWD: KernelDef =
-    KernelDef { name: "maxpool3x3s2_fwd_f16", params: &[I32, I32, I32, I32, I32, I32, Ptr, Ptr] };
-pub static MAXPOOL_BWD: KernelDef =
-    KernelDef { name: "maxpool3x3s2_bwd_f16", params: &[I32, I32, I32, I32, I32, I32, Ptr, Ptr, Ptr] };
-pub static AVGPOOL_FWD: KernelDef = KernelDef { name: "avgpool_fwd_f16", params: &[I32, I32, I32, Ptr, Ptr] };
-pub static AVGPOOL_BWD: KernelDef = KernelDef { name: "avgpool_bwd_f16", params: &[I32, I32, I32, Ptr, Ptr] };
+pub static MAXPOOL_FWD: KernelPairDef =
+    kernel_pair!("maxpool3x3s2_fwd", [I32, I32, I32, I32, I32, I32, Ptr, Ptr]);
+pub static MAXPOOL_BWD: KernelPairDef =
+    kernel_pair!("maxpool3x3s2_bwd", [I32, I32, I32, I32, I32, I32, Ptr, Ptr, Ptr]);
+pub static AVGPOOL_FWD: KernelPairDef = kernel_pair!("avgpool_fwd", [I32, I32, I32, Ptr, Ptr]);
+pub static AVGPOOL_BWD: KernelPairDef = kernel_pair!("avgpool_bwd", [I32, I32, I32, Ptr, Ptr]);
 
-pub static DEFS: &[&KernelDef] = &[&MAXPOOL_FWD, &MAXPOOL_BWD, &AVGPOOL_FWD, &AVGPOOL_BWD];
+pub static DEFS: &[&KernelDef] = &[
+    &MAXPOOL_FWD.f16,
+    &MAXPOOL_FWD.f32,
+    &MAXPOOL_BWD.f16,
+    &MAXPOOL_BWD.f32,
+    &AVGPOOL_FWD.f16,
+    &AVGPOOL_FWD.f32,
+    &AVGPOOL_BWD.f16,
+    &AVGPOOL_BWD.f32,
+];
 
 /// The pooling kernels of one device.
 #[derive(Debug)]
 pub struct Pool {
     grid: Grid,
-    maxpool_fwd: Kernel,
-    maxpool_bwd: Kernel,
-    avgpool_fwd: Kernel,
-    avgpool_bwd: Kernel,
+    maxpool_fwd: KernelPair,
+    maxpool_bwd: KernelPair,
+    avgpool_fwd: KernelPair,
+    avgpool_bwd: KernelPair,
 }
 
 /// The six `int` dimensions the max-pool kernels take: n, h, w, c, oh, ow.
@@ -44,20 +54,20 @@ impl Pool {
     pub fn load(module: &Arc<CudaModule>, grid: Grid) -> Result<Self> {
         Ok(Pool {
             grid,
-            maxpool_fwd: Kernel::load(module, &MAXPOOL_FWD)?,
-            maxpool_bwd: Kernel::load(module, &MAXPOOL_BWD)?,
-            avgpool_fwd: Kernel::load(module, &AVGPOOL_FWD)?,
-            avgpool_bwd: Kernel::load(module, &AVGPOOL_BWD)?,
+            maxpool_fwd: KernelPair::load(module, &MAXPOOL_FWD)?,
+            maxpool_bwd: KernelPair::load(module, &MAXPOOL_BWD)?,
+            avgpool_fwd: KernelPair::load(module, &AVGPOOL_FWD)?,
+            avgpool_bwd: KernelPair::load(module, &AVGPOOL_BWD)?,
         })
     }
 
     /// y = 3x3/2 pad 1 max pool of x (first maximum in row-major window order).
-    pub fn maxpool_fwd(
+    pub fn maxpool_fwd<T: Elem>(
         &self,
         stream: &CudaStream,
         s: &PoolShape,
-        x: &CudaView<'_, f16>,
-        y: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "maxpool_fwd";
         let [n, h, w, c, oh, ow] = pool_dims(OP, s)?;
@@ -66,21 +76,33 @@ impl Pool {
         if s.y_len() == 0 {
             return Ok(());
         }
-        // SAFETY: x holds n*h*w*c and y n*oh*ow*c fp16 values (checked above); the kernel
+        // SAFETY: x holds n*h*w*c and y n*oh*ow*c elements (checked above); the kernel
         // reads x only at in-range window taps and writes each y element once.
         unsafe {
-            launch!(stream, &self.maxpool_fwd, self.grid.elems(s.y_len()), &n, &h, &w, &c, &oh, &ow, x, y)
+            launch!(
+                stream,
+                self.maxpool_fwd.of::<T>(),
+                self.grid.elems(s.y_len()),
+                &n,
+                &h,
+                &w,
+                &c,
+                &oh,
+                &ow,
+                x,
+                y
+            )
         }
     }
 
     /// dx (overwritten) = dy routed to the first maximum of each window, recomputed from x.
-    pub fn maxpool_bwd(
+    pub fn maxpool_bwd<T: Elem>(
         &self,
         stream: &CudaStream,
         s: &PoolShape,
-        x: &CudaView<'_, f16>,
-        dy: &CudaView<'_, f16>,
-        dx: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
+        dx: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "maxpool_bwd";
         let [n, h, w, c, oh, ow] = pool_dims(OP, s)?;
@@ -90,12 +112,12 @@ impl Pool {
         if s.x_len() == 0 {
             return Ok(());
         }
-        // SAFETY: x and dx hold n*h*w*c, dy n*oh*ow*c fp16 values (checked above); the
+        // SAFETY: x and dx hold n*h*w*c, dy n*oh*ow*c elements (checked above); the
         // kernel only visits windows with 0 <= oy < oh, 0 <= ox < ow.
         unsafe {
             launch!(
                 stream,
-                &self.maxpool_bwd,
+                self.maxpool_bwd.of::<T>(),
                 self.grid.elems(s.x_len()),
                 &n,
                 &h,
@@ -111,14 +133,14 @@ impl Pool {
     }
 
     /// y[n, c] = mean over hw of x[n, hw, c].
-    pub fn avgpool_fwd(
+    pub fn avgpool_fwd<T: Elem>(
         &self,
         stream: &CudaStream,
         n: usize,
         hw: usize,
         c: usize,
-        x: &CudaView<'_, f16>,
-        y: &mut CudaViewMut<'_, f16>,
+        x: &CudaView<'_, T>,
+        y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "avgpool_fwd";
         let total = to_i32(OP, "x", n * hw * c)?;
@@ -128,19 +150,21 @@ impl Pool {
             return Err(KernelError::Shape { op: OP, detail: format!("empty input [{n}, {hw}, {c}]") });
         }
         let (n_i, hw_i, c_i) = (n as i32, hw as i32, c as i32);
-        // SAFETY: x holds n*hw*c and y n*c fp16 values (checked above).
-        unsafe { launch!(stream, &self.avgpool_fwd, self.grid.elems(n * c), &n_i, &hw_i, &c_i, x, y) }
+        // SAFETY: x holds n*hw*c and y n*c elements (checked above).
+        unsafe {
+            launch!(stream, self.avgpool_fwd.of::<T>(), self.grid.elems(n * c), &n_i, &hw_i, &c_i, x, y)
+        }
     }
 
     /// dx[n, p, c] = dy[n, c] / hw (overwritten).
-    pub fn avgpool_bwd(
+    pub fn avgpool_bwd<T: Elem>(
         &self,
         stream: &CudaStream,
         n: usize,
         hw: usize,
         c: usize,
-        dy: &CudaView<'_, f16>,
-        dx: &mut CudaViewMut<'_, f16>,
+        dy: &CudaView<'_, T>,
+        dx: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "avgpool_bwd";
         let total = to_i32(OP, "dx", n * hw * c)?;
@@ -150,7 +174,18 @@ impl Pool {
             return Err(KernelError::Shape { op: OP, detail: format!("empty input [{n}, {hw}, {c}]") });
         }
         let (n_i, hw_i, c_i) = (n as i32, hw as i32, c as i32);
-        // SAFETY: dy holds n*c and dx n*hw*c fp16 values (checked above).
-        unsafe { launch!(stream, &self.avgpool_bwd, self.grid.elems(n * hw * c), &n_i, &hw_i, &c_i, dy, dx) }
+        // SAFETY: dy holds n*c and dx n*hw*c elements (checked above).
+        unsafe {
+            launch!(
+                stream,
+                self.avgpool_bwd.of::<T>(),
+                self.grid.elems(n * hw * c),
+                &n_i,
+                &hw_i,
+                &c_i,
+                dy,
+                dx
+            )
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! Per-row inputs (lse, labels) and the mask lists are device buffers here; the backend copies
 //! host slices in when the `Backend` trait hands it host data.
 
-use crate::cuda::launch::{expect_len, to_i32, Grid, Kernel, KernelDef, Param::*};
+use crate::cuda::launch::{
+    expect_len, kernel_pair, to_i32, Elem, Grid, Kernel, KernelDef, KernelPair, KernelPairDef, Param::*,
+};
 use crate::cuda::sources::{self, KernelSource};
 use crate::error::Result;
 use crate::launch;
 use cudarc::driver::{CudaModule, CudaStream, CudaView, CudaViewMut};
-use half::f16;
 use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::SOFTMAX;
@@ -20,11 +21,11 @@ pub static ROW_MAX_SUMEXP: KernelDef =
 pub static MASK_CELLS: KernelDef = KernelDef { name: "mask_cells_f32", params: &[I32, I32, I32, Ptr, Ptr] };
 pub static MASK_OWN_IMAGE: KernelDef =
     KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
-pub static XENT_BWD: KernelDef =
-    KernelDef { name: "softmax_xent_bwd_f16", params: &[I32, I32, Ptr, Ptr, Ptr, F32, Ptr] };
+pub static XENT_BWD: KernelPairDef = kernel_pair!("softmax_xent_bwd", [I32, I32, Ptr, Ptr, Ptr, F32, Ptr]);
 pub static GATHER_COLS: KernelDef = KernelDef { name: "gather_cols_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 
-pub static DEFS: &[&KernelDef] = &[&ROW_MAX_SUMEXP, &MASK_CELLS, &MASK_OWN_IMAGE, &XENT_BWD, &GATHER_COLS];
+pub static DEFS: &[&KernelDef] =
+    &[&ROW_MAX_SUMEXP, &MASK_CELLS, &MASK_OWN_IMAGE, &XENT_BWD.f16, &XENT_BWD.f32, &GATHER_COLS];
 
 /// The softmax kernels of one device.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ pub struct Softmax {
     row_max_sumexp: Kernel,
     mask_cells: Kernel,
     mask_own_image: Kernel,
-    xent_bwd: Kernel,
+    xent_bwd: KernelPair,
     gather_cols: Kernel,
 }
 
@@ -44,7 +45,7 @@ impl Softmax {
             row_max_sumexp: Kernel::load(module, &ROW_MAX_SUMEXP)?,
             mask_cells: Kernel::load(module, &MASK_CELLS)?,
             mask_own_image: Kernel::load(module, &MASK_OWN_IMAGE)?,
-            xent_bwd: Kernel::load(module, &XENT_BWD)?,
+            xent_bwd: KernelPair::load(module, &XENT_BWD)?,
             gather_cols: Kernel::load(module, &GATHER_COLS)?,
         })
     }
@@ -136,10 +137,11 @@ impl Softmax {
         }
     }
 
-    /// `dlogits = scale * (exp(logits - lse[row]) - onehot(labels[row]))` in fp16; label -1 =
+    /// `dlogits = scale * (exp(logits - lse[row]) - onehot(labels[row]))` in the activation
+    /// precision T; label -1 =
     /// none in this block; masked logits give 0.
     #[allow(clippy::too_many_arguments)]
-    pub fn xent_bwd(
+    pub fn xent_bwd<T: Elem>(
         &self,
         stream: &CudaStream,
         rows: usize,
@@ -148,7 +150,7 @@ impl Softmax {
         lse: &CudaView<'_, f32>,
         labels: &CudaView<'_, i32>,
         scale: f32,
-        dlogits: &mut CudaViewMut<'_, f16>,
+        dlogits: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
         const OP: &str = "softmax_xent_bwd";
         to_i32(OP, "logits", rows * cols)?;
@@ -160,12 +162,12 @@ impl Softmax {
             return Ok(());
         }
         let (r, c) = (rows as i32, cols as i32);
-        // SAFETY: logits hold rows*cols floats, dlogits rows*cols fp16 values, lse and labels
+        // SAFETY: logits hold rows*cols floats, dlogits rows*cols elements of T, lse and labels
         // rows entries (checked above); labels are only compared, never used as an index.
         unsafe {
             launch!(
                 stream,
-                &self.xent_bwd,
+                self.xent_bwd.of::<T>(),
                 self.grid.elems(rows * cols),
                 &r,
                 &c,

@@ -1,1 +1,59 @@
-fn main() {}
+//! `worker`: one rank of a moco-rs run. Started by the launcher, by srun, or by hand:
+//!
+//! ```text
+//! worker --device cpu --preset tiny --data synthetic --steps 100 --out runs/demo   # alone
+//! worker --rank 0 --world-size 2 --master host0:29500 ...                        # by hand
+//! srun worker ...                                                                # SLURM_* env
+//! ```
+
+use clap::{Parser, Subcommand};
+use moco_worker::rendezvous::control::EXIT_GROUP_BROKEN;
+use moco_worker::session::args::TrainArgs;
+use moco_worker::WorkerError;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "worker", version, about = "One rank of a moco-rs hybrid-MoCo run", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (the default).
+    Train(TrainArgs),
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Train(a)) => a,
+        None => cli.train,
+    };
+    // SIGINT/SIGTERM/SIGUSR1 (SLURM's warning before preemption): finish the step and stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("warning: cannot handle signal {sig}: {e}");
+        }
+    }
+    match moco_worker::session::run(&args, stop) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                WorkerError::Collective(_) => ExitCode::from(EXIT_GROUP_BROKEN as u8),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

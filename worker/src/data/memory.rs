@@ -70,10 +70,9 @@ impl Dataset for MemoryDataset {
     }
 
     fn tile(&self, index: usize) -> Result<Tile<'_>> {
-        self.tiles
-            .get(index)
-            .map(Tile::borrowed)
-            .ok_or_else(|| WorkerError::Data(format!("tile {index} out of range (dataset has {})", self.len())))
+        self.tiles.get(index).map(Tile::borrowed).ok_or_else(|| {
+            WorkerError::Data(format!("tile {index} out of range (dataset has {})", self.len()))
+        })
     }
 
     fn label(&self, index: usize) -> Option<u32> {

@@ -10,23 +10,34 @@
 //! - `sampler`: epoch-seeded permutation, rank shards, resumable positions.
 //! - `preview`: PNG grids of tiles and their views.
 //! - `rng`: the keyed random streams every part above draws from.
+//!
+//! Adding a source (image folders, the memory-mapped cache): implement `Dataset`. `tile(i)`
+//! returns a `Tile` that borrows the source's memory where it can (`Tile::from_u8/from_u16`
+//! over a slice of the map; u16 tiles need 2-byte-aligned offsets) or owns a freshly decoded
+//! buffer; every tile has `bands()` bands, any height and width (the crop resamples). Errors
+//! name the index and the file. `stats()` returns per-band mean/std in 0..1 of the pixel type:
+//! compute them once with `BandStats::compute` and store them beside the cache. `DataSpec`
+//! parses `--data`; a `Path` is the folder/cache side's to open.
+//!
+//! The loader's step is: `Sampler::iter_from(pos)` gives this rank's indices of the next batch
+//! (and the position to checkpoint), `TwoViewBatch::fill` makes both views on a rayon pool.
 
-//TMP pub mod augment;
-//TMP pub mod batch;
+pub mod augment;
+pub mod batch;
 pub mod dataset;
 pub mod memory;
-//TMP pub mod preview;
+pub mod preview;
 pub mod rng;
-//TMP pub mod sampler;
+pub mod sampler;
 pub mod spec;
 pub mod synthetic;
 pub mod tile;
 
-//TMP pub use augment::Augmenter;
-//TMP pub use batch::TwoViewBatch;
+pub use augment::Augmenter;
+pub use batch::TwoViewBatch;
 pub use dataset::{BandStats, Dataset};
 pub use memory::MemoryDataset;
-//TMP pub use sampler::{Sampler, SamplerPos};
+pub use sampler::{Sampler, SamplerPos};
 pub use spec::{DataSpec, SyntheticSpec};
 pub use synthetic::SyntheticDataset;
 pub use tile::{PixelDepth, Pixels, Tile};

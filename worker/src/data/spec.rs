@@ -92,7 +92,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_synthetic_specs() {
-        for s in ["", "synthetic:", "synthetic:0", "synthetic:-3", "synthetic:10:8", "synthetic:1:96:3", "synthetic:x"] {
+        for s in [
+            "",
+            "synthetic:",
+            "synthetic:0",
+            "synthetic:-3",
+            "synthetic:10:8",
+            "synthetic:1:96:3",
+            "synthetic:x",
+        ] {
             assert!(DataSpec::parse(s).is_err(), "{s:?} accepted");
         }
     }

@@ -1,12 +1,14 @@
 //! Field: parcels of crops in parallel rows (greens, yellows, browns), split by straight
 //! boundaries that carry hedgerows or dirt tracks, with tramlines and patchy growth.
 
+use super::noise::wrap;
 use super::render::{mix, pick, scale, Ctx, Rgb, Scene};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::f32::consts::{PI, TAU};
 
-const CROPS: [Rgb; 7] = [
+const CROPS: [Rgb; 8] = [
+    [0.20, 0.32, 0.12], // dense dark crop
     [0.30, 0.44, 0.17], // green crop
     [0.44, 0.54, 0.26], // young green
     [0.72, 0.64, 0.40], // ripe wheat
@@ -45,7 +47,11 @@ impl Field {
         }
         let parcels = (0..1 << n_lines)
             .map(|_| {
-                let a = if rng.gen_bool(0.7) { base + rng.gen_range(0..2) as f32 * PI * 0.5 } else { rng.gen_range(0.0..TAU) };
+                let a = if rng.gen_bool(0.7) {
+                    base + rng.gen_range(0..2) as f32 * PI * 0.5
+                } else {
+                    rng.gen_range(0.0..TAU)
+                };
                 let colour = pick(rng, &CROPS, 0.08);
                 let furrow = mix(scale(colour, 0.7), [0.38, 0.31, 0.24], rng.gen_range(0.0..0.6));
                 Parcel {
@@ -86,7 +92,7 @@ impl Scene for Field {
         let t = 0.5 + 0.5 * (TAU * across / p.period).sin();
         let mut c = mix(p.colour, p.furrow, t * t);
         if p.tram > 0.0 {
-            let q = across.rem_euclid(p.tram);
+            let q = wrap(across, p.tram);
             if q < 0.45 || (q - 1.9).abs() < 0.22 {
                 c = mix(c, [0.55, 0.47, 0.36], 0.6);
             }

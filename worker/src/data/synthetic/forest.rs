@@ -3,11 +3,13 @@
 
 use super::noise::Noise;
 use super::render::{pick, scale, Ctx, Ground, Rgb, Scene};
-use super::trees::Trees;
+use super::trees::{Grid, Trees};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-const CANOPY: [Rgb; 6] = [
+const CANOPY: [Rgb; 8] = [
+    [0.30, 0.40, 0.18], // sunlit deciduous
+    [0.24, 0.36, 0.16],
     [0.14, 0.26, 0.10],
     [0.18, 0.30, 0.12],
     [0.12, 0.21, 0.09],
@@ -27,10 +29,17 @@ pub struct Forest {
 
 impl Forest {
     pub fn new(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Forest {
+        let mut s = Forest::layout(rng, ctx);
+        s.trees.grid = s.trees.plant(ctx, |x, y| s.open(x, y));
+        s
+    }
+
+    fn layout(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Forest {
         let spacing = rng.gen_range(4.0..8.0);
         let mut colours: Vec<Rgb> = (0..3).map(|_| pick(rng, &CANOPY, 0.12)).collect();
         if rng.gen_bool(0.25) {
-            colours.push(pick(rng, &[[0.35, 0.36, 0.16], [0.40, 0.30, 0.14]], 0.1)); // autumn or dry
+            colours.push(pick(rng, &[[0.35, 0.36, 0.16], [0.40, 0.30, 0.14]], 0.1));
+            // autumn or dry
         }
         let track = rng.gen_bool(0.2).then(|| {
             let a = rng.gen_range(0.0..std::f32::consts::TAU);
@@ -46,6 +55,7 @@ impl Forest {
                 conifer: rng.gen_range(0.0..0.8),
                 seed: rng.gen(),
                 noise: ctx.noise.derive(2),
+                grid: Grid::default(),
             },
             under: pick(rng, &[[0.07, 0.11, 0.05], [0.09, 0.10, 0.06]], 0.1),
             clearing: rng.gen_range(0.62..0.85),
@@ -66,8 +76,7 @@ impl Forest {
 
 impl Scene for Forest {
     fn shade(&self, u: f32, v: f32, ctx: &Ctx) -> Rgb {
-        let mask = |x: f32, y: f32| self.open(x, y);
-        if let Some((c, _)) = self.trees.crown(u, v, ctx, &mask) {
+        if let Some(c) = self.trees.crown(u, v, ctx) {
             return c;
         }
         let open = self.open(u, v);
@@ -78,7 +87,7 @@ impl Scene for Forest {
         } else {
             scale(self.under, 0.8 + 0.4 * self.noise.value(u * 1.2, v * 1.2))
         };
-        if self.trees.shadow(u, v, ctx, &mask) {
+        if self.trees.shadow(u, v, ctx) {
             ctx.shadowed(base)
         } else {
             base

@@ -64,7 +64,9 @@ impl SyntheticDataset {
         let per = spec.size * spec.size * 3;
         let pixels = materialise.then(|| {
             let mut buf = vec![0u8; spec.count * per];
-            buf.par_chunks_mut(per).enumerate().for_each(|(i, out)| out.copy_from_slice(&render_tile(spec.size, seed, i)));
+            buf.par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(i, out)| out.copy_from_slice(&render_tile(spec.size, seed, i)));
             buf
         });
         let placeholder = BandStats { mean: vec![0.0; 3], std: vec![1.0; 3] };
@@ -104,7 +106,10 @@ impl Dataset for SyntheticDataset {
 
     fn tile(&self, index: usize) -> Result<Tile<'_>> {
         if index >= self.spec.count {
-            return Err(WorkerError::Data(format!("tile {index} out of range (dataset has {})", self.spec.count)));
+            return Err(WorkerError::Data(format!(
+                "tile {index} out of range (dataset has {})",
+                self.spec.count
+            )));
         }
         let s = self.spec.size;
         match &self.pixels {

@@ -1,9 +1,9 @@
 //! Residential: streets along one axis, lots on both sides, houses with gable or hip roofs lit
 //! by the sun and casting shadows, driveways, hedges, garden trees and the odd pool.
 
-use super::noise::{cell, hash3};
+use super::noise::{cell, ffloor, hash3};
 use super::render::{pick, scale, vary, Ctx, Ground, Rgb, Scene};
-use super::trees::Trees;
+use super::trees::{Grid, Trees};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -34,6 +34,7 @@ pub struct Residential {
     hedge_p: f32,
     ground: Ground,
     trees: Trees,
+    houses: Houses,
     seed: u32,
 }
 
@@ -42,10 +43,25 @@ enum Place {
     Street,
     Walk,
     /// Lot (block, side, index) at (along the street, from the front).
-    Lot { id: (i32, i32, i32), lu: f32, lv: f32 },
+    Lot {
+        id: (i32, i32, i32),
+        lu: f32,
+        lv: f32,
+    },
+}
+
+/// Houses of lots (block b0.., side 0..2, lot j0..), precomputed per tile.
+#[derive(Default)]
+struct Houses {
+    b0: i32,
+    j0: i32,
+    nb: i32,
+    nj: i32,
+    cells: Vec<Option<House>>,
 }
 
 /// A house footprint in lot coordinates.
+#[derive(Clone, Copy)]
 struct House {
     a0: f32,
     a1: f32,
@@ -58,6 +74,44 @@ struct House {
 
 impl Residential {
     pub fn new(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Residential {
+        let mut s = Residential::layout(rng, ctx);
+        s.houses = s.build_houses(ctx);
+        s.trees.grid = s.trees.plant(ctx, |x, y| s.tree_mask(x, y));
+        s
+    }
+
+    /// Every lot the tile can see directly or through a shadow, so that shading reads houses
+    /// from a table instead of re-hashing them several times per sample.
+    fn build_houses(&self, ctx: &Ctx) -> Houses {
+        let reach = ctx.half_extent * std::f32::consts::SQRT_2 + self.house_h * ctx.shadow_k + 2.0;
+        let b0 = ffloor((-reach - self.v0) / self.period) as i32 - 1;
+        let b1 = ffloor((reach - self.v0) / self.period) as i32 + 1;
+        let j0 = ffloor(-reach / self.lot_w) as i32 - 2;
+        let j1 = ffloor(reach / self.lot_w) as i32 + 2;
+        let (nb, nj) = (b1 - b0 + 1, j1 - j0 + 1);
+        let mut cells = Vec::with_capacity((nb * 2 * nj) as usize);
+        for b in b0..=b1 {
+            for side in 0..2 {
+                for j in j0..=j1 {
+                    cells.push(self.make_house((b, side, j)));
+                }
+            }
+        }
+        Houses { b0, j0, nb, nj, cells }
+    }
+
+    /// Trees grow in gardens, not on streets or within 3 m of a house.
+    fn tree_mask(&self, x: f32, y: f32) -> f32 {
+        match self.place(x, y) {
+            Place::Lot { id, lu, lv } => match self.house(id) {
+                Some(h) if lu > h.a0 - 3.0 && lu < h.a1 + 3.0 && lv > h.b0 - 3.0 && lv < h.b1 + 3.0 => 0.0,
+                _ => 1.0,
+            },
+            _ => 0.0,
+        }
+    }
+
+    fn layout(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Residential {
         let depth = rng.gen_range(22.0..32.0);
         let street_w = rng.gen_range(6.5..9.5);
         let walk = rng.gen_range(1.2..2.2);
@@ -90,14 +144,16 @@ impl Residential {
                 conifer: rng.gen_range(0.0..0.3),
                 seed: rng.gen(),
                 noise: ctx.noise.derive(2),
+                grid: Grid::default(),
             },
+            houses: Houses::default(),
             seed: rng.gen(),
         }
     }
 
     fn place(&self, u: f32, v: f32) -> Place {
         let t = v - self.v0;
-        let block = (t / self.period).floor();
+        let block = ffloor(t / self.period);
         let w = t - block * self.period;
         let front = self.street_w + self.walk;
         let (side, lv) = if w < self.street_w {
@@ -113,11 +169,21 @@ impl Residential {
         };
         let b = block as i32;
         let off = cell(b, side, self.seed, 9) * self.lot_w;
-        let j = ((u - off) / self.lot_w).floor();
+        let j = ffloor((u - off) / self.lot_w);
         Place::Lot { id: (b, side, j as i32), lu: u - off - j * self.lot_w, lv }
     }
 
     fn house(&self, id: (i32, i32, i32)) -> Option<House> {
+        let h = &self.houses;
+        let (b, j) = (id.0 - h.b0, id.2 - h.j0);
+        if b >= 0 && b < h.nb && j >= 0 && j < h.nj {
+            h.cells[((b * 2 + id.1) * h.nj + j) as usize]
+        } else {
+            self.make_house(id)
+        }
+    }
+
+    fn make_house(&self, id: (i32, i32, i32)) -> Option<House> {
         let s = hash3(id.0, id.1, self.seed);
         let r = |k: u32| cell(id.2, 0, s, k);
         if r(0) > 0.92 {
@@ -158,7 +224,7 @@ impl Residential {
         };
         let (da, db) = (ha - a.abs(), hb - b.abs());
         let (sa, sb) = (0.55f32, 0.83f32); // sin, cos of a ~33 degree pitch
-        // Slope direction in (a, b); end facets of a hip roof slope along the ridge.
+                                           // Slope direction in (a, b); end facets of a hip roof slope along the ridge.
         let (na, nb) = if h.hip && da < db { (a.signum() * sa, 0.0) } else { (0.0, b.signum() * sa) };
         // Lot coordinates: lv grows away from the street; side 1 lots face the other way.
         let flip = if side == 1 { -1.0 } else { 1.0 };
@@ -177,14 +243,7 @@ impl Residential {
 
 impl Scene for Residential {
     fn shade(&self, u: f32, v: f32, ctx: &Ctx) -> Rgb {
-        let mask = |x: f32, y: f32| match self.place(x, y) {
-            Place::Lot { id, lu, lv } => match self.house(id) {
-                Some(h) if lu > h.a0 - 3.0 && lu < h.a1 + 3.0 && lv > h.b0 - 3.0 && lv < h.b1 + 3.0 => 0.0,
-                _ => 1.0,
-            },
-            _ => 0.0,
-        };
-        if let Some((c, _)) = self.trees.crown(u, v, ctx, &mask) {
+        if let Some(c) = self.trees.crown(u, v, ctx) {
             return c;
         }
         let base = match self.place(u, v) {
@@ -200,34 +259,39 @@ impl Scene for Residential {
                     let left = h.a0 > self.lot_w - h.a1;
                     let (d0, d1) = if left { (h.a0 - 3.5, h.a0 - 0.5) } else { (h.a1 + 0.5, h.a1 + 3.5) };
                     if lu >= d0 && lu < d1 && lv < h.b0 + 2.0 {
-                        return self.shadowed(u, v, ctx, scale(self.concrete, 0.92), &mask);
+                        return self.shadowed(u, v, ctx, scale(self.concrete, 0.92));
                     }
                     let pc = (h.a0 + h.a1) * 0.5;
                     let (p0, p1) = (h.b1 + 2.5, h.b1 + 6.5);
-                    if r(10) < self.pool_p && p1 < self.depth - 1.0 && (lu - pc).abs() < 3.5 && lv >= p0 && lv < p1 {
+                    if r(10) < self.pool_p
+                        && p1 < self.depth - 1.0
+                        && (lu - pc).abs() < 3.5
+                        && lv >= p0
+                        && lv < p1
+                    {
                         let edge = (lu - pc).abs() > 3.0 || lv < p0 + 0.5 || lv > p1 - 0.5;
                         let c = if edge { [0.85, 0.85, 0.82] } else { [0.25, 0.62, 0.72] };
-                        return self.shadowed(u, v, ctx, c, &mask);
+                        return self.shadowed(u, v, ctx, c);
                     }
                 }
                 if r(11) < self.hedge_p && (lu < 0.7 || lv > self.depth - 0.7) {
                     let c = scale(self.hedge, 0.7 + 0.6 * ctx.noise.value(u * 2.5, v * 2.5));
-                    return self.shadowed(u, v, ctx, c, &mask);
+                    return self.shadowed(u, v, ctx, c);
                 }
                 scale(self.ground.shade(u, v), 0.92 + 0.16 * r(12))
             }
         };
-        self.shadowed(u, v, ctx, base, &mask)
+        self.shadowed(u, v, ctx, base)
     }
 }
 
 impl Residential {
-    fn shadowed(&self, u: f32, v: f32, ctx: &Ctx, c: Rgb, mask: &impl Fn(f32, f32) -> f32) -> Rgb {
+    fn shadowed(&self, u: f32, v: f32, ctx: &Ctx, c: Rgb) -> Rgb {
         let by_house = [0.4, 0.8].iter().any(|&f| {
             let (su, sv) = ctx.towards_sun(u, v, self.house_h * f);
             self.roof_at(su, sv)
         });
-        if by_house || self.trees.shadow(u, v, ctx, mask) {
+        if by_house || self.trees.shadow(u, v, ctx) {
             ctx.shadowed(c)
         } else {
             c

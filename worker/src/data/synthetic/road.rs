@@ -1,15 +1,21 @@
 //! Road: a straight or gently curved asphalt band with lane markings, shoulders and cars,
 //! sometimes crossed by a second road, through grass with roadside trees.
 
-use super::noise::cell;
+use super::noise::{cell, ffloor, wrap};
 use super::render::{mix, scale, vary, Ctx, Ground, Rgb, Scene};
-use super::trees::Trees;
+use super::trees::{Grid, Trees};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::f32::consts::TAU;
 
-const CARS: [Rgb; 6] =
-    [[0.85, 0.85, 0.85], [0.12, 0.12, 0.13], [0.6, 0.61, 0.63], [0.6, 0.12, 0.1], [0.15, 0.22, 0.45], [0.9, 0.9, 0.88]];
+const CARS: [Rgb; 6] = [
+    [0.85, 0.85, 0.85],
+    [0.12, 0.12, 0.13],
+    [0.6, 0.61, 0.63],
+    [0.6, 0.12, 0.1],
+    [0.15, 0.22, 0.45],
+    [0.9, 0.9, 0.88],
+];
 const ROADSIDE_TREES: [Rgb; 3] = [[0.18, 0.30, 0.12], [0.23, 0.33, 0.14], [0.15, 0.25, 0.11]];
 
 pub struct Road {
@@ -34,6 +40,23 @@ pub struct Road {
 
 impl Road {
     pub fn new(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Road {
+        let mut s = Road::layout(rng, ctx);
+        s.trees.grid = s.trees.plant(ctx, |x, y| s.tree_mask(x, y));
+        s
+    }
+
+    /// Trees keep clear of both roads and their shoulders.
+    fn tree_mask(&self, x: f32, y: f32) -> f32 {
+        let (d, _) = self.frame(x, y);
+        let off_cross = self.cross.is_none_or(|(n, c, hw)| (x * n[0] + y * n[1] - c).abs() > hw + 6.0);
+        if d.abs() > self.half_w + self.shoulder + 2.5 && off_cross {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    fn layout(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Road {
         let lanes = if rng.gen_bool(0.35) { 4 } else { 2 };
         let lane_w = rng.gen_range(3.0..3.8);
         let curved = rng.gen_bool(0.5);
@@ -65,6 +88,7 @@ impl Road {
                 conifer: rng.gen_range(0.0..0.5),
                 seed: rng.gen(),
                 noise: ctx.noise.derive(2),
+                grid: Grid::default(),
             },
             seed: rng.gen(),
         }
@@ -87,12 +111,12 @@ impl Road {
 
     fn car(&self, d: f32, s: f32) -> Option<Rgb> {
         let lane_w = 2.0 * self.half_w / self.lanes as f32;
-        let lane = ((d + self.half_w) / lane_w).floor();
+        let lane = ffloor((d + self.half_w) / lane_w);
         if lane < 0.0 || lane >= self.lanes as f32 {
             return None;
         }
         let dl = d + self.half_w - (lane + 0.5) * lane_w;
-        let j = (s / 16.0).floor();
+        let j = ffloor(s / 16.0);
         let (li, ji) = (lane as i32, j as i32);
         if cell(ji, li, self.seed, 0) >= self.car_p {
             return None;
@@ -113,32 +137,23 @@ impl Scene for Road {
     fn shade(&self, u: f32, v: f32, ctx: &Ctx) -> Rgb {
         let (d, s) = self.frame(u, v);
         let cross = self.on_cross(u, v);
-        let clear = self.half_w + self.shoulder + 2.5;
-        let mask = |x: f32, y: f32| {
-            let (dd, _) = self.frame(x, y);
-            let off_cross = self.cross.is_none_or(|(n, c, hw)| (x * n[0] + y * n[1] - c).abs() > hw + 6.0);
-            if dd.abs() > clear && off_cross {
-                1.0
-            } else {
-                0.0
-            }
-        };
-        if let Some((c, _)) = self.trees.crown(u, v, ctx, &mask) {
+        if let Some(c) = self.trees.crown(u, v, ctx) {
             return c;
         }
         let on_main = d.abs() < self.half_w;
         let base = if on_main || cross.is_some() {
             let tex = 0.9 + 0.2 * ctx.noise.fbm(u * 0.35, v * 0.35, 3);
             let lane_w = 2.0 * self.half_w / self.lanes as f32;
-            let in_lane = (d + self.half_w).rem_euclid(lane_w) - 0.5 * lane_w;
+            let in_lane = wrap(d + self.half_w, lane_w) - 0.5 * lane_w;
             let track = ((in_lane.abs() - 0.9).abs() < 0.35 && on_main) as i32 as f32;
             let mut c = scale(self.asphalt, tex * (1.0 - 0.06 * track));
             if on_main {
                 if let Some(car) = self.car(d, s) {
                     return car;
                 }
-                let dashed = s.rem_euclid(self.dash + self.gap) < self.dash;
-                let centre = if self.lanes == 4 { (d.abs() - 0.3).abs() < 0.18 } else { d.abs() < 0.22 && dashed };
+                let dashed = wrap(s, self.dash + self.gap) < self.dash;
+                let centre =
+                    if self.lanes == 4 { (d.abs() - 0.3).abs() < 0.18 } else { d.abs() < 0.22 && dashed };
                 let lane_line = self.lanes == 4 && (d.abs() - self.half_w * 0.5).abs() < 0.2 && dashed;
                 let edge = (d.abs() - (self.half_w - 0.5)).abs() < 0.2;
                 if cross.is_none() && (centre || lane_line || edge) {
@@ -158,7 +173,7 @@ impl Scene for Road {
             let (sd, ss) = self.frame(su, sv);
             sd.abs() < self.half_w && self.car(sd, ss).is_some()
         };
-        if car_shadow || self.trees.shadow(u, v, ctx, &mask) {
+        if car_shadow || self.trees.shadow(u, v, ctx) {
             ctx.shadowed(base)
         } else {
             base

@@ -2,7 +2,7 @@
 //! gravel (with service tracks and row shadows) or on a large flat commercial roof (with a
 //! parapet and rooftop units). Modules are dark blue-grey with thin light gaps.
 
-use super::noise::cell;
+use super::noise::{cell, ffloor, ifloor, wrap};
 use super::render::{mix, pick, scale, vary, Ctx, Ground, Rgb, Scene};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -76,23 +76,23 @@ impl Solar {
             return None;
         }
         let t = v - self.v0;
-        let row = (t / self.pitch).floor();
+        let row = ffloor(t / self.pitch);
         let w = t - row * self.pitch;
         let period = self.block + self.aisle;
-        let bu = (u - self.u0).rem_euclid(period);
-        let block = ((u - self.u0) / period).floor() as i32;
+        let bu = wrap(u - self.u0, period);
+        let block = ifloor((u - self.u0) / period);
         if w >= self.table || bu >= self.block {
             return None;
         }
         // Rooftop units displace panels on some roof cells.
-        if self.roof.is_some() && cell((u / 8.0).floor() as i32, (v / 8.0).floor() as i32, self.seed, 3) < 0.12 {
+        if self.roof.is_some() && cell(ifloor(u / 8.0), ifloor(v / 8.0), self.seed, 3) < 0.12 {
             return None;
         }
         Some((bu, w, row as i32, block))
     }
 
     fn hvac(&self, u: f32, v: f32) -> bool {
-        let (cx, cy) = ((u / 8.0).floor(), (v / 8.0).floor());
+        let (cx, cy) = (ffloor(u / 8.0), ffloor(v / 8.0));
         let (ix, iy) = (cx as i32, cy as i32);
         if self.roof.is_none() || self.outside(u, v) > -2.0 || cell(ix, iy, self.seed, 3) >= 0.12 {
             return false;
@@ -105,7 +105,7 @@ impl Solar {
 impl Scene for Solar {
     fn shade(&self, u: f32, v: f32, ctx: &Ctx) -> Rgb {
         if let Some((a, w, row, block)) = self.table_at(u, v) {
-            let gap = a.rem_euclid(self.module) < self.gap || w.rem_euclid(self.across) < self.gap;
+            let gap = wrap(a, self.module) < self.gap || wrap(w, self.across) < self.gap;
             if gap {
                 return self.frame;
             }

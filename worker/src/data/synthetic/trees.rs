@@ -1,8 +1,10 @@
 //! Tree crowns on a jittered lattice: forests (dense), gardens and roadsides (sparse).
-//! Every lattice cell holds at most one tree whose properties come from hashing the cell, so a
-//! pixel is shaded by looking at its cell and the eight around it.
+//! Every lattice cell holds at most one tree whose properties come from hashing the cell. A
+//! scene "plants" its trees once per tile (`Trees::plant`, applying its placement mask) into a
+//! grid that covers the tile and its shadow reach, so shading a pixel reads 3x3 cells instead
+//! of re-evaluating the mask (noise, layout) for each of them.
 
-use super::noise::{cell, Noise};
+use super::noise::{cell, ifloor, wrap, Noise};
 use super::render::{mix, scale, Ctx, Rgb};
 
 pub struct Trees {
@@ -20,20 +22,47 @@ pub struct Trees {
     pub conifer: f32,
     pub seed: u32,
     pub noise: Noise,
+    /// Planted trees; empty until `plant`.
+    pub grid: Grid,
 }
 
-struct Tree {
+#[derive(Clone, Copy)]
+pub struct Tree {
     cx: f32,
     cy: f32,
     r: f32,
-    h: f32,
     pick: f32,
     conifer: bool,
+    h: f32,
+}
+
+/// Lattice cells [ix0, ix0 + w) x [iy0, iy0 + h); cells outside hold no tree.
+#[derive(Default)]
+pub struct Grid {
+    ix0: i32,
+    iy0: i32,
+    w: i32,
+    h: i32,
+    cells: Vec<Option<Tree>>,
 }
 
 impl Trees {
-    /// The tree of cell (ix, iy), if any; `mask(x, y)` in 0..1 thins trees by position.
-    #[inline]
+    /// The trees of every cell the tile can see, directly or through a shadow, thinned by
+    /// `mask(x, y)` in 0..1 at each tree's position. Store the result in `self.grid`.
+    pub fn plant(&self, ctx: &Ctx, mask: impl Fn(f32, f32) -> f32) -> Grid {
+        let reach =
+            ctx.half_extent * std::f32::consts::SQRT_2 + self.height.1 * ctx.shadow_k + 2.0 * self.spacing;
+        let (lo, hi) = (((-reach) / self.spacing).floor() as i32, (reach / self.spacing).ceil() as i32);
+        let n = hi - lo + 1;
+        let mut cells = Vec::with_capacity((n * n) as usize);
+        for iy in lo..=hi {
+            for ix in lo..=hi {
+                cells.push(self.tree(ix, iy, &mask));
+            }
+        }
+        Grid { ix0: lo, iy0: lo, w: n, h: n, cells }
+    }
+
     fn tree(&self, ix: i32, iy: i32, mask: &impl Fn(f32, f32) -> f32) -> Option<Tree> {
         let s = self.seed;
         if cell(ix, iy, s, 0) >= self.density {
@@ -53,61 +82,72 @@ impl Trees {
         Some(Tree { cx, cy, r, h, pick: cell(ix, iy, s, 7), conifer })
     }
 
-    /// The highest crown over (u, v): (its lit colour, its height at that point).
     #[inline]
-    pub fn crown(&self, u: f32, v: f32, ctx: &Ctx, mask: &impl Fn(f32, f32) -> f32) -> Option<(Rgb, f32)> {
-        let (ix, iy) = ((u / self.spacing).floor() as i32, (v / self.spacing).floor() as i32);
-        let mut best: Option<(f32, Tree, f32, f32)> = None;
+    fn at(&self, ix: i32, iy: i32) -> Option<&Tree> {
+        let g = &self.grid;
+        let (x, y) = (ix - g.ix0, iy - g.iy0);
+        if x < 0 || y < 0 || x >= g.w || y >= g.h {
+            return None;
+        }
+        g.cells[(y * g.w + x) as usize].as_ref()
+    }
+
+    /// The highest crown over (u, v): its lit colour.
+    #[inline]
+    pub fn crown(&self, u: f32, v: f32, ctx: &Ctx) -> Option<Rgb> {
+        let (ix, iy) = (ifloor(u / self.spacing), ifloor(v / self.spacing));
+        let mut best: Option<(f32, &Tree, f32, f32)> = None;
         for dy in -1..=1 {
             for dx in -1..=1 {
-                let Some(t) = self.tree(ix + dx, iy + dy, mask) else { continue };
+                let Some(t) = self.at(ix + dx, iy + dy) else { continue };
                 let (ex, ey) = (u - t.cx, v - t.cy);
                 let d2 = (ex * ex + ey * ey) / (t.r * t.r);
                 if d2 >= 1.0 {
                     continue;
                 }
                 let z = if t.conifer { t.h * (1.0 - d2.sqrt()) } else { t.h - t.r + t.r * (1.0 - d2).sqrt() };
-                if best.as_ref().is_none_or(|b| z > b.0) {
+                if best.is_none_or(|b| z > b.0) {
                     best = Some((z, t, ex, ey));
                 }
             }
         }
-        let (z, t, ex, ey) = best?;
+        let (_, t, ex, ey) = best?;
         let (nx, ny) = (ex / t.r, ey / t.r);
         let n = if t.conifer {
             let l = (nx * nx + ny * ny + 0.5).sqrt();
             [nx / l, ny / l, 0.7 / l]
         } else {
-            let nz = (1.0 - nx * nx - ny * ny).max(0.0).sqrt();
-            [nx, ny, nz]
+            [nx, ny, (1.0 - nx * nx - ny * ny).max(0.0).sqrt()]
         };
         let k = ((t.pick * self.colours.len() as f32) as usize).min(self.colours.len() - 1);
-        let mut c = scale(self.colours[k], 0.85 + 0.3 * (t.pick * 7.0).fract());
+        let mut c = scale(self.colours[k], 0.85 + 0.3 * wrap(t.pick * 7.0, 1.0));
         if t.conifer {
             c = scale(mix(c, [0.08, 0.16, 0.10], 0.4), 0.85);
         }
-        // Leaf clumps: small-scale noise, stronger towards the crown's edge.
+        // Leaf clumps.
         let clump = self.noise.value(u * 1.8, v * 1.8);
-        let light = ctx.light(n) * (0.75 + 0.5 * clump);
-        Some((scale(c, light), z))
+        Some(scale(c, ctx.light(n) * (0.75 + 0.5 * clump)))
     }
 
     /// Whether (u, v) lies in a tree's shadow (sampled at two points towards the sun).
     #[inline]
-    pub fn shadow(&self, u: f32, v: f32, ctx: &Ctx, mask: &impl Fn(f32, f32) -> f32) -> bool {
+    pub fn shadow(&self, u: f32, v: f32, ctx: &Ctx) -> bool {
+        if self.grid.cells.is_empty() {
+            return false;
+        }
         let h = 0.5 * (self.height.0 + self.height.1);
         [0.45, 0.8].iter().any(|&f| {
             let (su, sv) = ctx.towards_sun(u, v, h * f);
-            self.covers(su, sv, mask)
+            self.covers(su, sv)
         })
     }
 
     #[inline]
-    fn covers(&self, u: f32, v: f32, mask: &impl Fn(f32, f32) -> f32) -> bool {
-        let (ix, iy) = ((u / self.spacing).floor() as i32, (v / self.spacing).floor() as i32);
+    fn covers(&self, u: f32, v: f32) -> bool {
+        let (ix, iy) = (ifloor(u / self.spacing), ifloor(v / self.spacing));
         for dy in -1..=1 {
             for dx in -1..=1 {
-                if let Some(t) = self.tree(ix + dx, iy + dy, mask) {
+                if let Some(t) = self.at(ix + dx, iy + dy) {
                     let (ex, ey) = (u - t.cx, v - t.cy);
                     if ex * ex + ey * ey < t.r * t.r * 0.8 {
                         return true;

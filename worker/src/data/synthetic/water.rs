@@ -3,12 +3,20 @@
 
 use super::noise::Noise;
 use super::render::{mix, pick, scale, smoothstep, Ctx, Ground, Rgb, Scene};
-use super::trees::Trees;
+use super::trees::{Grid, Trees};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::f32::consts::TAU;
 
-const DEEP: [Rgb; 4] = [[0.08, 0.16, 0.28], [0.10, 0.24, 0.30], [0.12, 0.22, 0.20], [0.17, 0.22, 0.24]];
+const DEEP: [Rgb; 7] = [
+    [0.08, 0.16, 0.28], // deep blue
+    [0.10, 0.24, 0.30], // teal
+    [0.12, 0.22, 0.20], // green lake
+    [0.17, 0.22, 0.24], // grey
+    [0.16, 0.20, 0.12], // murky green
+    [0.26, 0.26, 0.20], // silty brown
+    [0.20, 0.35, 0.38], // turquoise
+];
 const SHORE_TREES: [Rgb; 2] = [[0.17, 0.28, 0.12], [0.22, 0.32, 0.14]];
 
 struct Shore {
@@ -34,11 +42,18 @@ pub struct Water {
 
 impl Water {
     pub fn new(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Water {
+        let mut s = Water::layout(rng, ctx);
+        let beach = s.shore.as_ref().map_or(0.0, |s| s.beach);
+        s.trees.grid = s.trees.plant(ctx, |x, y| if s.inland(x, y) > beach + 3.0 { 1.0 } else { 0.0 });
+        s
+    }
+
+    fn layout(rng: &mut ChaCha8Rng, ctx: &Ctx) -> Water {
         let deep = pick(rng, &DEEP, 0.15);
         let shallow = mix(deep, [0.35, 0.45, 0.42], rng.gen_range(0.2..0.5));
         let a = rng.gen_range(0.0..TAU);
         let b = a + rng.gen_range(-0.6..0.6);
-        let shore = rng.gen_bool(0.4).then(|| {
+        let shore = rng.gen_bool(0.5).then(|| {
             let t = rng.gen_range(0.0..TAU);
             Shore {
                 n: [t.cos(), t.sin()],
@@ -69,6 +84,7 @@ impl Water {
                 conifer: rng.gen_range(0.0..0.4),
                 seed: rng.gen(),
                 noise: ctx.noise.derive(2),
+                grid: Grid::default(),
             },
             noise: ctx.noise.derive(3),
         }
@@ -90,30 +106,33 @@ impl Scene for Water {
     fn shade(&self, u: f32, v: f32, ctx: &Ctx) -> Rgb {
         let d = self.inland(u, v);
         let beach = self.shore.as_ref().map_or(0.0, |s| s.beach);
-        let mask = |x: f32, y: f32| if self.inland(x, y) > beach + 3.0 { 1.0 } else { 0.0 };
         if d >= 0.0 {
-            if let Some((c, _)) = self.trees.crown(u, v, ctx, &mask) {
+            if let Some(c) = self.trees.crown(u, v, ctx) {
                 return c;
             }
             let c = if d < beach {
                 // Wet sand is darker at the waterline.
-                scale(self.sand, (0.8 + 0.2 * smoothstep(0.0, 1.5, d)) * (0.95 + 0.1 * self.noise.value(u * 2.0, v * 2.0)))
+                scale(
+                    self.sand,
+                    (0.8 + 0.2 * smoothstep(0.0, 1.5, d)) * (0.95 + 0.1 * self.noise.value(u * 2.0, v * 2.0)),
+                )
             } else {
                 self.ground.shade(u, v)
             };
-            return if self.trees.shadow(u, v, ctx, &mask) { ctx.shadowed(c) } else { c };
+            return if self.trees.shadow(u, v, ctx) { ctx.shadowed(c) } else { c };
         }
         let depth = self.noise.fbm(u / 35.0, v / 35.0, 3);
         let shoal = 1.0 - smoothstep(0.0, 8.0, -d);
         let mut c = mix(self.deep, self.shallow, (0.4 * depth + 0.8 * shoal).min(1.0));
         let warp = self.warp * self.noise.fbm(u / 6.0, v / 6.0, 2);
         let [(d1, k1), (d2, k2)] = self.waves;
-        let w = 0.6 * (k1 * (u * d1[0] + v * d1[1]) + warp).sin() + 0.4 * (k2 * (u * d2[0] + v * d2[1]) - warp).sin();
+        let w = 0.6 * (k1 * (u * d1[0] + v * d1[1]) + warp).sin()
+            + 0.4 * (k2 * (u * d2[0] + v * d2[1]) - warp).sin();
         c = scale(c, 1.0 + self.amp * w);
         if w > 0.8 && self.noise.value(u * 3.0, v * 3.0) > 0.75 {
             c = mix(c, [0.95, 0.95, 0.92], self.glint);
         }
-        if self.trees.shadow(u, v, ctx, &mask) {
+        if self.trees.shadow(u, v, ctx) {
             ctx.shadowed(c)
         } else {
             c

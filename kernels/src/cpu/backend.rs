@@ -1,0 +1,254 @@
+//! [`Cpu`]: the `Backend` implementation over host `Vec<f32>` buffers, delegating every op to
+//! the free functions of this module's siblings (the reference the CUDA backend is tested
+//! against).
+
+use super::{batchnorm, conv, elementwise, l2norm, linear, optim, pool, softmax};
+use crate::backend::Backend;
+use crate::error::{KernelError, Result};
+use crate::shapes::{ConvShape, PoolShape};
+use std::ops::Range;
+
+/// The CPU backend. `amp`: emulate fp16 activations by rounding them through fp16 in
+/// [`Backend::round_act`] (the CUDA backend stores activations in fp16 under AMP).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub amp: bool,
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+    type View<'a> = &'a [f32];
+    type ViewMut<'a> = &'a mut [f32];
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+    fn from_host(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+    fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+    fn write(&self, buf: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
+        let end =
+            offset.checked_add(data.len()).filter(|&e| e <= buf.len()).ok_or_else(|| KernelError::Shape {
+                op: "write",
+                detail: format!(
+                    "{} elements at offset {offset} overflow a buffer of {}",
+                    data.len(),
+                    buf.len()
+                ),
+            })?;
+        buf[offset..end].copy_from_slice(data);
+        Ok(())
+    }
+    fn buf_len(buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn view(buf: &Vec<f32>, range: Range<usize>) -> &[f32] {
+        &buf[range]
+    }
+    fn view_mut(buf: &mut Vec<f32>, range: Range<usize>) -> &mut [f32] {
+        &mut buf[range]
+    }
+    fn host_mut(buf: &mut Vec<f32>) -> Option<&mut [f32]> {
+        Some(buf.as_mut_slice())
+    }
+
+    fn conv2d_fwd(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+        conv::conv2d_fwd(s, x, w, y);
+    }
+    fn conv2d_bwd_data(&self, s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        conv::conv2d_bwd_data(s, dy, w, dx);
+    }
+    fn conv2d_bwd_filter(&self, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        conv::conv2d_bwd_filter(s, x, dy, dw);
+    }
+
+    fn bn_stats(&self, m: usize, c: usize, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
+        batchnorm::bn_stats(m, c, x, mean, var);
+    }
+    fn bn_apply(
+        &self,
+        m: usize,
+        c: usize,
+        x: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+        relu: bool,
+        y: &mut [f32],
+    ) {
+        batchnorm::bn_apply(m, c, x, mean, var, eps, gamma, beta, relu, y);
+    }
+    fn bn_bwd_reduce(
+        &self,
+        m: usize,
+        c: usize,
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+        sum_dy: &mut [f32],
+        sum_dy_xhat: &mut [f32],
+    ) {
+        batchnorm::bn_bwd_reduce(m, c, x, dy, mean, var, eps, sum_dy, sum_dy_xhat);
+    }
+    fn bn_bwd_apply(
+        &self,
+        m: usize,
+        c: usize,
+        count: usize,
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+        gamma: Option<&[f32]>,
+        sum_dy: &[f32],
+        sum_dy_xhat: &[f32],
+        dx: &mut [f32],
+    ) {
+        batchnorm::bn_bwd_apply(m, c, count, x, dy, mean, var, eps, gamma, sum_dy, sum_dy_xhat, dx);
+    }
+    fn bn_running_update(
+        &self,
+        c: usize,
+        mean: &[f32],
+        var: &[f32],
+        count: usize,
+        momentum: f32,
+        running: &mut [f32],
+    ) {
+        batchnorm::bn_running_update(c, mean, var, count, momentum, running);
+    }
+
+    fn relu_inplace(&self, x: &mut [f32]) {
+        elementwise::relu_inplace(x);
+    }
+    fn relu_bwd(&self, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        elementwise::relu_bwd(y, dy, dx);
+    }
+    fn add_inplace(&self, x: &[f32], y: &mut [f32]) {
+        elementwise::add_inplace(x, y);
+    }
+    fn axpby(&self, alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
+        elementwise::axpby(alpha, x, beta, y);
+    }
+    fn copy(&self, x: &[f32], y: &mut [f32]) {
+        elementwise::copy(x, y);
+    }
+    fn fill(&self, x: &mut [f32], value: f32) {
+        elementwise::fill(x, value);
+    }
+    fn scale(&self, x: &mut [f32], alpha: f32) {
+        elementwise::scale(x, alpha);
+    }
+    fn round_act(&self, x: &mut [f32]) {
+        if self.amp {
+            elementwise::round_f16(x);
+        }
+    }
+
+    fn maxpool_fwd(&self, s: &PoolShape, x: &[f32], y: &mut [f32]) {
+        pool::maxpool_fwd(s, x, y);
+    }
+    fn maxpool_bwd(&self, s: &PoolShape, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        pool::maxpool_bwd(s, x, dy, dx);
+    }
+    fn avgpool_fwd(&self, n: usize, hw: usize, c: usize, x: &[f32], y: &mut [f32]) {
+        pool::avgpool_fwd(n, hw, c, x, y);
+    }
+    fn avgpool_bwd(&self, n: usize, hw: usize, c: usize, dy: &[f32], dx: &mut [f32]) {
+        pool::avgpool_bwd(n, hw, c, dy, dx);
+    }
+
+    fn linear_fwd(&self, n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], y: &mut [f32]) {
+        linear::linear_fwd(n, d_in, d_out, x, w, y);
+    }
+    fn linear_bwd_data(&self, n: usize, d_in: usize, d_out: usize, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        linear::linear_bwd_data(n, d_in, d_out, dy, w, dx);
+    }
+    fn linear_bwd_weight(&self, n: usize, d_in: usize, d_out: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        linear::linear_bwd_weight(n, d_in, d_out, x, dy, dw);
+    }
+
+    fn l2norm_fwd(&self, n: usize, d: usize, x: &[f32], y: &mut [f32], norm: &mut [f32]) {
+        l2norm::l2norm_fwd(n, d, x, y, norm);
+    }
+    fn l2norm_bwd(&self, n: usize, d: usize, y: &[f32], norm: &[f32], dy: &[f32], dx: &mut [f32]) {
+        l2norm::l2norm_bwd(n, d, y, norm, dy, dx);
+    }
+
+    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        softmax::row_max_sumexp(rows, cols, logits)
+    }
+    fn mask_cells(&self, cols: usize, logits: &mut [f32], cells: &[(u32, u32)]) {
+        softmax::mask_cells(cols, logits, cells);
+    }
+    fn softmax_xent_bwd(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: &[f32],
+        lse: &[f32],
+        labels: &[i32],
+        scale: f32,
+        dlogits: &mut [f32],
+    ) {
+        softmax::softmax_xent_bwd(rows, cols, logits, lse, labels, scale, dlogits);
+    }
+    fn gather_cols(&self, rows: usize, cols: usize, logits: &[f32], labels: &[i32]) -> Vec<f32> {
+        softmax::gather_cols(rows, cols, logits, labels)
+    }
+
+    fn sumsq(&self, x: &[f32]) -> f64 {
+        optim::sumsq(x)
+    }
+    fn sumsq_axpy(&self, alpha: f32, x: &[f32], y: &[f32]) -> f64 {
+        optim::sumsq_axpy(alpha, x, y)
+    }
+    fn ema(&self, m: f32, theta_q: &[f32], theta_k: &mut [f32]) {
+        optim::ema(m, theta_q, theta_k);
+    }
+    fn unscale_check(&self, g: &mut [f32], inv_scale: f32) -> bool {
+        optim::unscale_check(g, inv_scale)
+    }
+    fn sgd_step(&self, lr: f32, momentum: f32, wd: f32, p: &mut [f32], g: &[f32], mu: &mut [f32]) {
+        optim::sgd_step(lr, momentum, wd, p, g, mu);
+    }
+    fn lars_step(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        trust: f32,
+        p: &mut [f32],
+        g: &[f32],
+        mu: &mut [f32],
+    ) {
+        optim::lars_step(lr, momentum, wd, trust, p, g, mu);
+    }
+    fn adamw_step(
+        &self,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        wd: f32,
+        step: u64,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
+        optim::adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v);
+    }
+}

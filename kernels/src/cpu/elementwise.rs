@@ -1,0 +1,80 @@
+//! Elementwise ops on flat buffers. Memory-bound; split into fixed chunks of
+//! [`FLAT_CHUNK`] elements across the rayon pool.
+
+use super::batchnorm::relu;
+use super::scratch::FLAT_CHUNK;
+use half::f16;
+use rayon::prelude::*;
+
+fn same_len(op: &str, a: usize, b: usize) {
+    assert_eq!(a, b, "{op}: operands have {a} and {b} elements");
+}
+
+/// y = f(x, y) elementwise.
+fn zip_map(x: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    y.par_chunks_mut(FLAT_CHUNK).zip(x.par_chunks(FLAT_CHUNK)).for_each(|(yc, xc)| {
+        yc.iter_mut().zip(xc).for_each(|(y, x)| *y = f(*x, *y));
+    });
+}
+
+/// x = f(x) elementwise.
+fn map_inplace(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    x.par_chunks_mut(FLAT_CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+}
+
+/// x = max(x, 0) in place (NaN passes through, so overflow stays visible).
+pub fn relu_inplace(x: &mut [f32]) {
+    map_inplace(x, relu);
+}
+
+/// dx = dy where y > 0 else 0 (y is the ReLU output). Overwrites dx.
+pub fn relu_bwd(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    same_len("relu_bwd", y.len(), dx.len());
+    same_len("relu_bwd", dy.len(), dx.len());
+    dx.par_chunks_mut(FLAT_CHUNK).zip(y.par_chunks(FLAT_CHUNK)).zip(dy.par_chunks(FLAT_CHUNK)).for_each(
+        |((dxc, yc), dyc)| {
+            for ((d, y), g) in dxc.iter_mut().zip(yc).zip(dyc) {
+                *d = if *y > 0.0 { *g } else { 0.0 };
+            }
+        },
+    );
+}
+
+/// y += x.
+pub fn add_inplace(x: &[f32], y: &mut [f32]) {
+    same_len("add_inplace", x.len(), y.len());
+    zip_map(x, y, |x, y| y + x);
+}
+
+/// y = alpha * x + beta * y. With beta = 0, y is not read (BLAS semantics: a NaN or inf
+/// already in y does not survive an overwrite).
+pub fn axpby(alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
+    same_len("axpby", x.len(), y.len());
+    if beta == 0.0 {
+        zip_map(x, y, |x, _| alpha * x);
+    } else {
+        zip_map(x, y, |x, y| alpha * x + beta * y);
+    }
+}
+
+/// y = x.
+pub fn copy(x: &[f32], y: &mut [f32]) {
+    same_len("copy", x.len(), y.len());
+    y.copy_from_slice(x);
+}
+
+/// x = value.
+pub fn fill(x: &mut [f32], value: f32) {
+    x.fill(value);
+}
+
+/// x *= alpha.
+pub fn scale(x: &mut [f32], alpha: f32) {
+    map_inplace(x, |v| v * alpha);
+}
+
+/// Rounds every element to the nearest fp16 and back (round-to-nearest-even, overflow to
+/// +-inf, as a CUDA `__float2half_rn` store would): the CPU's emulation of fp16 activations.
+pub fn round_f16(x: &mut [f32]) {
+    map_inplace(x, |v| f16::from_f32(v).to_f32());
+}

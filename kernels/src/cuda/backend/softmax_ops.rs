@@ -1,0 +1,170 @@
+//! Softmax cross-entropy pieces on fp32 logits: the trait hands per-row inputs (lse, labels,
+//! mask cells) as host slices, which are copied to small arena blocks; per-row results come
+//! back to the host. Compiled, not yet run on a GPU.
+
+use super::CudaBackend;
+use crate::cuda::buffer::{BufElem, DevView, DevViewMut};
+use crate::cuda::launch::{driver_err, expect_len, Dtype};
+use crate::cuda::memory::Block;
+use crate::error::{KernelError, Result};
+use cudarc::driver::DeviceRepr;
+use half::f16;
+
+impl CudaBackend {
+    /// An uninitialised arena block (for staging buffers outside the op set, e.g. NCCL).
+    pub(crate) fn pool_alloc<T: DeviceRepr>(&self, what: &str, len: usize) -> Result<Block<T>> {
+        self.pool.alloc::<T>(what, len)
+    }
+
+    /// A block holding a copy of host data.
+    pub(crate) fn block_from_host<T: DeviceRepr>(&self, what: &str, data: &[T]) -> Result<Block<T>> {
+        let mut b = self.pool.alloc::<T>(what, data.len())?;
+        if !data.is_empty() {
+            self.stream.memcpy_htod(data, b.slice_mut()).map_err(|e| driver_err("memcpy_htod", e))?;
+        }
+        Ok(b)
+    }
+
+    /// A block's values on the host (waits for the work that writes them).
+    pub(crate) fn block_to_host<T: DeviceRepr + Default + Clone>(
+        &self,
+        b: &Block<T>,
+        len: usize,
+    ) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let v = self.stream.clone_dtoh(&b.slice().slice(..len)).map_err(|e| driver_err("memcpy_dtoh", e))?;
+        self.ctx.check_err().map_err(|e| driver_err("deferred driver error", e))?;
+        Ok(v)
+    }
+
+    pub(crate) fn row_max_sumexp_impl(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: &DevView<'_>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        expect_len("row_max_sumexp", "logits", logits.len(), rows * cols)?;
+        let logits = self.src::<f32>(logits)?;
+        let mut max = self.pool.alloc::<f32>("row maxima", rows)?;
+        let mut sum = self.pool.alloc::<f32>("row sums", rows)?;
+        self.kernels.softmax.row_max_sumexp(
+            &self.stream,
+            rows,
+            cols,
+            &logits.view(),
+            &mut max.slice_mut().as_view_mut(),
+            &mut sum.slice_mut().as_view_mut(),
+        )?;
+        Ok((self.block_to_host(&max, rows)?, self.block_to_host(&sum, rows)?))
+    }
+
+    pub(crate) fn mask_cells_impl(
+        &self,
+        cols: usize,
+        logits: &mut DevViewMut<'_>,
+        cells: &[(u32, u32)],
+    ) -> Result<()> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        if logits.len().checked_rem(cols) != Some(0) {
+            return Err(KernelError::Shape {
+                op: "mask_cells",
+                detail: format!("{} logits are not rows of {cols} columns", logits.len()),
+            });
+        }
+        let rows = logits.len() / cols;
+        let mut flat = Vec::with_capacity(2 * cells.len());
+        for &(r, c) in cells {
+            if r as usize >= rows || c as usize >= cols {
+                return Err(KernelError::Shape {
+                    op: "mask_cells",
+                    detail: format!("cell ({r}, {c}) is outside the [{rows}, {cols}] logits"),
+                });
+            }
+            flat.extend([r as i32, c as i32]);
+        }
+        let cells = self.block_from_host("mask cells", &flat)?;
+        let mut out = self.dst::<f32>(logits, true)?;
+        self.kernels.softmax.mask_cells(
+            &self.stream,
+            rows,
+            cols,
+            &cells.slice().as_view(),
+            &mut out.view(),
+        )?;
+        out.finish(self)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn softmax_xent_bwd_impl(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: &DevView<'_>,
+        lse: &[f32],
+        labels: &[i32],
+        scale: f32,
+        dlogits: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        match dlogits.dtype() {
+            Dtype::F16 => self.softmax_xent_bwd_t::<f16>(rows, cols, logits, lse, labels, scale, dlogits),
+            Dtype::F32 => self.softmax_xent_bwd_t::<f32>(rows, cols, logits, lse, labels, scale, dlogits),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent_bwd_t<T: BufElem>(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: &DevView<'_>,
+        lse: &[f32],
+        labels: &[i32],
+        scale: f32,
+        dlogits: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        expect_len("softmax_xent_bwd", "lse", lse.len(), rows)?;
+        expect_len("softmax_xent_bwd", "labels", labels.len(), rows)?;
+        let logits = self.src::<f32>(logits)?;
+        let lse = self.block_from_host("log-sum-exp per row", lse)?;
+        let labels = self.block_from_host("labels", labels)?;
+        let mut out = self.dst::<T>(dlogits, false)?;
+        self.kernels.softmax.xent_bwd(
+            &self.stream,
+            rows,
+            cols,
+            &logits.view(),
+            &lse.slice().as_view(),
+            &labels.slice().as_view(),
+            scale,
+            &mut out.view(),
+        )?;
+        out.finish(self)
+    }
+
+    pub(crate) fn gather_cols_impl(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: &DevView<'_>,
+        labels: &[i32],
+    ) -> Result<Vec<f32>> {
+        expect_len("gather_cols", "logits", logits.len(), rows * cols)?;
+        expect_len("gather_cols", "labels", labels.len(), rows)?;
+        let logits = self.src::<f32>(logits)?;
+        let labels = self.block_from_host("labels", labels)?;
+        let mut out = self.pool.alloc::<f32>("gathered logits", rows)?;
+        self.kernels.softmax.gather_cols(
+            &self.stream,
+            rows,
+            cols,
+            &logits.view(),
+            &labels.slice().as_view(),
+            &mut out.slice_mut().as_view_mut(),
+        )?;
+        self.block_to_host(&out, rows)
+    }
+}
