@@ -60,6 +60,24 @@ pub struct TrainArgs {
     /// Stop after this many optimiser steps (default: the preset's epochs).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Rendezvous port on this machine (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub master_port: u16,
+    /// Rendezvous address to bind (127.0.0.1 keeps the run private to this machine).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// Restart the whole group this many times after a failure (from the last checkpoint).
+    #[arg(long, default_value_t = 0)]
+    pub max_restarts: u32,
+    /// Seconds without a heartbeat after which a worker counts as hung.
+    #[arg(long, default_value_t = 60)]
+    pub heartbeat_timeout: u64,
+    /// Compute threads per worker (default: the cores divided among the workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run each worker under `nsys profile` (reports in RUN_DIR/logs).
+    #[arg(long)]
+    pub nsys: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -4,6 +4,8 @@
 mod cli;
 mod dataset;
 mod error;
+mod group;
+mod nsys;
 mod verbs;
 
 use clap::Parser;

@@ -1,28 +1,143 @@
-//! Training, the default verb. Until the training driver is wired in, it validates the
-//! config, prints the resolved config and the memory plan, and says that training is not
-//! implemented yet (the lead engineer replaces this part).
+//! Training, the default verb: validate everything first, then run the worker group (one
+//! process per GPU, or `--workers` CPU processes) under supervision, with restarts.
 
-use crate::cli::TrainArgs;
+use crate::cli::{Device, TrainArgs};
 use crate::dataset::dataset_len;
-use crate::error::Result;
+use crate::error::{LauncherError, Result};
+use crate::group::progress::Progress;
+use crate::group::spawn::{worker_exe, WorkerSpec};
+use crate::group::{run_once, Outcome, Watch};
 use moco_proto::resolved::ResolvedConfig;
-use moco_worker::plan::budget::GIB;
-use moco_worker::plan::{render, MemoryPlan, Verdict};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = a.config.build()?;
-    let preset = a.config.preset_name();
     let world = a.world();
-    let (dataset, data_from) = dataset_len(a.data.as_deref(), None)?;
+    let data = a.data.clone().unwrap_or_else(|| "synthetic".into());
+    let (dataset, _) = dataset_len(Some(&data), None)?;
+    // Every problem is reported before any process starts.
     let r = ResolvedConfig::new(&cfg, world, dataset)?;
-    println!("{}", super::plan::describe(preset, world, "--gpus / --workers", dataset, &data_from));
-    print!("{}", r.summary());
-    println!();
-    let plan = MemoryPlan::compute(&r);
-    let verdict = Verdict::new(&r.cfg, &plan, 8 * GIB);
-    print!("{}", render(&r, preset, &plan, &verdict));
-    println!(
-        "\ntraining is not implemented in the launcher yet: the config above is valid; nothing was run."
+    let device = match a.device {
+        Device::Cpu => "cpu",
+        Device::Auto => {
+            if moco_kernels::cuda::probe_driver().is_ok() {
+                eprintln!("note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU");
+            }
+            "cpu"
+        }
+        Device::Cuda => {
+            return Err(LauncherError::Spawn(
+                "--device cuda: the CUDA training path is not available in this build yet (the kernels compile \
+                 and have a self-test, but the backend is not wired into training); use --device cpu"
+                    .into(),
+            ))
+        }
+    };
+    eprint!("{}", r.summary());
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let run_id = format!(
+        "run-{}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        std::process::id()
     );
-    Ok(())
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| LauncherError::Spawn(format!("cannot create the run folder {}: {e}", logs.display())))?;
+    let config_path = out.join("config.toml");
+    write_atomic(&config_path, &toml::to_string(&r.cfg).map_err(|e| LauncherError::Spawn(format!("config to TOML: {e}")))?)?;
+    let config_json = moco_proto::wire::Setup::encode_config(&r.cfg)?;
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = a.threads.unwrap_or((cores / world).max(1));
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config_path.display().to_string(),
+        "--data".into(),
+        data.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--device".into(),
+        device.into(),
+        "--threads".into(),
+        threads.to_string(),
+        "--log-every".into(),
+        "0".into(),
+    ];
+    let total = r.total_steps as u64;
+    let end = a.steps.map(|s| s.min(total)).unwrap_or(total);
+    if let Some(s) = a.steps {
+        args.extend(["--steps".into(), s.to_string()]);
+    }
+    let mut spec = WorkerSpec {
+        exe: worker_exe()?,
+        args,
+        world,
+        master: String::new(),
+        run_id: run_id.clone(),
+        restart_count: 0,
+        log_dir: logs.clone(),
+        nsys: a.nsys,
+    };
+    let watch = Watch {
+        heartbeat_timeout: Duration::from_secs(a.heartbeat_timeout.max(5)),
+        join_timeout: Duration::from_secs(120),
+        grace: Duration::from_secs(30),
+    };
+    eprintln!("run {run_id}: {world} worker(s) on the {device}, run folder {}", out.display());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| LauncherError::Spawn(format!("cannot start the async runtime: {e}")))?;
+    let bind = format!("{}:{}", a.master_addr, a.master_port);
+    loop {
+        let mut progress = Progress::new(end);
+        let outcome = rt.block_on(run_once(&spec, &bind, &config_json, &watch, &mut progress))?;
+        progress.finish();
+        match outcome {
+            Outcome::Finished => {
+                if let (Some(f), Some(l)) = (&progress.first, &progress.last) {
+                    eprintln!(
+                        "done: {} steps, loss {:.4} -> {:.4}, {:.1} img/s; metrics in {}",
+                        l.step,
+                        f.loss,
+                        l.loss,
+                        l.images_per_sec,
+                        out.join("metrics.jsonl").display()
+                    );
+                }
+                return Ok(());
+            }
+            Outcome::Interrupted => {
+                eprintln!("stopped on request after step {}", progress.last.map(|m| m.step).unwrap_or(0));
+                return Ok(());
+            }
+            Outcome::Failed(f) => {
+                if f.restartable && spec.restart_count < a.max_restarts {
+                    spec.restart_count += 1;
+                    eprintln!("{f}\nrestarting the group ({}/{})", spec.restart_count, a.max_restarts);
+                    continue;
+                }
+                return Err(LauncherError::Group(format!(
+                    "{f}\nall workers were stopped; full logs in {}",
+                    logs.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Write a file atomically: temporary file in the same folder, fsync, rename.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| LauncherError::Spawn(format!("writing {}: {e}", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
