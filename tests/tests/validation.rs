@@ -158,15 +158,37 @@ fn bad_vram_sizes() {
 }
 
 #[test]
-fn default_verb_prints_the_resolved_config_and_plan() {
-    let dir = TempDir::new("demo");
+fn readme_first_command_trains_tiny_with_two_cpu_workers() {
+    // The README's first command, as written, except a shorter --steps and a temporary --out.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line = readme.lines().find(|l| l.contains("target/release/launcher ")).expect("a launcher command in the README");
+    let cmd = line.split("target/release/launcher ").nth(1).unwrap();
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    assert_contains(cmd, &["--device cpu", "--workers 2", "--preset tiny", "--data synthetic"]);
+    let dir = TempDir::new("readme");
     let out_dir = dir.path().join("demo");
-    let args = ["--device", "cpu", "--preset", "tiny", "--data", "synthetic", "--steps", "300"];
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--out", out_dir.to_str().unwrap()]);
-    let out = run_launcher(&all).expect_ok();
-    // The default synthetic set holds 2,048 tiles.
-    assert_contains(&out.stdout, &["preset tiny", "2048 images", "effective batch", "memory plan"]);
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "--steps" => {
+                args.extend(["--steps".into(), "3".into()]);
+                i += 2;
+            }
+            "--out" => {
+                args.extend(["--out".into(), out_dir.display().to_string()]);
+                i += 2;
+            }
+            w => {
+                args.push(w.to_string());
+                i += 1;
+            }
+        }
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_launcher(&refs).expect_ok();
+    assert_contains(&out.stderr, &["preset tiny", "2048 images", "2 worker(s)", "done: 3 steps"]);
+    assert!(out_dir.join("metrics.jsonl").is_file());
 }
 
 #[test]

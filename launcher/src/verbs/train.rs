@@ -15,7 +15,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = a.config.build()?;
     let world = a.world();
     let data = a.data.clone().unwrap_or_else(|| "synthetic".into());
-    let (dataset, _) = dataset_len(Some(&data), None)?;
+    let (dataset, data_from) = dataset_len(Some(&data), None)?;
     // Every problem is reported before any process starts.
     let r = ResolvedConfig::new(&cfg, world, dataset)?;
     let device = match a.device {
@@ -34,6 +34,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             ))
         }
     };
+    eprintln!("{}", super::plan::describe(a.config.preset_name(), world, "--gpus / --workers", dataset, &data_from));
     eprint!("{}", r.summary());
     for w in &r.warnings {
         eprintln!("warning: {w}");
