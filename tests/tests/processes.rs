@@ -146,8 +146,10 @@ fn sigint_finishes_the_step_and_exits_cleanly() {
 fn busy_port_is_a_clear_error() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
+    let dir = TempDir::new("busy");
+    let out = dir.path().join("run");
     let mut args = QUICK.to_vec();
-    args.extend(["--workers", "2", "--steps", "1", "--master-port", &port]);
+    args.extend(["--workers", "2", "--steps", "1", "--master-port", &port, "--out", out.to_str().unwrap()]);
     let e = run_launcher(&args).expect_err();
     assert_contains(&e, &["port is in use", "--master-port"]);
 }
