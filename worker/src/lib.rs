@@ -16,6 +16,7 @@ pub mod model;
 pub mod moco;
 pub mod plan;
 pub mod rendezvous;
+pub mod selftest;
 pub mod session;
 pub mod train;
 

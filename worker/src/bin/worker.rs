@@ -27,6 +27,18 @@ struct Cli {
 enum Command {
     /// Train (the default).
     Train(TrainArgs),
+    /// Every op on the GPU against the CPU reference, then a few training steps on both.
+    Selftest(SelftestArgs),
+}
+
+#[derive(clap::Args)]
+struct SelftestArgs {
+    /// cuda (the GPU against the CPU) or cpu (the CPU against itself: checks the harness).
+    #[arg(long, default_value = "cuda")]
+    device: String,
+    /// GPU number.
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +49,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Train(a)) => a,
+        Some(Command::Selftest(s)) => {
+            return match moco_worker::selftest::run(&s.device, s.gpu) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         None => cli.train,
     };
     // SIGINT/SIGTERM/SIGUSR1 (SLURM's warning before preemption): finish the step and stop.
