@@ -30,6 +30,8 @@ pub enum Verb {
     Plan(PlanArgs),
     /// List the presets with their effective batch, scaled lr and keys per step.
     Presets(PresetsArgs),
+    /// Write a PNG of a few tiles beside their two augmented views (what the network sees).
+    Preview(crate::verbs::preview::PreviewArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,9 +6,6 @@ use std::path::Path;
 /// The user's dataset (DESIGN.md): ~2,000 tiles. Assumed when nothing better is known.
 pub const ASSUMED_DATASET: usize = 2000;
 
-/// Image file extensions counted in a data folder.
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff"];
-
 /// The dataset size and a few words saying where it came from.
 pub fn dataset_len(data: Option<&str>, explicit: Option<usize>) -> moco_worker::Result<(usize, String)> {
     if let Some(n) = explicit {
@@ -23,17 +20,8 @@ pub fn dataset_len(data: Option<&str>, explicit: Option<usize>) -> moco_worker::
     }
 }
 
-/// Image files directly inside `dir` (by extension).
+/// Image files in `dir` and its sub-folders, by extension, as the worker's folder scan finds
+/// them (files it will skip as unreadable are counted too; the worker's report lists them).
 fn count_images(dir: &Path) -> moco_worker::Result<usize> {
-    let ctx = || format!("reading the data folder {}", dir.display());
-    let entries = std::fs::read_dir(dir).map_err(|e| moco_worker::WorkerError::io(ctx(), e))?;
-    let mut n = 0;
-    for entry in entries {
-        let path = entry.map_err(|e| moco_worker::WorkerError::io(ctx(), e))?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
-            n += 1;
-        }
-    }
-    Ok(n)
+    moco_worker::data::folder::count_images(dir)
 }

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Verb::Presets(a)) => verbs::presets::run(&a),
         Some(cli::Verb::Plan(a)) => verbs::plan::run(&a),
+        Some(cli::Verb::Preview(a)) => verbs::preview::run(&a),
         Some(cli::Verb::Train(a)) => verbs::train::run(&a),
         None => verbs::train::run(&cli.train),
     };

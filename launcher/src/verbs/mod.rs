@@ -1,5 +1,6 @@
-//! One file per verb: `train` (the default), `plan`, `presets`.
+//! One file per verb: `train` (the default), `plan`, `presets`, `preview`.
 
 pub mod plan;
 pub mod presets;
+pub mod preview;
 pub mod train;

@@ -5,6 +5,7 @@
 //! - `spec`: parsing `--data` (`synthetic[:N[:SIZE]]` or a path).
 //! - `synthetic`: procedural aerial tiles with scene-class labels.
 //! - `memory`: tiles already decoded in memory.
+//! - `folder`: image folders (PNG/JPEG/TIFF) and their memory-mapped tile cache.
 //! - `augment`: the two-view augmentation pipeline (MOCO.md, "Augmentations").
 //! - `batch`: `TwoViewBatch`, assembled in parallel on a rayon pool.
 //! - `sampler`: epoch-seeded permutation, rank shards, resumable positions.
@@ -25,6 +26,7 @@
 pub mod augment;
 pub mod batch;
 pub mod dataset;
+pub mod folder;
 pub mod memory;
 pub mod preview;
 pub mod rng;

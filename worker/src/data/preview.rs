@@ -1,6 +1,8 @@
 //! Preview grids: rows of [tile, view 1, view 2] so a person can see what the model sees.
 //! Views are de-normalised with the augmenter's statistics; tiles with three or more bands
-//! show bands 0..3 as RGB, others show band 0 as grey.
+//! show bands 0..3 as RGB, others show band 0 as grey. 16-bit tiles (satellite data rarely
+//! fills the 16-bit range, and would show black) are displayed stretched per band from
+//! mean - 2.5 std to mean + 2.5 std; 8-bit tiles as they are.
 
 use super::augment::crop::{resize_crop, CropBox};
 use super::augment::{Augmenter, Scratch};
@@ -32,6 +34,11 @@ pub fn preview_image<D: Dataset + ?Sized>(
     let mut img = RgbImage::from_pixel(width.max(1), height.max(1), BACKGROUND);
     let norm = aug.normalisation();
     let ident = (vec![0.0; aug.bands()], vec![1.0; aug.bands()]);
+    let deep = match indices.first() {
+        Some(&i) => ds.tile(i as usize)?.depth() == super::tile::PixelDepth::U16,
+        None => false,
+    };
+    let shown = display_range(&norm, deep);
     let mut scratch = Scratch::default();
     let (mut v1, mut v2) = (vec![0.0; aug.view_len()], vec![0.0; aug.view_len()]);
     for (k, &i) in indices.iter().enumerate() {
@@ -39,9 +46,9 @@ pub fn preview_image<D: Dataset + ?Sized>(
         aug.pair_into(&tile, epoch, i, &mut v1, &mut v2, &mut scratch)?;
         let x0 = (k % per_row) as u32 * (trip_w + TRIPLET_GAP);
         let y0 = (k / per_row) as u32 * (s + GAP);
-        blit(&mut img, x0, y0, s, &fit(&tile, aug.size()), tile.bands(), &ident);
-        blit(&mut img, x0 + s + GAP, y0, s, &v1, tile.bands(), &norm);
-        blit(&mut img, x0 + 2 * (s + GAP), y0, s, &v2, tile.bands(), &norm);
+        blit(&mut img, x0, y0, s, &fit(&tile, aug.size()), tile.bands(), &ident, &shown);
+        blit(&mut img, x0 + s + GAP, y0, s, &v1, tile.bands(), &norm, &shown);
+        blit(&mut img, x0 + 2 * (s + GAP), y0, s, &v2, tile.bands(), &norm, &shown);
     }
     Ok(img)
 }
@@ -97,9 +104,33 @@ fn fit(tile: &Tile, size: usize) -> Vec<f32> {
     out
 }
 
-/// Draw an s x s HWC f32 image at (x0, y0), undoing normalisation (v * std + mean).
-fn blit(img: &mut RgbImage, x0: u32, y0: u32, s: u32, v: &[f32], bands: usize, norm: &(Vec<f32>, Vec<f32>)) {
-    let show = |p: &[f32], b: usize| ((p[b] * norm.1[b] + norm.0[b]).clamp(0.0, 1.0) * 255.0).round() as u8;
+/// Per band, the 0..1 value shown black and the factor to white: the full range for 8-bit
+/// tiles, mean +- 2.5 std for 16-bit ones.
+fn display_range(norm: &(Vec<f32>, Vec<f32>), deep: bool) -> Vec<(f32, f32)> {
+    let stretch = |(m, s): (&f32, &f32)| {
+        let lo = (m - 2.5 * s).max(0.0);
+        (lo, 1.0 / ((m + 2.5 * s).min(1.0) - lo).max(1e-6))
+    };
+    norm.0.iter().zip(&norm.1).map(|ms| if deep { stretch(ms) } else { (0.0, 1.0) }).collect()
+}
+
+/// Draw an s x s HWC f32 image at (x0, y0), undoing normalisation (v * std + mean) and mapping
+/// each band through its display range.
+#[allow(clippy::too_many_arguments)]
+fn blit(
+    img: &mut RgbImage,
+    x0: u32,
+    y0: u32,
+    s: u32,
+    v: &[f32],
+    bands: usize,
+    norm: &(Vec<f32>, Vec<f32>),
+    shown: &[(f32, f32)],
+) {
+    let show = |p: &[f32], b: usize| {
+        let u = p[b] * norm.1[b] + norm.0[b];
+        (((u - shown[b].0) * shown[b].1).clamp(0.0, 1.0) * 255.0).round() as u8
+    };
     for y in 0..s {
         for x in 0..s {
             let p = &v[((y * s + x) as usize) * bands..][..bands];

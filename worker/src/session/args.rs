@@ -55,6 +55,10 @@ pub struct TrainArgs {
     /// Print a progress line every N steps (0 = never; the launcher shows its own).
     #[arg(long, default_value_t = 1)]
     pub log_every: u64,
+    // Image-folder flags (`--bands`, `--strict-data`, `--cache-dir`); before `group`, whose
+    // help heading then follows.
+    #[command(flatten)]
+    pub data_flags: crate::data::folder::DataArgs,
     #[command(flatten)]
     pub group: GroupArgs,
 }

@@ -75,7 +75,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<Outcome> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
     }
     let cfg = args.config.build()?;
-    let dataset = data::open(&args.data, &cfg)?;
+    let dataset = data::open(args, &cfg)?;
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
     let group = group::join_group(&args.group, &cfg_json, "cpu", stop.clone())?;
     let result = run_in_group(args, device, &cfg, dataset, &group, stop);

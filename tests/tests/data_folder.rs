@@ -1,0 +1,163 @@
+//! Image folders through the real binaries: a worker trains on a folder (alone and as two ranks
+//! started by hand, which share one cache build), `--strict-data` refuses a bad file, and
+//! `launcher preview` draws a 16-bit 4-band folder.
+
+use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Small runs: tiny preset at 32 px (tiles stored at 40), batch 8.
+const QUICK: &[&str] =
+    &["--device", "cpu", "--preset", "tiny", "--batch", "8", "--queue-size", "64", "--image-size", "32"];
+
+/// `n` 48x48 RGB PNGs in two class folders, plus a text file named like an image.
+fn folder(d: &Path, n: u32) {
+    for i in 0..n {
+        let class = if i % 2 == 0 { "roofs" } else { "fields" };
+        std::fs::create_dir_all(d.join(class)).unwrap();
+        image::RgbImage::from_fn(48, 48, |x, y| {
+            image::Rgb([(x * 5 + i) as u8, (y * 5) as u8, (i * 9) as u8])
+        })
+        .save(d.join(format!("{class}/t{i:02}.png")))
+        .unwrap();
+    }
+    std::fs::write(d.join("roofs/readme.png"), "not an image").unwrap();
+}
+
+fn worker_cmd(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(worker());
+    c.args(QUICK).args(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]).args(extra);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    for v in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RUN_ID",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn caches(data: &Path) -> usize {
+    std::fs::read_dir(data.join(".moco-cache"))
+        .map(|r| r.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "tiles")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_worker_trains_on_a_folder_and_reports_it() {
+    let d = TempDir::new("folder-train");
+    let data = d.path().join("tiles");
+    folder(&data, 24);
+    let out = worker_cmd(&data, &d.path().join("run"), &["--steps", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_contains(
+        &err,
+        &[
+            "dataset report",
+            "24 of 25 image files cached as 40x40 tiles",
+            "roofs/readme.png [not an image]",
+            "2 classes",
+            "step      2/2",
+        ],
+    );
+    assert_eq!(caches(&data), 1);
+    // Strict: the same folder is refused, naming the file.
+    let out =
+        worker_cmd(&data, &d.path().join("strict"), &["--steps", "1", "--strict-data"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_contains(&err, &["--strict-data", "roofs/readme.png"]);
+}
+
+#[test]
+fn two_ranks_by_hand_train_on_one_folder() {
+    let d = TempDir::new("folder-ranks");
+    let data = d.path().join("tiles");
+    folder(&data, 32);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let master = format!("127.0.0.1:{port}");
+    let rank = |r: &str, out: &str| {
+        worker_cmd(
+            &data,
+            &d.path().join(out),
+            &["--steps", "2", "--threads", "1", "--rank", r, "--world-size", "2", "--master", &master],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let (r0, r1) = (rank("0", "a"), rank("1", "b"));
+    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let e0 = String::from_utf8_lossy(&o0.stderr);
+    assert!(o0.status.success(), "{e0}");
+    assert!(o1.status.success(), "{}", String::from_utf8_lossy(&o1.stderr));
+    assert_contains(&e0, &["step      2/2"]);
+    assert_eq!(caches(&data), 1, "both ranks use one cache");
+}
+
+#[test]
+fn preview_draws_a_sixteen_bit_four_band_folder() {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let d = TempDir::new("folder-preview");
+    let data = d.path().join("tiles");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..5u32 {
+        // RGBN reflectances in the low part of the 16-bit range, as satellite products store them.
+        let px: Vec<u16> = (0..48 * 48 * 4).map(|k| (300 + (k % 197) * 7 + i * 40) as u16).collect();
+        let file = std::fs::File::create(data.join(format!("s{i}.tif"))).unwrap();
+        let mut enc = TiffEncoder::new(file).unwrap();
+        let mut img = enc.new_image::<colortype::Gray16>(48, 48).unwrap();
+        img.extra_samples(&[tiff::tags::ExtraSamples::Unspecified; 3]).unwrap();
+        img.write_data(&px).unwrap();
+    }
+    let png = d.path().join("preview.png");
+    let ran = run_launcher(&[
+        "preview",
+        "--data",
+        data.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--image-size",
+        "32",
+        "--tiles",
+        "3",
+        "--out",
+        png.to_str().unwrap(),
+    ])
+    .expect_ok();
+    assert_contains(&ran.stdout, &["3 of 5 tiles", "(RGB;"]);
+    assert_contains(&ran.stderr, &["16-bit", "RGB of RGBN"]);
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Two triplets per row: 2 x (3 x 32 + 2 x 2) + 10 wide, 2 rows of 32 + 2.
+    assert_eq!((img.width(), img.height()), (210, 66));
+    // Stretched for display: the tile in the top-left is not black.
+    let mean: f64 = (0..32)
+        .flat_map(|y| (0..32).map(move |x| (x, y)))
+        .map(|(x, y)| img.get_pixel(x, y)[0] as f64)
+        .sum::<f64>()
+        / 1024.0;
+    assert!(mean > 40.0, "preview of 16-bit data is dark: mean {mean}");
+
+    let all = run_launcher(&[
+        "preview",
+        "--data",
+        data.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--image-size",
+        "32",
+        "--bands",
+        "all",
+        "--out",
+        png.to_str().unwrap(),
+    ])
+    .expect_ok();
+    assert_contains(&all.stdout, &["bands 0,1,2 of 4 as RGB"]);
+    let _ = launcher();
+}
