@@ -81,6 +81,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub nsys: bool,
     #[command(flatten)]
+    pub data_flags: moco_worker::data::folder::DataArgs,
+    #[command(flatten)]
     pub config: ConfigArgs,
 }
 

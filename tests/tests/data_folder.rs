@@ -161,3 +161,19 @@ fn preview_draws_a_sixteen_bit_four_band_folder() {
     assert_contains(&all.stdout, &["bands 0,1,2 of 4 as RGB"]);
     let _ = launcher();
 }
+
+#[test]
+fn the_launcher_trains_two_workers_on_a_folder() {
+    let d = TempDir::new("folder-launcher");
+    let data = d.path().join("tiles");
+    folder(&data, 40);
+    std::fs::write(data.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let out = d.path().join("run");
+    let mut args: Vec<&str> = QUICK.to_vec();
+    args.extend(["--workers", "2", "--steps", "2", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r = run_launcher(&args).expect_ok();
+    // The launcher caches once (report printed once, the broken file named), then both ranks train.
+    assert_contains(&r.stderr, &["broken.png", "2 worker(s)", "done: 2 steps"]);
+    assert_eq!(r.stderr.matches("broken.png").count(), 1, "{}", r.stderr);
+    assert_eq!(caches(&data), 1);
+}

@@ -15,7 +15,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = a.config.build()?;
     let world = a.world();
     let data = a.data.clone().unwrap_or_else(|| "synthetic".into());
-    let (dataset, data_from) = dataset_len(Some(&data), None)?;
+    let run_id = format!(
+        "run-{}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        std::process::id()
+    );
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    // A folder is cached here, once, before the workers start (they map the same cache), so the
+    // report prints once and validation sees the usable tile count after skips.
+    let (dataset, data_from) = match moco_worker::data::DataSpec::parse(&data)? {
+        moco_worker::data::DataSpec::Path(_) => {
+            let ds = moco_worker::session::data::open_data(&data, &a.data_flags, &cfg, Some(&out.join("cache")), true)?;
+            (ds.len(), format!("usable images in {data}"))
+        }
+        moco_worker::data::DataSpec::Synthetic(_) => dataset_len(Some(&data), None)?,
+    };
     // Every problem is reported before any process starts.
     let r = ResolvedConfig::new(&cfg, world, dataset)?;
     let device = match a.device {
@@ -39,12 +53,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    let run_id = format!(
-        "run-{}-{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        std::process::id()
-    );
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| LauncherError::Spawn(format!("cannot create the run folder {}: {e}", logs.display())))?;
@@ -73,6 +81,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(s) = a.steps {
         args.extend(["--steps".into(), s.to_string()]);
     }
+    args.extend(a.data_flags.to_args());
     let mut spec = WorkerSpec {
         exe: worker_exe()?,
         args,
