@@ -9,7 +9,9 @@ use std::process::Command;
 /// not on PATH.
 pub fn wrap_with_nsys(cmd: &mut Command, out_dir: &Path, rank: usize) -> Result<()> {
     let nsys = find_on_path("nsys").ok_or_else(|| {
-        LauncherError::Spawn("--nsys: `nsys` (Nsight Systems) is not on PATH; install it or drop --nsys".into())
+        LauncherError::Spawn(
+            "--nsys: `nsys` (Nsight Systems) is not on PATH; install it or drop --nsys".into(),
+        )
     })?;
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();

@@ -81,7 +81,9 @@ impl LaunchEnv {
             return Err(ProtoError::Env("the world size is 0: at least one worker is needed".into()));
         }
         if rank >= world {
-            return Err(ProtoError::Env(format!("rank {rank} is not below the world size {world} (ranks are 0-based)")));
+            return Err(ProtoError::Env(format!(
+                "rank {rank} is not below the world size {world} (ranks are 0-based)"
+            )));
         }
         let job = num(SLURM_JOB_ID)?;
         let master_addr = get(MASTER_ADDR)
@@ -89,7 +91,10 @@ impl LaunchEnv {
             .or_else(|| get(SLURM_NODELIST).and_then(|l| first_host(&l)));
         let master_port = match get(MASTER_PORT).filter(|v| !v.is_empty()) {
             Some(p) => {
-                let p: u16 = p.trim().parse().map_err(|_| ProtoError::Env(format!("{MASTER_PORT}={p:?} is not a port number")))?;
+                let p: u16 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| ProtoError::Env(format!("{MASTER_PORT}={p:?} is not a port number")))?;
                 Some(p)
             }
             None => job.map(slurm_port),
@@ -148,7 +153,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<LaunchEnv, ProtoError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         LaunchEnv::from_lookup(|k| map.get(k).cloned())
     }
 

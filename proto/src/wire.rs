@@ -79,7 +79,8 @@ impl Setup {
     }
 
     pub fn train_config(&self) -> Result<TrainConfig, ProtoError> {
-        serde_json::from_str(&self.config).map_err(|e| ProtoError::WireDecode(format!("config in Setup: {e}")))
+        serde_json::from_str(&self.config)
+            .map_err(|e| ProtoError::WireDecode(format!("config in Setup: {e}")))
     }
 
     /// The NCCL id, checked to be exactly [`NCCL_ID_LEN`] bytes.
@@ -158,7 +159,9 @@ impl Msg {
 
 /// A stable 64-bit token of a run id (FNV-1a), carried in every frame header.
 pub fn run_token(run_id: &str) -> u64 {
-    run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    run_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn codec() -> impl Options {
@@ -252,6 +255,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, ProtoError> {
     Ok(got)
 }
 
+// bincode::Error is a Box<ErrorKind> by definition; taking it by value is the natural signature.
+#[allow(clippy::boxed_local)]
 fn oversize_or_decode(e: bincode::Error, what: &str) -> ProtoError {
     match *e {
         bincode::ErrorKind::SizeLimit => {

@@ -2,8 +2,8 @@
 //! gives its own error.
 
 use moco_proto::wire::{
-    decode_header, encode_frame, read_frame, run_token, write_frame, FailureKind, Metrics, Msg, Setup, StopReason,
-    HEADER_LEN, MAX_PAYLOAD, NCCL_ID_LEN, VERSION,
+    decode_header, encode_frame, read_frame, run_token, write_frame, FailureKind, Metrics, Msg, Setup,
+    StopReason, HEADER_LEN, MAX_PAYLOAD, NCCL_ID_LEN, VERSION,
 };
 use moco_proto::{presets, ProtoError};
 use std::io::Cursor;
@@ -134,7 +134,9 @@ fn frame_of_another_run_is_refused() {
 fn oversize_length_is_refused_before_reading_the_payload() {
     let mut f = frame();
     f[14..18].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
-    assert!(matches!(read(f), Err(ProtoError::WireOversize { len, .. }) if len == u64::from(MAX_PAYLOAD) + 1));
+    assert!(
+        matches!(read(f), Err(ProtoError::WireOversize { len, .. }) if len == u64::from(MAX_PAYLOAD) + 1)
+    );
     let mut h = [0u8; HEADER_LEN];
     h.copy_from_slice(&frame()[..HEADER_LEN]);
     h[14..18].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -143,7 +145,8 @@ fn oversize_length_is_refused_before_reading_the_payload() {
 
 #[test]
 fn oversize_message_is_refused_when_writing() {
-    let huge = Msg::Error { rank: 0, kind: FailureKind::Internal, message: "x".repeat(MAX_PAYLOAD as usize + 1) };
+    let huge =
+        Msg::Error { rank: 0, kind: FailureKind::Internal, message: "x".repeat(MAX_PAYLOAD as usize + 1) };
     assert!(matches!(encode_frame(TOKEN, &huge), Err(ProtoError::WireOversize { .. })));
 }
 

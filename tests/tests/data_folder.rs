@@ -170,7 +170,16 @@ fn the_launcher_trains_two_workers_on_a_folder() {
     std::fs::write(data.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let out = d.path().join("run");
     let mut args: Vec<&str> = QUICK.to_vec();
-    args.extend(["--workers", "2", "--steps", "2", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend([
+        "--workers",
+        "2",
+        "--steps",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let r = run_launcher(&args).expect_ok();
     // The launcher caches once (report printed once, the broken file named), then both ranks train.
     assert_contains(&r.stderr, &["broken.png", "2 worker(s)", "done: 2 steps"]);

@@ -9,8 +9,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Small, quick runs: 128 synthetic tiles, batch 8, a queue that fits 2 workers.
-const QUICK: &[&str] =
-    &["--device", "cpu", "--preset", "tiny", "--data", "synthetic:128:64", "--batch", "8", "--queue-size", "64", "--image-size", "32"];
+const QUICK: &[&str] = &[
+    "--device",
+    "cpu",
+    "--preset",
+    "tiny",
+    "--data",
+    "synthetic:128:64",
+    "--batch",
+    "8",
+    "--queue-size",
+    "64",
+    "--image-size",
+    "32",
+];
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -47,7 +59,12 @@ fn spawn_launcher(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
 }
 
 /// Collect lines until one contains `needle` (or the timeout), returning everything seen.
-fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str, timeout: Duration, seen: &mut Vec<String>) -> bool {
+fn wait_for(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    timeout: Duration,
+    seen: &mut Vec<String>,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -65,7 +82,10 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str, timeout: Durat
 }
 
 fn pids(seen: &[String]) -> Vec<u32> {
-    seen.iter().filter_map(|l| l.strip_prefix("rank ").and_then(|r| r.split("pid ").nth(1))).filter_map(|p| p.trim().parse().ok()).collect()
+    seen.iter()
+        .filter_map(|l| l.strip_prefix("rank ").and_then(|r| r.split("pid ").nth(1)))
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -103,7 +123,11 @@ fn killed_worker_stops_the_group_and_is_named() {
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_launcher(&args);
     let mut seen = Vec::new();
-    assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "no progress:\n{}", seen.join("\n"));
+    assert!(
+        wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen),
+        "no progress:\n{}",
+        seen.join("\n")
+    );
     let p = pids(&seen);
     assert_eq!(p.len(), 2, "{seen:?}");
     kill(p[1], "-9");
@@ -115,7 +139,10 @@ fn killed_worker_stops_the_group_and_is_named() {
         seen.push(l);
     }
     let text = seen.join("\n");
-    assert_contains(&text, &[&format!("rank 1 (pid {})", p[1]), "killed by signal 9", "all workers were stopped"]);
+    assert_contains(
+        &text,
+        &[&format!("rank 1 (pid {})", p[1]), "killed by signal 9", "all workers were stopped"],
+    );
     // No orphans: the surviving rank is gone too.
     std::thread::sleep(Duration::from_millis(500));
     assert!(!alive(p[0]), "rank 0 (pid {}) outlived the group", p[0]);
@@ -171,8 +198,16 @@ fn strangers_on_the_rendezvous_port_are_turned_away() {
             if sent == 0 {
                 let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\nhello there, this is not a frame");
             } else {
-                let hello = moco_proto::wire::Msg::Hello { rank: None, local_rank: None, host: "x".into(), pid: 1, device: "cpu".into() };
-                let frame = moco_proto::wire::encode_frame(moco_proto::wire::run_token("another-run"), &hello).unwrap();
+                let hello = moco_proto::wire::Msg::Hello {
+                    rank: None,
+                    local_rank: None,
+                    host: "x".into(),
+                    pid: 1,
+                    device: "cpu".into(),
+                };
+                let frame =
+                    moco_proto::wire::encode_frame(moco_proto::wire::run_token("another-run"), &hello)
+                        .unwrap();
                 let _ = s.write_all(&frame);
             }
             let mut sink = Vec::new();
@@ -194,26 +229,46 @@ fn worker_cmd(extra: &[&str], out: &std::path::Path) -> Command {
     let mut c = Command::new(worker());
     c.args(QUICK).args(["--steps", "3", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for v in ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RUN_ID", "SLURM_PROCID", "SLURM_NTASKS"] {
+    for v in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RUN_ID",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
         c.env_remove(v);
     }
     c
 }
 
 fn last_loss(stderr: &str) -> String {
-    stderr.lines().filter(|l| l.starts_with("step")).last().and_then(|l| l.split("loss ").nth(1)).map(|s| s.split_whitespace().next().unwrap_or("").to_string()).unwrap_or_default()
+    stderr
+        .lines()
+        .rfind(|l| l.starts_with("step"))
+        .and_then(|l| l.split("loss ").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 #[test]
 fn ranks_started_by_hand_and_by_slurm_env_train_together() {
     let dir = TempDir::new("manual");
     let master = format!("127.0.0.1:{}", free_port());
-    let r0 = worker_cmd(&["--rank", "0", "--world-size", "2", "--master", &master, "--run-id", "by-hand"], &dir.path().join("a"))
-        .spawn()
-        .unwrap();
-    let r1 = worker_cmd(&["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "by-hand"], &dir.path().join("b"))
-        .spawn()
-        .unwrap();
+    let r0 = worker_cmd(
+        &["--rank", "0", "--world-size", "2", "--master", &master, "--run-id", "by-hand"],
+        &dir.path().join("a"),
+    )
+    .spawn()
+    .unwrap();
+    let r1 = worker_cmd(
+        &["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "by-hand"],
+        &dir.path().join("b"),
+    )
+    .spawn()
+    .unwrap();
     let o0 = r0.wait_with_output().unwrap();
     let o1 = r1.wait_with_output().unwrap();
     let e0 = String::from_utf8_lossy(&o0.stderr).to_string();
@@ -227,7 +282,12 @@ fn ranks_started_by_hand_and_by_slurm_env_train_together() {
     let port = free_port().to_string();
     let slurm = |id: &str, out: &str| {
         let mut c = worker_cmd(&["--run-id", "by-hand"], &dir.path().join(out));
-        c.env("SLURM_PROCID", id).env("SLURM_NTASKS", "2").env("SLURM_LOCALID", id).env("SLURM_JOB_ID", "77").env("SLURM_NODELIST", "localhost").env("MASTER_PORT", &port);
+        c.env("SLURM_PROCID", id)
+            .env("SLURM_NTASKS", "2")
+            .env("SLURM_LOCALID", id)
+            .env("SLURM_JOB_ID", "77")
+            .env("SLURM_NODELIST", "localhost")
+            .env("MASTER_PORT", &port);
         c.spawn().unwrap()
     };
     let (s0, s1) = (slurm("0", "c"), slurm("1", "d"));
@@ -243,20 +303,29 @@ fn ranks_started_by_hand_and_by_slurm_env_train_together() {
 fn a_worker_of_another_run_or_config_is_refused() {
     let dir = TempDir::new("mismatch");
     let master = format!("127.0.0.1:{}", free_port());
-    let mut r0 = worker_cmd(&["--rank", "0", "--world-size", "2", "--master", &master, "--run-id", "one", "--join-timeout", "8"], &dir.path().join("a"))
-        .spawn()
-        .unwrap();
+    let mut r0 = worker_cmd(
+        &["--rank", "0", "--world-size", "2", "--master", &master, "--run-id", "one", "--join-timeout", "8"],
+        &dir.path().join("a"),
+    )
+    .spawn()
+    .unwrap();
     // Another run id: turned away by the host.
-    let other = worker_cmd(&["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "two", "--join-timeout", "5"], &dir.path().join("b"))
-        .output()
-        .unwrap();
+    let other = worker_cmd(
+        &["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "two", "--join-timeout", "5"],
+        &dir.path().join("b"),
+    )
+    .output()
+    .unwrap();
     assert!(!other.status.success());
     let e = String::from_utf8_lossy(&other.stderr);
     assert_contains(&e, &["rendezvous"]);
     // A different config: named field.
-    let diff = worker_cmd(&["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "one", "--temperature", "0.5"], &dir.path().join("c"))
-        .output()
-        .unwrap();
+    let diff = worker_cmd(
+        &["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "one", "--temperature", "0.5"],
+        &dir.path().join("c"),
+    )
+    .output()
+    .unwrap();
     assert!(!diff.status.success());
     assert_contains(&String::from_utf8_lossy(&diff.stderr), &["different config", "temperature"]);
     let _ = r0.kill();

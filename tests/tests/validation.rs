@@ -161,7 +161,10 @@ fn bad_vram_sizes() {
 fn readme_first_command_trains_tiny_with_two_cpu_workers() {
     // The README's first command, as written, except a shorter --steps and a temporary --out.
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let line = readme.lines().find(|l| l.contains("target/release/launcher ")).expect("a launcher command in the README");
+    let line = readme
+        .lines()
+        .find(|l| l.contains("target/release/launcher "))
+        .expect("a launcher command in the README");
     let cmd = line.split("target/release/launcher ").nth(1).unwrap();
     let words: Vec<&str> = cmd.split_whitespace().collect();
     assert_contains(cmd, &["--device cpu", "--workers 2", "--preset tiny", "--data synthetic"]);

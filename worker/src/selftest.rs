@@ -32,7 +32,11 @@ impl LossTrack {
         for (i, (a, b)) in self.reference.iter().zip(&self.candidate).enumerate() {
             println!("{:>5}  {a:>12.6}  {b:>12.6}  {:>9.2e}", i + 1, (a - b).abs() / a.abs().max(1e-12));
         }
-        println!("training losses {} (tolerance {:.0e} relative)", if self.passed() { "track" } else { "DIVERGE" }, self.tolerance);
+        println!(
+            "training losses {} (tolerance {:.0e} relative)",
+            if self.passed() { "track" } else { "DIVERGE" },
+            self.tolerance
+        );
     }
 }
 

@@ -12,11 +12,17 @@ const ROLE: &str = "MOCO_RING_TEST_ROLE";
 const TOKEN: u64 = 0x5eed;
 
 fn values(rank: usize, len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919 + rank * 104_729) % 100_003) as f32 * 10f32.powi((i % 13) as i32 - 6)).collect()
+    (0..len)
+        .map(|i| ((i * 7919 + rank * 104_729) % 100_003) as f32 * 10f32.powi((i % 13) as i32 - 6))
+        .collect()
 }
 
 fn opts() -> RingOptions {
-    RingOptions { timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(30), ..RingOptions::default() }
+    RingOptions {
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(30),
+        ..RingOptions::default()
+    }
 }
 
 /// Rank 1's side: print our address, read both addresses, join the ring.
@@ -86,7 +92,8 @@ fn killed_peer_process_is_a_disconnect_error_not_a_hang() {
         while ring.all_reduce_sum_f32(&mut buf).is_ok() {}
         return;
     }
-    let (mut child, _stdin, ring) = start_pair("killed_peer_process_is_a_disconnect_error_not_a_hang", "loop");
+    let (mut child, _stdin, ring) =
+        start_pair("killed_peer_process_is_a_disconnect_error_not_a_hang", "loop");
     ring.all_reduce_sum_f32(&mut buf).expect("first call, both alive");
     let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
     let k = killed_at.clone();

@@ -2,7 +2,9 @@
 //! for every operation, world sizes 2-4, and lengths from 0 up to many pipeline segments.
 
 use half::f16;
-use moco_worker::collective::{on_local_ring, reference, Collective, LocalCollective, RingCollective, RingOptions};
+use moco_worker::collective::{
+    on_local_ring, reference, Collective, LocalCollective, RingCollective, RingOptions,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -84,7 +86,10 @@ fn all_reduce_f16_accumulates_in_f32_and_rounds_once() {
             let want = reference::all_reduce_sum_f16(&inputs);
             for got in out {
                 let got = got.expect("all_reduce f16");
-                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "world {world} len {len}");
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "world {world} len {len}"
+                );
                 assert_eq!(got.len(), want.len());
             }
         }
@@ -104,7 +109,8 @@ fn all_gather_is_rank_order_concatenation() {
             let out = ring(world, tiny_segments(), |c| {
                 let send = values(c.rank(), len, 5);
                 let mut recv = vec![f32::NAN; len * world];
-                let ints: Vec<i64> = (0..len as i64).map(|i| i * 1_000_003 + c.rank() as i64 - (1 << 40)).collect();
+                let ints: Vec<i64> =
+                    (0..len as i64).map(|i| i * 1_000_003 + c.rank() as i64 - (1 << 40)).collect();
                 let mut ints_recv = vec![0i64; len * world];
                 c.all_gather_f32(&send, &mut recv)?;
                 c.all_gather_i64(&ints, &mut ints_recv)?;
@@ -137,7 +143,11 @@ fn reduce_scatter_gives_each_rank_its_chunk_sum() {
             let inputs: Vec<Vec<f32>> = (0..world).map(|r| values(r, chunk * world, 6)).collect();
             for (r, got) in out.into_iter().enumerate() {
                 let want = reference::reduce_scatter_sum_f32(&inputs, r, chunk);
-                assert_eq!(bits(&got.expect("reduce_scatter")), bits(&want), "world {world} chunk {chunk} rank {r}");
+                assert_eq!(
+                    bits(&got.expect("reduce_scatter")),
+                    bits(&want),
+                    "world {world} chunk {chunk} rank {r}"
+                );
             }
         }
     }

@@ -7,10 +7,10 @@ mod common;
 use common::{assert_close, Fixture};
 use moco_kernels::cpu::Cpu;
 use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
-use moco_worker::model::params::{init_stats, ohwi_to_oihw};
-use moco_worker::model::topology::ParamKind;
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::{Moco, Views};
+use moco_worker::model::params::{init_stats, ohwi_to_oihw};
+use moco_worker::model::topology::ParamKind;
 
 // Tolerances relative to each tensor's largest magnitude. Both sides compute in fp32 with
 // different summation orders; the fixture's own fp32-vs-fp64 error (metadata `f32_vs_f64`) is
@@ -93,8 +93,16 @@ fn check(file: &str, optimizer: Optimizer, recompute: bool) {
     // The fixture's loss is within 3.8e-5 of fp64; allow twice the activation tolerance's share.
     let want = fx.scalar("loss");
     assert!((out.loss - want).abs() <= 5e-4 * want.abs(), "loss {} vs {want}", out.loss);
-    assert!((out.loss_terms[0] - fx.scalar("loss1")).abs() <= 5e-4 * want.abs(), "loss1 {}", out.loss_terms[0]);
-    assert!((out.loss_terms[1] - fx.scalar("loss2")).abs() <= 5e-4 * want.abs(), "loss2 {}", out.loss_terms[1]);
+    assert!(
+        (out.loss_terms[0] - fx.scalar("loss1")).abs() <= 5e-4 * want.abs(),
+        "loss1 {}",
+        out.loss_terms[0]
+    );
+    assert!(
+        (out.loss_terms[1] - fx.scalar("loss2")).abs() <= 5e-4 * want.abs(),
+        "loss2 {}",
+        out.loss_terms[1]
+    );
 
     for (name, got) in torch_layout(&topo, &moco.grads, topo.param_len()) {
         let key = format!("grad.{name}");
@@ -116,7 +124,13 @@ fn check(file: &str, optimizer: Optimizer, recompute: bool) {
             assert_close(&key, &got, &fx.tensor(&key).1, 0.0, LARS_AFTER_RTOL);
         }
     }
-    assert_close("buffer_after", &moco.q_stats, &fx.flat_stats(&topo, "buffer_after.", &defaults), 0.0, ACT_RTOL);
+    assert_close(
+        "buffer_after",
+        &moco.q_stats,
+        &fx.flat_stats(&topo, "buffer_after.", &defaults),
+        0.0,
+        ACT_RTOL,
+    );
     let key_after = fx.flat_stats(&topo, "key_buffer_after.", &moco.k_stats);
     assert_close("key_buffer_after", &moco.k_stats, &key_after, 0.0, ACT_RTOL);
     let q = moco.queue.as_ref().unwrap();
@@ -141,8 +155,15 @@ fn optimizer_alone(file: &str, optimizer: Optimizer) {
     let want = fx.flat_params(&topo, "param_after.", topo.param_len());
     for p in &topo.params {
         let r = p.range();
-        assert_close(&format!("param_after.{}", p.name), &moco.params[r.clone()], &want[r.clone()], 0.0, 1e-6);
-        let got_d: Vec<f32> = moco.params[r.clone()].iter().zip(&before[r.clone()]).map(|(a, b)| a - b).collect();
+        assert_close(
+            &format!("param_after.{}", p.name),
+            &moco.params[r.clone()],
+            &want[r.clone()],
+            0.0,
+            1e-6,
+        );
+        let got_d: Vec<f32> =
+            moco.params[r.clone()].iter().zip(&before[r.clone()]).map(|(a, b)| a - b).collect();
         let want_d: Vec<f32> = want[r.clone()].iter().zip(&before[r]).map(|(a, b)| a - b).collect();
         assert_close(&format!("update.{}", p.name), &got_d, &want_d, 1e-9, 1e-3);
     }

@@ -74,7 +74,9 @@ fn initial_loss_is_near_4t_ln_of_negatives_plus_one() {
     c.pred_hidden = 256;
     let mut m = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
     let (x1, x2, idx) = views(8, 1);
-    let out = m.micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99).unwrap();
+    let out = m
+        .micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99)
+        .unwrap();
     let expect = 4.0 * c.temperature * ((8 + 256) as f32).ln();
     assert!((out.loss - expect).abs() < 0.05 * expect, "initial loss {} vs 4T ln(N+K) = {expect}", out.loss);
 }
@@ -99,7 +101,14 @@ fn queue_wraps_around_and_refuses_partial_writes() {
 }
 
 /// contrastive() for `n` local rows out of `nw` global rows on a given queue shard.
-fn ctr_loss(comm: &dyn Comm, q: &[f32], k_all: &[f32], idx_all: &[i64], queue: &QueueShard<Cpu>, mask: bool) -> (f32, Vec<f32>) {
+fn ctr_loss(
+    comm: &dyn Comm,
+    q: &[f32],
+    k_all: &[f32],
+    idx_all: &[i64],
+    queue: &QueueShard<Cpu>,
+    mask: bool,
+) -> (f32, Vec<f32>) {
     let d = queue.dim;
     let inp = CtrIn {
         q: &q.to_vec(),
@@ -244,7 +253,13 @@ fn accumulation_sums_micro_batches_with_one_ema_and_one_update() {
     c.accumulation = 2;
     let (x1, x2, idx) = views(8, 4);
     let per = 4 * 32 * 32 * 3;
-    let mb = |i: usize| (x1[i * per..(i + 1) * per].to_vec(), x2[i * per..(i + 1) * per].to_vec(), idx[i * 4..(i + 1) * 4].to_vec());
+    let mb = |i: usize| {
+        (
+            x1[i * per..(i + 1) * per].to_vec(),
+            x2[i * per..(i + 1) * per].to_vec(),
+            idx[i * 4..(i + 1) * 4].to_vec(),
+        )
+    };
     let (a1, a2, ai) = mb(0);
     let (b1, b2, bi) = mb(1);
     let va = Views { x1: &a1, x2: &a2, idx: &ai, n: 4, size: 32, channels: 3 };
@@ -295,7 +310,9 @@ fn world_two_equals_world_one_with_twice_the_batch() {
     let (x1, x2, idx) = views(8, 5);
     let mut one = Moco::new(Cpu { amp: false }, &c1, 3, 0, 1).unwrap();
     let start = one.params.clone();
-    let l1 = one.micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99).unwrap();
+    let l1 = one
+        .micro_batch(&Solo, &Views { x1: &x1, x2: &x2, idx: &idx, n: 8, size: 32, channels: 3 }, 0.99)
+        .unwrap();
     one.optimizer_step(&Solo, 0.5).unwrap();
     let per = 4 * 32 * 32 * 3;
     let results = on_local_ring(2, RingOptions::default(), |ring| {
@@ -303,7 +320,8 @@ fn world_two_equals_world_one_with_twice_the_batch() {
         let comm = AsComm(&ring);
         let mut m = Moco::new(Cpu { amp: false }, &c2, 3, r, 2).unwrap();
         let (a, b, i) = (&x1[r * per..(r + 1) * per], &x2[r * per..(r + 1) * per], &idx[r * 4..(r + 1) * 4]);
-        let l = m.micro_batch(&comm, &Views { x1: a, x2: b, idx: i, n: 4, size: 32, channels: 3 }, 0.99).unwrap();
+        let l =
+            m.micro_batch(&comm, &Views { x1: a, x2: b, idx: i, n: 4, size: 32, channels: 3 }, 0.99).unwrap();
         m.optimizer_step(&comm, 0.5).unwrap();
         (l.loss, m.params, m.key_params)
     })
@@ -315,7 +333,8 @@ fn world_two_equals_world_one_with_twice_the_batch() {
     for p in &one.topo.params {
         let r = p.range();
         let d1: Vec<f32> = one.params[r.clone()].iter().zip(&start[r.clone()]).map(|(a, b)| a - b).collect();
-        let d2: Vec<f32> = results[0].1[r.clone()].iter().zip(&start[r.clone()]).map(|(a, b)| a - b).collect();
+        let d2: Vec<f32> =
+            results[0].1[r.clone()].iter().zip(&start[r.clone()]).map(|(a, b)| a - b).collect();
         let scale = d1.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (a, b) in d1.iter().zip(&d2) {
             assert!((a - b).abs() <= 1e-3 * scale + 1e-9, "{}: update {a} vs {b}", p.name);

@@ -35,7 +35,8 @@ fn run(topo: &Topology, keep: Keep, n: usize, size: usize) -> (Vec<f32>, Vec<f32
 
 #[test]
 fn recompute_gives_bit_identical_gradients_and_stats() {
-    let topo = Topology::new(ModelDims { width: 0.125, in_channels: 3, proj_hidden: 64, dim: 32, pred_hidden: 64 });
+    let topo =
+        Topology::new(ModelDims { width: 0.125, in_channels: 3, proj_hidden: 64, dim: 32, pred_hidden: 64 });
     let (o1, g1, s1) = run(&topo, Keep::All, 4, 64);
     let (o2, g2, s2) = run(&topo, Keep::BlockInputs, 4, 64);
     assert_eq!(o1, o2);
@@ -47,7 +48,13 @@ fn recompute_gives_bit_identical_gradients_and_stats() {
 
 #[test]
 fn full_width_resnet50_runs_forward_and_backward() {
-    let topo = Topology::new(ModelDims { width: 1.0, in_channels: 3, proj_hidden: 4096, dim: 256, pred_hidden: 4096 });
+    let topo = Topology::new(ModelDims {
+        width: 1.0,
+        in_channels: 3,
+        proj_hidden: 4096,
+        dim: 256,
+        pred_hidden: 4096,
+    });
     let backbone = topo.part_len(Part::Backbone);
     println!("backbone parameters: {backbone}");
     assert_eq!(backbone, 23_508_032);

@@ -11,10 +11,19 @@ use tokio::sync::{mpsc, watch};
 
 #[derive(Debug)]
 pub enum Event {
-    Exited { rank: usize, status: std::io::Result<ExitStatus> },
-    Msg { rank: usize, msg: Msg },
+    Exited {
+        rank: usize,
+        status: std::io::Result<ExitStatus>,
+    },
+    Msg {
+        rank: usize,
+        msg: Msg,
+    },
     /// The control connection closed or spoke garbage.
-    Lost { rank: usize, why: String },
+    Lost {
+        rank: usize,
+        why: String,
+    },
 }
 
 /// Own a child: report its exit, kill it when `kill` turns true. `exits[rank]` records how it
@@ -87,7 +96,8 @@ pub fn read_control(rank: usize, mut rd: OwnedReadHalf, token: u64, events: mpsc
             };
             let mut payload = vec![0u8; len];
             if let Err(e) = rd.read_exact(&mut payload).await {
-                let _ = events.send(Event::Lost { rank, why: format!("control connection closed mid-message ({e})") });
+                let _ = events
+                    .send(Event::Lost { rank, why: format!("control connection closed mid-message ({e})") });
                 return;
             }
             match decode_payload(&payload) {

@@ -115,11 +115,20 @@ pub async fn run_once(
         let deadline = Instant::now() + watch_cfg.join_timeout;
         let restart = spec.restart_count;
         tokio::task::spawn_blocking(move || {
-            let hs = HostSpec { world, run_id: &run_id, config_json: &cfg, restart_count: restart, nccl_id: None, deadline };
+            let hs = HostSpec {
+                world,
+                run_id: &run_id,
+                config_json: &cfg,
+                restart_count: restart,
+                nccl_id: None,
+                deadline,
+            };
             let mut warn = |m: String| eprintln!("warning: rendezvous {m}");
             let mut poll = || {
                 exits.lock().ok().and_then(|e| {
-                    e.iter().enumerate().find_map(|(r, x)| x.as_ref().map(|why| format!("rank {r} {why} before joining")))
+                    e.iter()
+                        .enumerate()
+                        .find_map(|(r, x)| x.as_ref().map(|why| format!("rank {r} {why} before joining")))
                 })
             };
             host(&listener, &hs, &mut warn, &mut poll)
@@ -148,7 +157,8 @@ pub async fn run_once(
     for j in joined {
         let rank = j.rank as usize;
         j.stream.set_nonblocking(true).map_err(|e| LauncherError::Spawn(format!("control socket: {e}")))?;
-        let stream = tokio::net::TcpStream::from_std(j.stream).map_err(|e| LauncherError::Spawn(format!("control socket: {e}")))?;
+        let stream = tokio::net::TcpStream::from_std(j.stream)
+            .map_err(|e| LauncherError::Spawn(format!("control socket: {e}")))?;
         let (rd, wr) = stream.into_split();
         read_control(rank, rd, token, ev_tx.clone());
         writers.push(wr);
@@ -163,9 +173,12 @@ pub async fn run_once(
     let mut failure: Option<(Failure, u8)> = None;
     let mut stopping_since: Option<Instant> = None;
     let mut interrupted = false;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
     loop {
@@ -194,7 +207,7 @@ pub async fn run_once(
                     Event::Exited { rank, status } => {
                         exited[rank] = true;
                         let ok = status.as_ref().is_ok_and(|s| s.success());
-                        if !(ok && done[rank]) && !(ok && interrupted) {
+                        if !(ok && (done[rank] || interrupted)) {
                             let cause = match &reported_msg[rank] {
                                 Some(m) => format!("{m} ({})", describe_exit(&status)),
                                 None if ok => format!(

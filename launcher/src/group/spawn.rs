@@ -38,7 +38,8 @@ pub struct Spawned {
 
 /// The `worker` binary: next to the launcher (cargo puts both in target/<profile>/).
 pub fn worker_exe() -> Result<PathBuf> {
-    let me = std::env::current_exe().map_err(|e| LauncherError::Spawn(format!("cannot find the launcher's own path: {e}")))?;
+    let me = std::env::current_exe()
+        .map_err(|e| LauncherError::Spawn(format!("cannot find the launcher's own path: {e}")))?;
     let exe = me.with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX));
     if !exe.is_file() {
         return Err(LauncherError::Spawn(format!(
@@ -74,16 +75,20 @@ pub fn spawn(spec: &WorkerSpec, rank: usize) -> Result<Spawned> {
         // A launcher that dies takes its workers with it (they also exit when the control
         // connection closes).
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| LauncherError::Spawn(format!("starting {}: {e}", spec.exe.display())))?;
+    let mut child =
+        cmd.spawn().map_err(|e| LauncherError::Spawn(format!("starting {}: {e}", spec.exe.display())))?;
     let pid = child.id().unwrap_or(0);
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let log_path = spec.log_dir.join(format!("rank-{rank}.log"));
     let out = child.stdout.take();
     let err = child.stderr.take();
     let writer = Arc::new(tokio::sync::Mutex::new(None::<tokio::fs::File>));
-    for stream in [out.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), err.map(|s| Box::new(s) as _)]
-        .into_iter()
-        .flatten()
+    for stream in [
+        out.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        err.map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
     {
         tokio::spawn(pump(stream, log_path.clone(), writer.clone(), tail.clone()));
     }
@@ -123,5 +128,7 @@ async fn open_log(path: &Path) -> Option<tokio::fs::File> {
 
 /// The tail as one block of text.
 pub fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    tail.lock().map(|t| t.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")).unwrap_or_default()
+    tail.lock()
+        .map(|t| t.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
 }

@@ -25,7 +25,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // report prints once and validation sees the usable tile count after skips.
     let (dataset, data_from) = match moco_worker::data::DataSpec::parse(&data)? {
         moco_worker::data::DataSpec::Path(_) => {
-            let ds = moco_worker::session::data::open_data(&data, &a.data_flags, &cfg, Some(&out.join("cache")), true)?;
+            let ds = moco_worker::session::data::open_data(
+                &data,
+                &a.data_flags,
+                &cfg,
+                Some(&out.join("cache")),
+                true,
+            )?;
             (ds.len(), format!("usable images in {data}"))
         }
         moco_worker::data::DataSpec::Synthetic(_) => dataset_len(Some(&data), None)?,
@@ -36,19 +42,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Device::Cpu => "cpu",
         Device::Auto => {
             if moco_kernels::cuda::probe_driver().is_ok() {
-                eprintln!("note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU");
+                eprintln!(
+                    "note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU"
+                );
             }
             "cpu"
         }
-        Device::Cuda => {
-            return Err(LauncherError::Spawn(
-                "--device cuda: the CUDA training path is not available in this build yet (the kernels compile \
+        Device::Cuda => return Err(LauncherError::Spawn(
+            "--device cuda: the CUDA training path is not available in this build yet (the kernels compile \
                  and have a self-test, but the backend is not wired into training); use --device cpu"
-                    .into(),
-            ))
-        }
+                .into(),
+        )),
     };
-    eprintln!("{}", super::plan::describe(a.config.preset_name(), world, "--gpus / --workers", dataset, &data_from));
+    eprintln!(
+        "{}",
+        super::plan::describe(a.config.preset_name(), world, "--gpus / --workers", dataset, &data_from)
+    );
     eprint!("{}", r.summary());
     for w in &r.warnings {
         eprintln!("warning: {w}");
@@ -57,7 +66,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&logs)
         .map_err(|e| LauncherError::Spawn(format!("cannot create the run folder {}: {e}", logs.display())))?;
     let config_path = out.join("config.toml");
-    write_atomic(&config_path, &toml::to_string(&r.cfg).map_err(|e| LauncherError::Spawn(format!("config to TOML: {e}")))?)?;
+    write_atomic(
+        &config_path,
+        &toml::to_string(&r.cfg).map_err(|e| LauncherError::Spawn(format!("config to TOML: {e}")))?,
+    )?;
     let config_json = moco_proto::wire::Setup::encode_config(&r.cfg)?;
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -15,7 +15,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "worker", version, about = "One rank of a moco-rs hybrid-MoCo run", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "worker",
+    version,
+    about = "One rank of a moco-rs hybrid-MoCo run",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train (the default).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Every op on the GPU against the CPU reference, then a few training steps on both.
     Selftest(SelftestArgs),
 }
@@ -43,12 +48,14 @@ struct SelftestArgs {
 
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Train(a)) => a,
+        Some(Command::Train(a)) => *a,
         Some(Command::Selftest(s)) => {
             return match moco_worker::selftest::run(&s.device, s.gpu) {
                 Ok(true) => ExitCode::SUCCESS,

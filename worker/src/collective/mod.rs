@@ -20,7 +20,6 @@ pub mod reference;
 mod ring;
 mod threads;
 
-
 pub use bridge::AsComm;
 pub use error::CollectiveError;
 pub use local::LocalCollective;
@@ -93,7 +92,9 @@ pub trait Collective: Send + Sync {
     fn all_reduce_max_f64(&self, value: f64) -> CollectiveResult<f64> {
         let mut all = vec![0f64; self.world()];
         self.all_gather_bytes(bytes(&[value]), bytes_mut(&mut all))?;
-        Ok(all.iter().fold(f64::NEG_INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f64::NAN } else { m.max(v) }))
+        Ok(all
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| if v.is_nan() || m.is_nan() { f64::NAN } else { m.max(v) }))
     }
 }
 

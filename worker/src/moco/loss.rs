@@ -73,7 +73,14 @@ pub fn contrastive<B: Backend>(
         Some(qs) => {
             let q_all = all_gather_buf(be, comm, inp.q)?;
             let mut logits_q = be.zeros_master(nw * qs.rows)?;
-            be.linear_fwd(nw, d, qs.rows, full::<B>(&q_all), full::<B>(&qs.keys), full_mut::<B>(&mut logits_q));
+            be.linear_fwd(
+                nw,
+                d,
+                qs.rows,
+                full::<B>(&q_all),
+                full::<B>(&qs.keys),
+                full_mut::<B>(&mut logits_q),
+            );
             be.scale(full_mut::<B>(&mut logits_q), inv_t);
             if inp.mask_own {
                 let cells = qs.own_image_cells(inp.q_idx_all);
@@ -116,7 +123,15 @@ pub fn contrastive<B: Backend>(
         comm.all_gather(&lse, &mut lse_all)?;
         let none = vec![-1i32; nw];
         let mut dl = be.zeros(nw * qs.rows)?;
-        be.softmax_xent_bwd(nw, qs.rows, full::<B>(&logits_q), &lse_all, &none, scale, full_mut::<B>(&mut dl));
+        be.softmax_xent_bwd(
+            nw,
+            qs.rows,
+            full::<B>(&logits_q),
+            &lse_all,
+            &none,
+            scale,
+            full_mut::<B>(&mut dl),
+        );
         let mut dq_all = be.zeros(nw * d)?;
         be.linear_bwd_data(nw, d, qs.rows, full::<B>(&dl), full::<B>(&qs.keys), full_mut::<B>(&mut dq_all));
         // Sum every shard's contribution for each query row and hand the rows to their owner.

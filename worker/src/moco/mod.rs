@@ -8,4 +8,4 @@ pub mod scaler;
 pub mod schedule;
 pub mod state;
 
-pub use state::{Moco, MicroOut, StepOut, Views};
+pub use state::{MicroOut, Moco, StepOut, Views};

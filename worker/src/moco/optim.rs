@@ -31,7 +31,15 @@ impl<B: Backend> OptimState<B> {
     }
 
     /// One update of `params` from (already unscaled, averaged) `grads`.
-    pub fn step(&mut self, be: &B, specs: &[ParamSpec], params: &mut B::Buf, grads: &B::Buf, lr: f32, wd: f32) {
+    pub fn step(
+        &mut self,
+        be: &B,
+        specs: &[ParamSpec],
+        params: &mut B::Buf,
+        grads: &B::Buf,
+        lr: f32,
+        wd: f32,
+    ) {
         self.steps += 1;
         let n = B::buf_len(params);
         match self.kind {
@@ -63,7 +71,8 @@ impl<B: Backend> OptimState<B> {
                     // LARS excludes 1-D tensors (BN gammas/betas) from decay and adaptation.
                     let (decay, trust) = if p.kind.is_matrix() {
                         let pn = be.sumsq(B::view(params, r.clone())).sqrt();
-                        let dn = be.sumsq_axpy(wd, B::view(params, r.clone()), B::view(grads, r.clone())).sqrt();
+                        let dn =
+                            be.sumsq_axpy(wd, B::view(params, r.clone()), B::view(grads, r.clone())).sqrt();
                         let trust = if pn > 0.0 && dn > 0.0 { (TRUST * pn / dn) as f32 } else { 1.0 };
                         (wd, trust)
                     } else {

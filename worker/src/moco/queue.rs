@@ -31,7 +31,7 @@ impl<B: Backend> QueueShard<B> {
     /// The rank's shard of a global queue of `k` random-normal, L2-normalised keys generated
     /// from `seed` (identical global contents whatever the world size).
     pub fn init(be: &B, k: usize, dim: usize, rank: usize, world: usize, seed: u64) -> Result<Self> {
-        if world == 0 || k % world != 0 {
+        if world == 0 || !k.is_multiple_of(world) {
             return Err(WorkerError::Numeric(format!("queue of {k} rows does not split over {world} ranks")));
         }
         let rows = k / world;
@@ -54,7 +54,7 @@ impl<B: Backend> QueueShard<B> {
     /// Write `keys` (`[b, dim]`, b = idx.len()) at the pointer and advance it (mod rows).
     pub fn enqueue(&mut self, be: &B, keys: &B::Buf, idx: &[i64]) -> Result<()> {
         let b = idx.len();
-        if b == 0 || self.rows % b != 0 || B::buf_len(keys) != b * self.dim {
+        if b == 0 || !self.rows.is_multiple_of(b) || B::buf_len(keys) != b * self.dim {
             return Err(WorkerError::Numeric(format!(
                 "enqueue of {b} keys into a shard of {} rows: the shard size must be a multiple of the keys per enqueue",
                 self.rows

@@ -24,7 +24,12 @@ impl LossScaler {
     pub const INIT: f32 = 65536.0;
 
     pub fn new(enabled: bool) -> Self {
-        LossScaler { scale: if enabled { Self::INIT } else { 1.0 }, clean_steps: 0, growth_interval: 2000, enabled }
+        LossScaler {
+            scale: if enabled { Self::INIT } else { 1.0 },
+            clean_steps: 0,
+            growth_interval: 2000,
+            enabled,
+        }
     }
 
     /// The factor the loss (its gradient) is multiplied by.

@@ -205,8 +205,15 @@ impl<B: Backend> Moco<B> {
         for x in [v.x1, v.x2] {
             let input = self.be.act_from_host(x)?;
             let weights = self.weights.as_ref().unwrap_or(&self.params);
-            let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(&sync), keep };
-            let (q, tape) = encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
+            let ctx = Ctx {
+                be: &self.be,
+                params: &self.topo.params,
+                weights,
+                stats: self.query_stats(&sync),
+                keep,
+            };
+            let (q, tape) =
+                encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
             let mut qn = self.be.zeros(n * d)?;
             let mut norm = self.be.zeros_master(n)?;
             self.be.l2norm_fwd(n, d, full::<B>(&q), full_mut::<B>(&mut qn), full_mut::<B>(&mut norm));
@@ -252,10 +259,23 @@ impl<B: Backend> Moco<B> {
         // Backward of both views into the shared gradient buffer.
         for ((qn, norm, tape), dq) in q_out.into_iter().zip(dqs) {
             let mut dqraw = self.be.zeros(n * d)?;
-            self.be.l2norm_bwd(n, d, full::<B>(&qn), full::<B>(&norm), full::<B>(&dq), full_mut::<B>(&mut dqraw));
+            self.be.l2norm_bwd(
+                n,
+                d,
+                full::<B>(&qn),
+                full::<B>(&norm),
+                full::<B>(&dq),
+                full_mut::<B>(&mut dqraw),
+            );
             self.be.round_act(full_mut::<B>(&mut dqraw));
             let weights = self.weights.as_ref().unwrap_or(&self.params);
-            let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(&sync), keep };
+            let ctx = Ctx {
+                be: &self.be,
+                params: &self.topo.params,
+                weights,
+                stats: self.query_stats(&sync),
+                keep,
+            };
             encoder_backward(&ctx, &self.topo, tape, dqraw, &mut self.grads, false)?;
         }
 
@@ -301,7 +321,14 @@ impl<B: Backend> Moco<B> {
         comm.all_reduce_sum(&mut flag)?;
         let verdict = self.scaler.update(flag[0] > 0.0);
         if verdict == ScaleVerdict::Apply {
-            self.opt.step(&self.be, &self.topo.params, &mut self.params, &self.grads, lr, self.cfg.weight_decay);
+            self.opt.step(
+                &self.be,
+                &self.topo.params,
+                &mut self.params,
+                &self.grads,
+                lr,
+                self.cfg.weight_decay,
+            );
             self.refresh_weights()?;
         }
         self.be.fill(full_mut::<B>(&mut self.grads), 0.0);

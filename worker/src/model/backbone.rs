@@ -91,10 +91,22 @@ fn conv_shape(c: &ConvSpec, n: usize, h: usize, w: usize) -> ConvShape {
     ConvShape { n, h, w, c_in: c.c_in, c_out: c.c_out, k: c.k, stride: c.stride, pad: c.pad }
 }
 
-fn conv_fwd<B: Backend>(ctx: &Ctx<B>, c: &ConvSpec, n: usize, h: usize, w: usize, x: &B::Buf) -> Result<B::Buf> {
+fn conv_fwd<B: Backend>(
+    ctx: &Ctx<B>,
+    c: &ConvSpec,
+    n: usize,
+    h: usize,
+    w: usize,
+    x: &B::Buf,
+) -> Result<B::Buf> {
     let s = conv_shape(c, n, h, w);
     let mut y = ctx.be.zeros(s.y_len())?;
-    ctx.be.conv2d_fwd(&s, full::<B>(x), B::view(ctx.weights, ctx.params[c.weight].range()), full_mut::<B>(&mut y));
+    ctx.be.conv2d_fwd(
+        &s,
+        full::<B>(x),
+        B::view(ctx.weights, ctx.params[c.weight].range()),
+        full_mut::<B>(&mut y),
+    );
     ctx.be.round_act(full_mut::<B>(&mut y));
     Ok(y)
 }
@@ -152,7 +164,19 @@ fn bn_bwd<B: Backend>(
 ) -> Result<B::Buf> {
     let len = B::buf_len(z);
     let mut dz = ctx.be.zeros(len)?;
-    bn_backward(ctx.be, spec, ctx.weights, grads, ctx.stats, saved, len / spec.c, z, dy, &mut dz, ctx.params)?;
+    bn_backward(
+        ctx.be,
+        spec,
+        ctx.weights,
+        grads,
+        ctx.stats,
+        saved,
+        len / spec.c,
+        z,
+        dy,
+        &mut dz,
+        ctx.params,
+    )?;
     ctx.be.round_act(full_mut::<B>(&mut dz));
     Ok(dz)
 }
@@ -163,7 +187,11 @@ fn relu_bwd<B: Backend>(be: &B, y: &B::Buf, dy: &B::Buf) -> Result<B::Buf> {
     Ok(dx)
 }
 
+/// A block's output, inner activations and BN statistics.
+type BlockOut<B> = (<B as Backend>::Buf, Inner<B>, Option<BlockStats<B>>);
+
 /// One bottleneck forward. Returns the output, its inner activations and its BN statistics.
+#[allow(clippy::too_many_arguments)]
 fn block_forward<B: Backend>(
     ctx: &Ctx<B>,
     blk: &Bottleneck,
@@ -173,7 +201,7 @@ fn block_forward<B: Backend>(
     n: usize,
     h: usize,
     w: usize,
-) -> Result<(B::Buf, Inner<B>, Option<BlockStats<B>>)> {
+) -> Result<BlockOut<B>> {
     let (h2, w2) = (blk.conv2.out_size(h), blk.conv2.out_size(w));
     let z1 = conv_fwd(ctx, &blk.conv1, n, h, w, x)?;
     let (y1, s1) = bn_fwd(ctx, &blk.bn1, running.as_deref_mut(), saved.map(|s| &s.bn1), &z1, true)?;
@@ -185,7 +213,7 @@ fn block_forward<B: Backend>(
         Some((conv, bn)) => {
             let zd = conv_fwd(ctx, conv, n, h, w, x)?;
             let saved_d = saved.and_then(|s| s.bnd.as_ref());
-            let (yd, sd) = bn_fwd(ctx, bn, running.as_deref_mut(), saved_d, &zd, false)?;
+            let (yd, sd) = bn_fwd(ctx, bn, running, saved_d, &zd, false)?;
             ctx.be.add_inplace(full::<B>(&yd), full_mut::<B>(&mut out));
             (Some(zd), sd)
         }

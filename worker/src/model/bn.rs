@@ -5,8 +5,8 @@
 //! host through `StatSync`; the heavy work (reductions over rows, the normalisation) stays in the
 //! backend.
 
-use super::views::{full, full_mut};
 use super::topology::BnSpec;
+use super::views::{full, full_mut};
 use crate::error::{Result, WorkerError};
 use moco_kernels::Backend;
 
@@ -77,19 +77,45 @@ pub fn bn_forward<B: Backend>(
     let gamma = spec.gamma.map(|i| B::view(params, topo_params[i].range()));
     let beta = spec.beta.map(|i| B::view(params, topo_params[i].range()));
     if let Some(s) = saved {
-        be.bn_apply(m, c, full::<B>(x), full::<B>(&s.mean), full::<B>(&s.var), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+        be.bn_apply(
+            m,
+            c,
+            full::<B>(x),
+            full::<B>(&s.mean),
+            full::<B>(&s.var),
+            BN_EPS,
+            gamma,
+            beta,
+            relu,
+            full_mut::<B>(y),
+        );
         return Ok(None);
     }
     match stats {
         BnStats::Running => {
-            let run = running.ok_or_else(|| WorkerError::Numeric("eval-mode BN needs the running statistics".into()))?;
-            let (mr, vr) = (spec.stats_offset..spec.stats_offset + c, spec.stats_offset + c..spec.stats_offset + 2 * c);
-            be.bn_apply(m, c, full::<B>(x), B::view(run, mr), B::view(run, vr), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+            let run = running
+                .ok_or_else(|| WorkerError::Numeric("eval-mode BN needs the running statistics".into()))?;
+            let (mr, vr) =
+                (spec.stats_offset..spec.stats_offset + c, spec.stats_offset + c..spec.stats_offset + 2 * c);
+            be.bn_apply(
+                m,
+                c,
+                full::<B>(x),
+                B::view(run, mr),
+                B::view(run, vr),
+                BN_EPS,
+                gamma,
+                beta,
+                relu,
+                full_mut::<B>(y),
+            );
             Ok(None)
         }
         BnStats::Groups(g) => {
-            if g == 0 || m % g != 0 {
-                return Err(WorkerError::Numeric(format!("shuffle BN: {m} rows do not split into {g} groups")));
+            if g == 0 || !m.is_multiple_of(g) {
+                return Err(WorkerError::Numeric(format!(
+                    "shuffle BN: {m} rows do not split into {g} groups"
+                )));
             }
             let rows = m / g;
             let mut means = Vec::with_capacity(g * c);
@@ -98,7 +124,13 @@ pub fn bn_forward<B: Backend>(
                 let r = gi * rows * c..(gi + 1) * rows * c;
                 let mut mean = be.zeros_master(c)?;
                 let mut var = be.zeros_master(c)?;
-                be.bn_stats(rows, c, B::view(x, r.clone()), full_mut::<B>(&mut mean), full_mut::<B>(&mut var));
+                be.bn_stats(
+                    rows,
+                    c,
+                    B::view(x, r.clone()),
+                    full_mut::<B>(&mut mean),
+                    full_mut::<B>(&mut var),
+                );
                 be.bn_apply(
                     rows,
                     c,
@@ -130,7 +162,14 @@ pub fn bn_forward<B: Backend>(
                 let mean = be.from_host(&mean_avg)?;
                 let var = be.from_host(&var_avg)?;
                 let r = spec.stats_offset..spec.stats_offset + 2 * c;
-                be.bn_running_update(c, full::<B>(&mean), full::<B>(&var), rows, BN_MOMENTUM, B::view_mut(run, r));
+                be.bn_running_update(
+                    c,
+                    full::<B>(&mean),
+                    full::<B>(&var),
+                    rows,
+                    BN_MOMENTUM,
+                    B::view_mut(run, r),
+                );
             }
             Ok(None)
         }
@@ -142,10 +181,28 @@ pub fn bn_forward<B: Backend>(
                 sync_moments::<B>(be, sync, &mut mean, &mut var)?;
             }
             let count = stats.count(m);
-            be.bn_apply(m, c, full::<B>(x), full::<B>(&mean), full::<B>(&var), BN_EPS, gamma, beta, relu, full_mut::<B>(y));
+            be.bn_apply(
+                m,
+                c,
+                full::<B>(x),
+                full::<B>(&mean),
+                full::<B>(&var),
+                BN_EPS,
+                gamma,
+                beta,
+                relu,
+                full_mut::<B>(y),
+            );
             if let Some(run) = running {
                 let r = spec.stats_offset..spec.stats_offset + 2 * c;
-                be.bn_running_update(c, full::<B>(&mean), full::<B>(&var), count, BN_MOMENTUM, B::view_mut(run, r));
+                be.bn_running_update(
+                    c,
+                    full::<B>(&mean),
+                    full::<B>(&var),
+                    count,
+                    BN_MOMENTUM,
+                    B::view_mut(run, r),
+                );
             }
             Ok(Some(BnSaved { mean, var, count }))
         }

@@ -35,13 +35,31 @@ pub fn head_forward<B: Backend>(
     let mut cur = x;
     for l in layers {
         let mut h = be.zeros(n * l.d_out)?;
-        be.linear_fwd(n, l.d_in, l.d_out, full::<B>(&cur), B::view(ctx.weights, ctx.params[l.weight].range()), full_mut::<B>(&mut h));
+        be.linear_fwd(
+            n,
+            l.d_in,
+            l.d_out,
+            full::<B>(&cur),
+            B::view(ctx.weights, ctx.params[l.weight].range()),
+            full_mut::<B>(&mut h),
+        );
         be.round_act(full_mut::<B>(&mut h));
         let (out, bn) = match &l.bn {
             Some(spec) => {
                 let mut a = be.zeros(n * l.d_out)?;
-                let saved =
-                    bn_forward(be, spec, ctx.weights, running.as_deref_mut(), ctx.stats, None, n, &h, l.relu, &mut a, ctx.params)?;
+                let saved = bn_forward(
+                    be,
+                    spec,
+                    ctx.weights,
+                    running.as_deref_mut(),
+                    ctx.stats,
+                    None,
+                    n,
+                    &h,
+                    l.relu,
+                    &mut a,
+                    ctx.params,
+                )?;
                 be.round_act(full_mut::<B>(&mut a));
                 (a, saved)
             }
@@ -83,16 +101,42 @@ pub fn head_backward<B: Backend>(
         let dh = match (&l.bn, &t.bn) {
             (Some(spec), Some(saved)) => {
                 let mut dh = be.zeros(n * l.d_out)?;
-                bn_backward(be, spec, ctx.weights, grads, ctx.stats, saved, n, &t.h, &d, &mut dh, ctx.params)?;
+                bn_backward(
+                    be,
+                    spec,
+                    ctx.weights,
+                    grads,
+                    ctx.stats,
+                    saved,
+                    n,
+                    &t.h,
+                    &d,
+                    &mut dh,
+                    ctx.params,
+                )?;
                 be.round_act(full_mut::<B>(&mut dh));
                 dh
             }
             _ => d,
         };
         let range = ctx.params[l.weight].range();
-        be.linear_bwd_weight(n, l.d_in, l.d_out, full::<B>(&t.x), full::<B>(&dh), B::view_mut(grads, range.clone()));
+        be.linear_bwd_weight(
+            n,
+            l.d_in,
+            l.d_out,
+            full::<B>(&t.x),
+            full::<B>(&dh),
+            B::view_mut(grads, range.clone()),
+        );
         let mut dx = be.zeros(n * l.d_in)?;
-        be.linear_bwd_data(n, l.d_in, l.d_out, full::<B>(&dh), B::view(ctx.weights, range), full_mut::<B>(&mut dx));
+        be.linear_bwd_data(
+            n,
+            l.d_in,
+            l.d_out,
+            full::<B>(&dh),
+            B::view(ctx.weights, range),
+            full_mut::<B>(&mut dx),
+        );
         be.round_act(full_mut::<B>(&mut dx));
         d = dx;
     }

@@ -85,7 +85,13 @@ mod tests {
 
     #[test]
     fn init_follows_torchvision() {
-        let t = Topology::new(ModelDims { width: 0.25, in_channels: 3, proj_hidden: 64, dim: 16, pred_hidden: 64 });
+        let t = Topology::new(ModelDims {
+            width: 0.25,
+            in_channels: 3,
+            proj_hidden: 64,
+            dim: 16,
+            pred_hidden: 64,
+        });
         let p = init_params(&t, 7);
         let conv = t.param("layer1.0.conv2.weight").unwrap();
         let (c_out, k) = match conv.kind {

@@ -43,7 +43,9 @@ pub fn join(master: SocketAddr, run_id: &str, hello: &Hello, deadline: Instant) 
             }
             Err(e) => {
                 return Err(WorkerError::io(
-                    format!("connecting to the rendezvous at {master} (is rank 0 or the launcher running there?)"),
+                    format!(
+                        "connecting to the rendezvous at {master} (is rank 0 or the launcher running there?)"
+                    ),
                     e,
                 ))
             }
@@ -53,8 +55,8 @@ pub fn join(master: SocketAddr, run_id: &str, hello: &Hello, deadline: Instant) 
     // The ring listener binds to the address this host used to reach the master, which is an
     // address the other ranks can reach too.
     let local_ip = control.local_addr().map_err(|e| WorkerError::io("control socket address", e))?.ip();
-    let ring_listener =
-        TcpListener::bind((local_ip, 0)).map_err(|e| WorkerError::io(format!("binding a ring listener on {local_ip}"), e))?;
+    let ring_listener = TcpListener::bind((local_ip, 0))
+        .map_err(|e| WorkerError::io(format!("binding a ring listener on {local_ip}"), e))?;
     let ring_addr = ring_listener.local_addr().map_err(|e| WorkerError::io("ring listener address", e))?;
     let host = hostname();
     let msg = Msg::Hello {

@@ -22,7 +22,12 @@ pub struct Control {
 impl Control {
     /// Start the heartbeat and the listener threads. `stop` is set when the launcher asks for a
     /// graceful stop (finish the step, checkpoint, exit).
-    pub fn start(stream: TcpStream, token: u64, rank: u32, stop: Arc<AtomicBool>) -> std::io::Result<Control> {
+    pub fn start(
+        stream: TcpStream,
+        token: u64,
+        rank: u32,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Control> {
         let reader = stream.try_clone()?;
         let writer = Arc::new(Mutex::new(stream));
         let step = Arc::new(AtomicU64::new(0));

@@ -106,8 +106,15 @@ fn greet(mut stream: TcpStream, token: u64) -> std::result::Result<(Option<u32>,
         return Err(format!("expected RingAddress, got {}", addr.name()));
     };
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-    let joined =
-        Joined { rank: 0, local_rank: local_rank.unwrap_or(u32::MAX), host, pid, device, ring_addr: addr, stream };
+    let joined = Joined {
+        rank: 0,
+        local_rank: local_rank.unwrap_or(u32::MAX),
+        host,
+        pid,
+        device,
+        ring_addr: addr,
+        stream,
+    };
     Ok((rank, joined))
 }
 

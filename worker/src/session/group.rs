@@ -76,7 +76,8 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         Some(spawn_host(master_addr, world, &run_id, config_json, env.restart_count, deadline)?)
     } else if !supervised && rank.is_none() {
         return Err(WorkerError::Collective(
-            "workers started by hand need --rank (or RANK / SLURM_PROCID): rank 0 hosts the rendezvous".into(),
+            "workers started by hand need --rank (or RANK / SLURM_PROCID): rank 0 hosts the rendezvous"
+                .into(),
         ));
     } else {
         None
@@ -149,7 +150,14 @@ fn spawn_host(
     std::thread::Builder::new()
         .name("rendezvous".into())
         .spawn(move || {
-            let spec = HostSpec { world, run_id: &run_id, config_json: &config, restart_count, nccl_id: None, deadline };
+            let spec = HostSpec {
+                world,
+                run_id: &run_id,
+                config_json: &config,
+                restart_count,
+                nccl_id: None,
+                deadline,
+            };
             let mut warn = |m: String| eprintln!("rendezvous: {m}");
             // Connections close when the host returns: unsupervised workers need no control line.
             host(&listener, &spec, &mut warn, &mut || None).map(|_| ())
@@ -165,9 +173,10 @@ fn check_same_config(ours: &str, host: &str, rank: u32) -> Result<()> {
     let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
     let (a, b) = (parse(ours), parse(host));
     let field = match (&a, &b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("{k}: this worker {v}, rank 0 {}", b.get(k).cloned().unwrap_or_default()))
-        }
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
+            .iter()
+            .find(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: this worker {v}, rank 0 {}", b.get(k).cloned().unwrap_or_default())),
         _ => None,
     };
     Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(

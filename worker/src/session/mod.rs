@@ -40,7 +40,9 @@ pub fn choose_device(flag: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => {
             if moco_kernels::cuda::probe_driver().is_ok() {
-                eprintln!("note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU");
+                eprintln!(
+                    "note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU"
+                );
             }
             Ok(Device::Cpu)
         }
@@ -142,7 +144,7 @@ fn run_in_group(
                 });
             }
         }
-        if rank == 0 && log_every > 0 && (m.step % log_every == 0 || m.step == end) {
+        if rank == 0 && log_every > 0 && (m.step.is_multiple_of(log_every) || m.step == end) {
             eprintln!(
                 "step {:>6}/{end}  epoch {:>6.2}  loss {:.4}  lr {:.3e}  m {:.4}  scale {}  {:.1} img/s{}",
                 m.step,

@@ -35,7 +35,8 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| WorkerError::io(format!("creating run folder {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| WorkerError::io(format!("creating run folder {}", dir.display()), e))?;
         let path = dir.join("metrics.jsonl");
         let file = OpenOptions::new()
             .create(true)

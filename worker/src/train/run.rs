@@ -21,7 +21,14 @@ pub struct OwnedViews {
 
 impl OwnedViews {
     pub fn views(&self) -> Views<'_> {
-        Views { x1: &self.x1, x2: &self.x2, idx: &self.idx, n: self.n, size: self.size, channels: self.channels }
+        Views {
+            x1: &self.x1,
+            x2: &self.x2,
+            idx: &self.idx,
+            n: self.n,
+            size: self.size,
+            channels: self.channels,
+        }
     }
 }
 
@@ -134,7 +141,11 @@ pub fn train<B: Backend>(
     let elapsed = start.elapsed().as_secs_f64();
     let done = moco.steps - first_step;
     let tail = (losses.len() / 10).max(1).min(losses.len());
-    let tail_loss = if losses.is_empty() { f32::NAN } else { losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32 };
+    let tail_loss = if losses.is_empty() {
+        f32::NAN
+    } else {
+        losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32
+    };
     Ok(Summary {
         steps: done,
         first_loss: losses.first().copied().unwrap_or(f32::NAN),

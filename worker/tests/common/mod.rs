@@ -45,7 +45,9 @@ impl Fixture {
 
     pub fn meta_usize(&self, key: &str) -> usize {
         let v = self.meta(key);
-        v.parse().or_else(|_| v.parse::<f64>().map(|f| f as usize)).unwrap_or_else(|_| panic!("metadata {key}: {v}"))
+        v.parse()
+            .or_else(|_| v.parse::<f64>().map(|f| f as usize))
+            .unwrap_or_else(|_| panic!("metadata {key}: {v}"))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -65,9 +67,15 @@ impl Fixture {
         let (dtype, shape, data) = self.raw(name);
         let shape = shape.clone();
         let vals = match dtype {
-            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-            Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Dtype::F64 => {
+                data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
+            }
+            Dtype::I64 => {
+                data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
+            }
             d => panic!("{name}: unsupported dtype {d:?}"),
         };
         (shape, vals)

@@ -85,7 +85,7 @@ pub fn all_reduce<'b>(ex: &mut Exchange<'_, 'b, f32>, ctx: &Ctx, buf: &'b mut [f
 /// reference's `acc += x`.
 fn add_into(seg: &mut [f32], partial: &[f32]) {
     for (d, p) in seg.iter_mut().zip(partial) {
-        *d = *p + *d;
+        *d += *p;
     }
 }
 

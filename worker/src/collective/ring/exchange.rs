@@ -99,7 +99,13 @@ pub struct Exchange<'a, 'b, T> {
 
 impl<'b, T: Pod + Default> Exchange<'_, 'b, T> {
     /// Queue a segment for the next rank. `slot` names a `Mut` payload for `take_back`.
-    pub fn send(&mut self, phase: u8, item: usize, payload: Payload<'b, T>, slot: usize) -> CollectiveResult<()> {
+    pub fn send(
+        &mut self,
+        phase: u8,
+        item: usize,
+        payload: Payload<'b, T>,
+        slot: usize,
+    ) -> CollectiveResult<()> {
         let len = payload.as_bytes().len();
         let header = SegHeader {
             op: self.ctx.op as u8,

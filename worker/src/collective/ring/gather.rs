@@ -12,7 +12,12 @@ use crate::collective::CollectiveResult;
 const NO_SLOT: usize = usize::MAX;
 
 /// `recv` = every rank's `send` in rank order (lengths checked by the caller).
-pub fn all_gather<'b>(ex: &mut Exchange<'_, 'b, u8>, ctx: &Ctx, send: &'b [u8], recv: &'b mut [u8]) -> CollectiveResult<()> {
+pub fn all_gather<'b>(
+    ex: &mut Exchange<'_, 'b, u8>,
+    ctx: &Ctx,
+    send: &'b [u8],
+    recv: &'b mut [u8],
+) -> CollectiveResult<()> {
     let len = send.len();
     let seg_elems = ctx.seg_elems::<u8>();
     let lens = segment_lens(len, seg_elems);
@@ -40,7 +45,12 @@ pub fn all_gather<'b>(ex: &mut Exchange<'_, 'b, u8>, ctx: &Ctx, send: &'b [u8], 
 }
 
 /// Every rank's `buf` = rank `root`'s (root checked by the caller).
-pub fn broadcast<'b>(ex: &mut Exchange<'_, 'b, u8>, ctx: &Ctx, buf: &'b mut [u8], root: usize) -> CollectiveResult<()> {
+pub fn broadcast<'b>(
+    ex: &mut Exchange<'_, 'b, u8>,
+    ctx: &Ctx,
+    buf: &'b mut [u8],
+    root: usize,
+) -> CollectiveResult<()> {
     let seg_elems = ctx.seg_elems::<u8>();
     if ctx.rank == root {
         for (s, piece) in buf.chunks(seg_elems).enumerate() {

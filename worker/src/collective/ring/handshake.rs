@@ -37,18 +37,31 @@ enum Status {
 
 impl Status {
     fn from_u8(b: u8) -> Option<Status> {
-        [Status::Ok, Status::WrongRun, Status::WrongRank, Status::WrongWorld, Status::WrongVersion, Status::WrongEndian]
-            .into_iter()
-            .find(|s| *s as u8 == b)
+        [
+            Status::Ok,
+            Status::WrongRun,
+            Status::WrongRank,
+            Status::WrongWorld,
+            Status::WrongVersion,
+            Status::WrongEndian,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
     }
 
     fn explain(self) -> &'static str {
         match self {
             Status::Ok => "accepted",
-            Status::WrongRun => "it belongs to another run (run token differs): a stale process or a wrong address",
-            Status::WrongRank => "it expected a different previous rank: the ranks were given inconsistent peer lists",
+            Status::WrongRun => {
+                "it belongs to another run (run token differs): a stale process or a wrong address"
+            }
+            Status::WrongRank => {
+                "it expected a different previous rank: the ranks were given inconsistent peer lists"
+            }
             Status::WrongWorld => "it was started with a different world size",
-            Status::WrongVersion => "its ring protocol version differs: rebuild every rank from the same source",
+            Status::WrongVersion => {
+                "its ring protocol version differs: rebuild every rank from the same source"
+            }
             Status::WrongEndian => "its byte order differs from ours; mixed-endian rings are not supported",
         }
     }
@@ -138,7 +151,9 @@ pub fn connect(
                 }
                 Ok(n) => reply_got += n,
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                Err(e) => return Err(hs(format!("reading the reply of rank {next_rank} at {next_addr}: {e}"))),
+                Err(e) => {
+                    return Err(hs(format!("reading the reply of rank {next_rank} at {next_addr}: {e}")))
+                }
             }
             if reply_got == REPLY_LEN {
                 check_reply(&reply, next_rank, next_addr)?;
@@ -153,7 +168,11 @@ pub fn connect(
                 (false, true) => format!("rank {prev_rank} to connect"),
                 _ => format!("rank {next_rank} at {next_addr} to reply"),
             };
-            let extra = if rejected.is_empty() { String::new() } else { format!("; rejected: {}", rejected.join("; ")) };
+            let extra = if rejected.is_empty() {
+                String::new()
+            } else {
+                format!("; rejected: {}", rejected.join("; "))
+            };
             return Err(hs(format!("rank {rank}: waited {:?} for {waiting}{extra}", opts.connect_timeout)));
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -170,7 +189,8 @@ fn hs(msg: String) -> CollectiveError {
 fn dial(addr: SocketAddr, rank: usize, deadline: Instant) -> CollectiveResult<TcpStream> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&addr, left.clamp(Duration::from_millis(1), Duration::from_secs(1))) {
+        match TcpStream::connect_timeout(&addr, left.clamp(Duration::from_millis(1), Duration::from_secs(1)))
+        {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!("ring setup: rank {rank} at {addr} not reachable yet: {e}");
@@ -192,12 +212,19 @@ fn admit(
     deadline: Instant,
 ) -> Result<TcpStream, String> {
     // A peer sends its hello right after connecting; a silent connection gets 2 s at most.
-    let wait = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(10), Duration::from_secs(2));
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(10), Duration::from_secs(2));
     let mut b = [0u8; HELLO_LEN];
-    let read = s.set_nonblocking(false).and_then(|_| s.set_read_timeout(Some(wait))).and_then(|_| s.read_exact(&mut b));
+    let read = s
+        .set_nonblocking(false)
+        .and_then(|_| s.set_read_timeout(Some(wait)))
+        .and_then(|_| s.read_exact(&mut b));
     let hello = match read {
         Ok(()) => decode_hello(&b),
-        Err(e) => return Err(format!("a connection from {from} sent no ring hello ({e}): not a moco-rs ring peer")),
+        Err(e) => {
+            return Err(format!("a connection from {from} sent no ring hello ({e}): not a moco-rs ring peer"))
+        }
     };
     let Some(h) = hello else {
         return Err(format!("a connection from {from} is not a moco-rs ring peer (bad magic)"));

@@ -113,7 +113,11 @@ impl RingCollective {
 
     /// Run one call on the links (world >= 2); any failure breaks the ring for good and closes
     /// both connections, so the neighbours fail at once rather than at their timeout.
-    fn call<R>(&self, op: Op, f: impl FnOnce(&mut Links, &Ctx) -> CollectiveResult<R>) -> CollectiveResult<R> {
+    fn call<R>(
+        &self,
+        op: Op,
+        f: impl FnOnce(&mut Links, &Ctx) -> CollectiveResult<R>,
+    ) -> CollectiveResult<R> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = &st.broken {
             return Err(CollectiveError::Broken(why.clone()));
