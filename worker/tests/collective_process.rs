@@ -50,7 +50,9 @@ fn start_pair(test: &str, role: &str) -> (Child, ChildStdin, RingCollective) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("RING_ADDR ") {
+            // libtest prints "test <name> ... " without a newline before the test runs, so the
+            // address can follow it on the same line.
+            if let Some(a) = line.split("RING_ADDR ").nth(1) {
                 let _ = tx.send(a.to_string());
             }
         }
