@@ -41,8 +41,11 @@ fn dropped_peer_is_a_disconnect_error_on_the_others_not_a_hang() {
         let (first, later) = got.expect("ranks 0 and 1 ran");
         match first {
             Some(CollectiveError::PeerDisconnected { rank: peer, .. }) => {
+                // Rank 0 reads from rank 2 (gone) and writes to rank 1, which closes its links as
+                // soon as it notices rank 2 is gone: either can be the first closed socket rank 0
+                // sees, but never itself.
                 if rank == 0 {
-                    assert_eq!(peer, 2, "rank 0 reads from rank 2");
+                    assert!(peer == 1 || peer == 2, "rank 0 names peer {peer}");
                 }
             }
             other => panic!("rank {rank}: expected a disconnect, got {other:?}"),
