@@ -52,6 +52,11 @@ pub trait Backend: Send + Sync {
     #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &[f32]) -> Result<Self::Buf>;
     fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// `buf[range]` to the host (gradient buckets). The default copies the whole buffer;
+    /// backends override it where that matters.
+    fn to_host_range(&self, buf: &Self::Buf, range: Range<usize>) -> Result<Vec<f32>> {
+        Ok(self.to_host(buf)?[range].to_vec())
+    }
     /// Overwrite `buf[range]` with `data` (host to device).
     fn write(&self, buf: &mut Self::Buf, offset: usize, data: &[f32]) -> Result<()>;
     fn buf_len(buf: &Self::Buf) -> usize;

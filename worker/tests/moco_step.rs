@@ -341,3 +341,63 @@ fn world_two_equals_world_one_with_twice_the_batch() {
         }
     }
 }
+
+#[test]
+fn bucketed_overlapped_all_reduce_equals_one_all_reduce() {
+    // Two rings per rank: the main one (SyncBN, gathers) and one for gradient buckets. Buckets
+    // sum in rank order like one whole-buffer all-reduce, so the weights must be bit-identical.
+    use moco_worker::collective::local_ring;
+    use moco_worker::moco::grad_sync::GradSync;
+    use std::sync::Arc;
+    let mut c = cfg(4, 32);
+    c.bn_mode = BnMode::Sync;
+    c.accumulation = 2;
+    let (x1, x2, idx) = views(16, 6);
+    let per = 4 * 32 * 32 * 3;
+    let run = |bucketed: bool| -> (Vec<f32>, usize) {
+        let main = local_ring(2, RingOptions::default()).unwrap();
+        let grads = local_ring(2, RingOptions::default()).unwrap();
+        let handles: Vec<_> = main
+            .into_iter()
+            .zip(grads)
+            .map(|(ring, gring)| {
+                let (c, x1, x2, idx) = (c.clone(), x1.clone(), x2.clone(), idx.clone());
+                std::thread::spawn(move || {
+                    let r = ring.rank();
+                    let comm = AsComm(&ring);
+                    let mut m = Moco::new(Cpu { amp: false }, &c, 3, r, 2).unwrap();
+                    if bucketed {
+                        // Small buckets so that many leave during the backward.
+                        m.grad_sync = Some(GradSync::new(Arc::new(gring), 4096).unwrap());
+                    }
+                    let mut buckets = 0;
+                    for micro in 0..2 {
+                        let b = micro * 2 + r;
+                        let (a, bb, i) = (
+                            &x1[b * per..(b + 1) * per],
+                            &x2[b * per..(b + 1) * per],
+                            &idx[b * 4..(b + 1) * 4],
+                        );
+                        m.micro_batch(
+                            &comm,
+                            &Views { x1: a, x2: bb, idx: i, n: 4, size: 32, channels: 3 },
+                            0.99,
+                        )
+                        .unwrap();
+                        buckets = m.grad_sync.as_ref().map_or(0, |g| g.buckets);
+                    }
+                    m.optimizer_step(&comm, 0.5).unwrap();
+                    (m.params, buckets)
+                })
+            })
+            .collect();
+        let mut out: Vec<(Vec<f32>, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(out[0].0, out[1].0);
+        out.remove(0)
+    };
+    let (plain, none) = run(false);
+    let (bucketed, buckets) = run(true);
+    assert_eq!(none, 0);
+    assert!(buckets > 3, "only {buckets} buckets left during the backward");
+    assert_eq!(plain, bucketed, "bucketed all-reduce must give bit-identical weights");
+}

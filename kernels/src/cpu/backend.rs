@@ -33,6 +33,9 @@ impl Backend for Cpu {
     fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())
     }
+    fn to_host_range(&self, buf: &Vec<f32>, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        Ok(buf[range].to_vec())
+    }
     fn write(&self, buf: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
         let end =
             offset.checked_add(data.len()).filter(|&e| e <= buf.len()).ok_or_else(|| KernelError::Shape {

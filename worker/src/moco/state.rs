@@ -13,7 +13,7 @@ use crate::error::{Result, WorkerError};
 use crate::model::bn::BnStats;
 use crate::model::params::{init_params, init_stats};
 use crate::model::views::{full, full_mut};
-use crate::model::{encoder_backward, encoder_forward, Ctx, Keep, ModelDims, Topology};
+use crate::model::{encoder_backward_hooked, encoder_forward, Ctx, GradsReady, Keep, ModelDims, Topology};
 use moco_kernels::Backend;
 use moco_proto::config::{BnMode, TrainConfig};
 use rand::seq::SliceRandom;
@@ -40,6 +40,9 @@ pub struct Moco<B: Backend> {
     pub opt: OptimState<B>,
     pub queue: Option<QueueShard<B>>,
     pub scaler: LossScaler,
+    /// Bucketed gradient all-reduce overlapping the backward (multi-rank runs with a second
+    /// collective for gradients); None: one all-reduce after the backward.
+    pub grad_sync: Option<super::grad_sync::GradSync>,
     /// Micro-batches done since the last optimiser step.
     pub micro_in_step: usize,
     /// Micro-batches done in total (seeds the key-side shuffle).
@@ -100,6 +103,7 @@ impl<B: Backend> Moco<B> {
             key_params,
             queue,
             scaler: LossScaler::new(cfg.amp),
+            grad_sync: None,
             micro_in_step: 0,
             micro_total: 0,
             steps: 0,
@@ -256,8 +260,10 @@ impl<B: Backend> Moco<B> {
             dqs.push(out.dq);
         }
 
-        // Backward of both views into the shared gradient buffer.
-        for ((qn, norm, tape), dq) in q_out.into_iter().zip(dqs) {
+        // Backward of both views into the shared gradient buffer. On the last micro-batch of the
+        // step, view 2's backward finishes the gradients, so buckets start their all-reduce then.
+        let last_micro = self.micro_in_step + 1 >= self.cfg.accumulation;
+        for (view, ((qn, norm, tape), dq)) in q_out.into_iter().zip(dqs).enumerate() {
             let mut dqraw = self.be.zeros(n * d)?;
             self.be.l2norm_bwd(
                 n,
@@ -276,7 +282,25 @@ impl<B: Backend> Moco<B> {
                 stats: self.query_stats(&sync),
                 keep,
             };
-            encoder_backward(&ctx, &self.topo, tape, dqraw, &mut self.grads, false)?;
+            let mut gs =
+                if view == 1 && last_micro && comm.world() > 1 { self.grad_sync.take() } else { None };
+            if let Some(g) = gs.as_mut() {
+                g.begin(self.topo.param_len());
+            }
+            {
+                let be = &self.be;
+                let mut hook = |start: usize, grads: &B::Buf| -> Result<()> {
+                    match gs.as_mut() {
+                        Some(g) => g.ready(be, grads, start),
+                        None => Ok(()),
+                    }
+                };
+                let mut ready: Option<GradsReady<'_, B>> = Some(&mut hook);
+                encoder_backward_hooked(&ctx, &self.topo, tape, dqraw, &mut self.grads, false, &mut ready)?;
+            }
+            if gs.is_some() {
+                self.grad_sync = gs;
+            }
         }
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
@@ -304,7 +328,10 @@ impl<B: Backend> Moco<B> {
     pub fn optimizer_step(&mut self, comm: &dyn Comm, lr: f32) -> Result<StepOut> {
         let micro = self.micro_in_step.max(1);
         let world = comm.world();
-        if world > 1 {
+        if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
+            // Buckets already left during the backward: send the rest and collect the sums.
+            gs.finish(&self.be, &mut self.grads)?;
+        } else if world > 1 {
             match B::host_mut(&mut self.grads) {
                 Some(host) => comm.all_reduce_sum(host)?,
                 None => {

@@ -293,10 +293,28 @@ pub fn backbone_forward<B: Backend>(
 pub fn backbone_backward<B: Backend>(
     ctx: &Ctx<B>,
     spec: &BackboneSpec,
+    tape: BackboneTape<B>,
+    dfeat: &B::Buf,
+    grads: &mut B::Buf,
+    want_dinput: bool,
+) -> Result<Option<B::Buf>> {
+    backbone_backward_hooked(ctx, spec, tape, dfeat, grads, want_dinput, &mut None)
+}
+
+/// Called during a backward with `start` whenever the gradients of every parameter at offset
+/// >= `start` are final (in this backward), so their all-reduce can begin.
+pub type GradsReady<'a, B> = &'a mut dyn FnMut(usize, &<B as Backend>::Buf) -> Result<()>;
+
+/// `backbone_backward` that reports finished gradient ranges to `ready`.
+#[allow(clippy::too_many_arguments)]
+pub fn backbone_backward_hooked<B: Backend>(
+    ctx: &Ctx<B>,
+    spec: &BackboneSpec,
     mut tape: BackboneTape<B>,
     dfeat: &B::Buf,
     grads: &mut B::Buf,
     want_dinput: bool,
+    ready: &mut Option<GradsReady<'_, B>>,
 ) -> Result<Option<B::Buf>> {
     let be = ctx.be;
     let n = tape.n;
@@ -336,6 +354,10 @@ pub fn backbone_backward<B: Backend>(
         }
         be.round_act(full_mut::<B>(&mut dx));
         dcur = dx;
+        if let Some(r) = ready.as_mut() {
+            // A block's parameters start with its conv1 weight; everything after it is final.
+            r(ctx.params[blk.conv1.weight].offset, grads)?;
+        }
     }
 
     // Stem: max pool, BN + ReLU, 7x7/2 conv.
@@ -350,5 +372,9 @@ pub fn backbone_backward<B: Backend>(
     be.maxpool_bwd(&ps, full::<B>(&y), full::<B>(&dcur), full_mut::<B>(&mut dy));
     let dy = relu_bwd(be, &y, &dy)?;
     let dz = bn_bwd(ctx, grads, &spec.stem_bn, &bn, &z, &dy)?;
-    conv_bwd(ctx, grads, stem, n, size, size, &input, &dz, want_dinput)
+    let dx = conv_bwd(ctx, grads, stem, n, size, size, &input, &dz, want_dinput)?;
+    if let Some(r) = ready.as_mut() {
+        r(0, grads)?;
+    }
+    Ok(dx)
 }

@@ -1,7 +1,7 @@
 //! An encoder = backbone + projector (+ predictor on the query side), forward and backward.
 
-use super::backbone::{backbone_backward, backbone_forward, BackboneTape, Ctx};
-use super::heads::{head_backward, head_forward, HeadTape};
+use super::backbone::{backbone_backward_hooked, backbone_forward, BackboneTape, Ctx, GradsReady};
+use super::heads::{head_backward_hooked, head_forward, HeadTape};
 use super::topology::Topology;
 use crate::error::Result;
 use moco_kernels::Backend;
@@ -42,10 +42,24 @@ pub fn encoder_backward<B: Backend>(
     grads: &mut B::Buf,
     want_dinput: bool,
 ) -> Result<Option<B::Buf>> {
+    encoder_backward_hooked(ctx, topo, tape, dout, grads, want_dinput, &mut None)
+}
+
+/// `encoder_backward` reporting, as it goes, the offset from which every parameter gradient is
+/// final (predictor, projector, then backbone blocks from the last: the flat layout's suffixes).
+pub fn encoder_backward_hooked<B: Backend>(
+    ctx: &Ctx<B>,
+    topo: &Topology,
+    tape: EncoderTape<B>,
+    dout: B::Buf,
+    grads: &mut B::Buf,
+    want_dinput: bool,
+    ready: &mut Option<GradsReady<'_, B>>,
+) -> Result<Option<B::Buf>> {
     let dproj = match tape.predictor {
-        Some(pt) => head_backward(ctx, &topo.predictor, pt, dout, grads)?,
+        Some(pt) => head_backward_hooked(ctx, &topo.predictor, pt, dout, grads, ready)?,
         None => dout,
     };
-    let dfeat = head_backward(ctx, &topo.projector, tape.projector, dproj, grads)?;
-    backbone_backward(ctx, &topo.backbone, tape.backbone, &dfeat, grads, want_dinput)
+    let dfeat = head_backward_hooked(ctx, &topo.projector, tape.projector, dproj, grads, ready)?;
+    backbone_backward_hooked(ctx, &topo.backbone, tape.backbone, &dfeat, grads, want_dinput, ready)
 }

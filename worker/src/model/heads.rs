@@ -1,6 +1,6 @@
 //! The MoCo v3 projector and predictor: Linear (no bias) -> [BN] -> [ReLU] layers.
 
-use super::backbone::{Ctx, Keep};
+use super::backbone::{Ctx, GradsReady, Keep};
 use super::bn::{bn_backward, bn_forward, BnSaved};
 use super::topology::LinearSpec;
 use super::views::{full, full_mut};
@@ -88,6 +88,18 @@ pub fn head_backward<B: Backend>(
     dout: B::Buf,
     grads: &mut B::Buf,
 ) -> Result<B::Buf> {
+    head_backward_hooked(ctx, layers, tape, dout, grads, &mut None)
+}
+
+/// `head_backward` that reports finished gradient ranges (see `GradsReady`).
+pub fn head_backward_hooked<B: Backend>(
+    ctx: &Ctx<B>,
+    layers: &[LinearSpec],
+    tape: HeadTape<B>,
+    dout: B::Buf,
+    grads: &mut B::Buf,
+    ready: &mut Option<GradsReady<'_, B>>,
+) -> Result<B::Buf> {
     let be = ctx.be;
     let n = tape.n;
     let mut d = dout;
@@ -139,6 +151,10 @@ pub fn head_backward<B: Backend>(
         );
         be.round_act(full_mut::<B>(&mut dx));
         d = dx;
+        if let Some(r) = ready.as_mut() {
+            // A layer's parameters start with its weight (then its BN's gamma and beta).
+            r(ctx.params[l.weight].offset, grads)?;
+        }
     }
     Ok(d)
 }

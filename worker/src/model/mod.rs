@@ -13,6 +13,6 @@ pub mod params;
 pub mod topology;
 pub mod views;
 
-pub use backbone::{Ctx, Keep};
-pub use encoder::{encoder_backward, encoder_forward, EncoderTape};
+pub use backbone::{Ctx, GradsReady, Keep};
+pub use encoder::{encoder_backward, encoder_backward_hooked, encoder_forward, EncoderTape};
 pub use topology::{ModelDims, Topology};

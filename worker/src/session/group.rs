@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Set by the launcher on the workers it spawns: it hosts the rendezvous and supervises them.
 pub const SUPERVISED_ENV: &str = "MOCO_SUPERVISED";
 
+/// Token salt of the gradient ring (distinct from the main ring's handshake token).
+const GRAD_RING_SALT: u64 = 0x6772_6164_7269_6e67;
+
 /// One worker's place in its run.
 pub struct Group {
     pub rank: usize,
@@ -26,6 +29,9 @@ pub struct Group {
     pub run_id: String,
     pub restart_count: u32,
     pub collective: Box<dyn Collective>,
+    /// A second ring for gradient buckets, so their all-reduce can run during the backward
+    /// without interleaving with the main ring's SyncBN and gather traffic (None at world 1).
+    pub grad_collective: Option<std::sync::Arc<dyn Collective>>,
     /// The line to the launcher (supervised workers only).
     pub control: Option<Control>,
 }
@@ -55,6 +61,7 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
             run_id,
             restart_count: env.restart_count,
             collective: Box::new(LocalCollective),
+            grad_collective: None,
             control: None,
         });
     }
@@ -101,14 +108,16 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         .iter()
         .map(|p| p.parse().map_err(|_| WorkerError::Collective(format!("bad ring address {p:?} in Setup"))))
         .collect::<Result<_>>()?;
-    let ring = RingCollective::connect(
-        setup.rank as usize,
-        world,
-        member.ring_listener,
-        &peers,
-        member.token,
-        Duration::from_secs(args.join_timeout.max(60)),
-    )?;
+    let timeout = Duration::from_secs(args.join_timeout.max(60));
+    let grad_listener =
+        member.ring_listener.try_clone().map_err(|e| WorkerError::io("cloning the ring listener", e))?;
+    let rank = setup.rank as usize;
+    let ring = RingCollective::connect(rank, world, member.ring_listener, &peers, member.token, timeout)?;
+    // Every rank has accepted its ring connection before any opens the gradient ring on the
+    // same listener (a different token keeps the two apart).
+    ring.barrier()?;
+    let grad_ring =
+        RingCollective::connect(rank, world, grad_listener, &peers, member.token ^ GRAD_RING_SALT, timeout)?;
     let control = if supervised {
         Some(
             Control::start(member.control, member.token, setup.rank, stop)
@@ -124,6 +133,7 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         run_id: setup.run_id.clone(),
         restart_count: setup.restart_count,
         collective: Box::new(ring),
+        grad_collective: Some(std::sync::Arc::new(grad_ring)),
         control,
     })
 }

@@ -109,6 +109,10 @@ fn run_in_group(
 
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(Cpu { amp: cfg.amp }, cfg, dataset.bands(), rank, world)?;
+    if let Some(gc) = &group.grad_collective {
+        moco.grad_sync =
+            Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
+    }
     let mut loader = data::loader(dataset.clone(), cfg, rank, world, args.loader_threads)?;
     let sched = Schedule {
         peak_lr: resolved.batching.scaled_lr,
