@@ -134,6 +134,19 @@ fn run_rank(args: &Args, rank: usize) -> Result<(), Box<dyn std::error::Error>> 
             );
         }
     }
+    // Latency of a small call (SyncBN statistics are a few hundred floats per layer).
+    let mut small = vec![1.0f32; 256];
+    let mut lat = Vec::with_capacity(200);
+    for _ in 0..200 {
+        ring.barrier()?;
+        let t = Instant::now();
+        ring.all_reduce_sum_f32(&mut small)?;
+        lat.push(ring.all_reduce_max_f64(t.elapsed().as_secs_f64())?);
+    }
+    lat.sort_by(f64::total_cmp);
+    if rank == 0 {
+        println!("1 KiB all-reduce latency: median {:.1} us over 200 calls", lat[100] * 1e6);
+    }
     ring.barrier()?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `collective`: the `Collective` trait and its `local` and `ring` implementations.
 //! - `moco`: the hybrid MoCo step: loss with the sharded queue, EMA, optimisers, loss scaling.
 //! - `train`: one rank's training loop, schedules and metrics.
+//! - `trace`: phase spans, their time totals, the Chrome trace (`--trace`), NVTX ranges.
 
 pub mod collective;
 pub mod config_args;
@@ -18,6 +19,7 @@ pub mod plan;
 pub mod rendezvous;
 pub mod selftest;
 pub mod session;
+pub mod trace;
 pub mod train;
 
 pub use error::{Result, WorkerError};

@@ -28,8 +28,14 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// Run `f` on every rank of a fresh ring twice: once with every call through the pipelined
+/// sender thread, once with small calls written from the calling thread. Results of the two
+/// runs are concatenated (entry i is rank i % world).
 fn ring<R: Send>(world: usize, opts: RingOptions, f: impl Fn(&RingCollective) -> R + Sync) -> Vec<R> {
-    on_local_ring(world, opts, |c| f(&c)).expect("loopback ring connects")
+    let threaded = RingOptions { small_call_bytes: 0, ..opts.clone() };
+    let mut out = on_local_ring(world, threaded, |c| f(&c)).expect("loopback ring connects");
+    out.extend(on_local_ring(world, opts, |c| f(&c)).expect("loopback ring connects"));
+    out
 }
 
 #[test]
@@ -142,7 +148,7 @@ fn reduce_scatter_gives_each_rank_its_chunk_sum() {
             });
             let inputs: Vec<Vec<f32>> = (0..world).map(|r| values(r, chunk * world, 6)).collect();
             for (r, got) in out.into_iter().enumerate() {
-                let want = reference::reduce_scatter_sum_f32(&inputs, r, chunk);
+                let want = reference::reduce_scatter_sum_f32(&inputs, r % world, chunk);
                 assert_eq!(
                     bits(&got.expect("reduce_scatter")),
                     bits(&want),
@@ -224,11 +230,40 @@ fn world_one_ring_and_local_are_copies() {
         c.barrier()?;
         Ok::<_, moco_worker::collective::CollectiveError>(all)
     });
-    assert_eq!(out[0].as_ref().expect("world 1"), &vec![1.5, -2.0]);
+    assert!(out.iter().all(|o| o.as_ref().expect("world 1") == &vec![1.5, -2.0]));
     let local = LocalCollective;
     let mut rs = vec![0.0f32; 2];
     local.reduce_scatter_sum_f32(&[3.0, 4.0], &mut rs).expect("local reduce_scatter");
     assert_eq!(rs, vec![3.0, 4.0]);
     assert!(local.all_reduce_or(true).expect("local or"));
     assert!(local.broadcast_f32(&mut rs, 1).is_err(), "root 1 does not exist in world 1");
+}
+
+#[test]
+fn many_small_calls_at_the_direct_write_limit_never_deadlock() {
+    // Calls at the 16 KiB limit of calling-thread writes, with ranks drifting apart (rank r
+    // pauses every few calls), so connections hold data of two calls at once. A deadlock would
+    // surface as a timeout error.
+    let opts = RingOptions { timeout: Duration::from_secs(20), ..RingOptions::default() };
+    let out = on_local_ring(3, opts, |c| {
+        let mut acc = 0.0f64;
+        for i in 0..300 {
+            if i % (7 + c.rank()) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let mut buf = vec![1.0f32; 4096]; // 16 KiB: the limit
+            c.all_reduce_sum_f32(&mut buf)?;
+            let mut b = vec![c.rank() as f32; 4096];
+            c.broadcast_f32(&mut b, i % 3)?;
+            let mut all = vec![0.0f32; 3 * 1365];
+            c.all_gather_f32(&vec![i as f32; 1365], &mut all)?;
+            acc += f64::from(buf[4095] + b[0] + all[3 * 1365 - 1]);
+        }
+        Ok::<_, moco_worker::collective::CollectiveError>(acc)
+    })
+    .expect("ring connects");
+    let want: f64 = (0..300).map(|i| 3.0 + (i % 3) as f64 + i as f64).sum();
+    for got in out {
+        assert_eq!(got.expect("no call failed"), want);
+    }
 }

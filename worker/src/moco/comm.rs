@@ -60,6 +60,8 @@ pub fn all_gather_buf<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Resu
     if comm.world() == 1 {
         return crate::model::heads::clone_buf(be, buf);
     }
+    // Staging to and from the host is part of the exchange's cost (trace phase "comm").
+    let _s = tracing::info_span!("comm").entered();
     let send = be.to_host(buf)?;
     let mut recv = vec![0.0f32; send.len() * comm.world()];
     comm.all_gather(&send, &mut recv)?;

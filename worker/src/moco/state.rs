@@ -205,8 +205,10 @@ impl<B: Backend> Moco<B> {
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
 
         // Query encoder, both views; tapes kept for the backward.
+        let forward = tracing::info_span!("forward").entered();
         let mut q_out = Vec::with_capacity(2);
         for x in [v.x1, v.x2] {
+            let _s = tracing::info_span!("query_forward").entered();
             let input = self.be.act_from_host(x)?;
             let weights = self.weights.as_ref().unwrap_or(&self.params);
             let ctx = Ctx {
@@ -226,20 +228,24 @@ impl<B: Backend> Moco<B> {
 
         // EMA once per optimiser step, before the key forward (MOCO.md step 3).
         if self.micro_in_step == 0 {
+            let _s = tracing::info_span!("ema").entered();
             let kl = self.topo.key_len();
             self.be.ema(momentum, B::view(&self.params, 0..kl), full_mut::<B>(&mut self.key_params));
             if self.cfg.amp {
                 self.refresh_weights()?;
             }
         }
+        let key_forward = tracing::info_span!("key_forward").entered();
         let k1 = self.keys(&sync, v.x1, v, 1)?;
         let k2 = self.keys(&sync, v.x2, v, 2)?;
+        drop(key_forward);
         let k1_all = all_gather_buf(&self.be, comm, &k1)?;
         let k2_all = all_gather_buf(&self.be, comm, &k2)?;
         let mut idx_all = vec![0i64; n * comm.world()];
         comm.all_gather_i64(v.idx, &mut idx_all)?;
 
         // Symmetric loss: ctr(q1, k2) + ctr(q2, k1).
+        let loss_span = tracing::info_span!("loss").entered();
         let grad_scale = self.scaler.scale();
         let mut terms = [0.0f32; 2];
         let mut dqs = Vec::with_capacity(2);
@@ -259,10 +265,12 @@ impl<B: Backend> Moco<B> {
             terms[t] = out.loss;
             dqs.push(out.dq);
         }
+        drop((loss_span, forward));
 
         // Backward of both views into the shared gradient buffer. On the last micro-batch of the
         // step, view 2's backward finishes the gradients, so buckets start their all-reduce then.
         let last_micro = self.micro_in_step + 1 >= self.cfg.accumulation;
+        let backward = tracing::info_span!("backward").entered();
         for (view, ((qn, norm, tape), dq)) in q_out.into_iter().zip(dqs).enumerate() {
             let mut dqraw = self.be.zeros(n * d)?;
             self.be.l2norm_bwd(
@@ -302,9 +310,11 @@ impl<B: Backend> Moco<B> {
                 self.grad_sync = gs;
             }
         }
+        drop(backward);
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
         if let Some(q) = self.queue.as_mut() {
+            let _s = tracing::info_span!("enqueue").entered();
             let mut keys = self.be.zeros(2 * n * d)?;
             self.be.copy(full::<B>(&k1), B::view_mut(&mut keys, 0..n * d));
             self.be.copy(full::<B>(&k2), B::view_mut(&mut keys, n * d..2 * n * d));
@@ -326,12 +336,15 @@ impl<B: Backend> Moco<B> {
     /// All-reduce the accumulated gradients, unscale them with one global inf/NaN verdict, and
     /// apply the optimiser (or skip the step on overflow). `lr` is this step's learning rate.
     pub fn optimizer_step(&mut self, comm: &dyn Comm, lr: f32) -> Result<StepOut> {
+        let _s = tracing::info_span!("optimizer").entered();
         let micro = self.micro_in_step.max(1);
         let world = comm.world();
         if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
             // Buckets already left during the backward: send the rest and collect the sums.
+            let _c = tracing::info_span!("comm").entered();
             gs.finish(&self.be, &mut self.grads)?;
         } else if world > 1 {
+            let _c = tracing::info_span!("comm").entered();
             match B::host_mut(&mut self.grads) {
                 Some(host) => comm.all_reduce_sum(host)?,
                 None => {

@@ -104,7 +104,10 @@ pub fn train<B: Backend>(
         let m = sched.momentum(step) as f32;
         let mut loss = 0.0f32;
         for _ in 0..sched.accumulation {
-            let batch = data.next_batch()?;
+            let batch = {
+                let _s = tracing::info_span!("data").entered();
+                data.next_batch()?
+            };
             loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
         }
         let out = moco.optimizer_step(comm, lr)?;

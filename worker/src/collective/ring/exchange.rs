@@ -8,6 +8,15 @@
 //! form. The queue holds borrowed slices of the caller's buffers, not copies: the sender hands
 //! each mutable slice back once written, and the calling thread takes it back when the slice's
 //! next content (a final sum) arrives, which causally happens only after the write finished.
+//!
+//! Small calls (SyncBN statistics, verdicts, barriers) skip the thread: the calling thread
+//! writes directly, saving a thread start and two hand-offs per segment. That cannot deadlock
+//! when a call's buffers hold at most [`SMALL_CALL_BYTES`] (a rank writes at most twice its
+//! buffer in any operation, so 32 KiB per connection): a rank enters call k+1 only after
+//! reading everything its previous rank sent in call k, so when the whole ring is in the same
+//! call each connection holds at most that call's bytes, well under any socket receive buffer
+//! (Linux starts at 128 KiB on loopback and LAN), and no write waits; when the next rank is
+//! still in an earlier call, it is reading, which needs nothing from us.
 
 use super::header::{Op, SegHeader, HEADER_LEN};
 use crate::collective::pod::{bytes, bytes_mut, Pod};
@@ -42,6 +51,8 @@ pub struct Ctx {
     pub op: Op,
     pub seq: u32,
     pub segment_bytes: usize,
+    /// Calls of at most this many bytes write from the calling thread (<= SMALL_CALL_BYTES).
+    pub small_call_bytes: usize,
     pub timeout: Duration,
 }
 
@@ -87,11 +98,21 @@ struct Job<'b, T> {
     slot: usize,
 }
 
+/// Calls whose buffers total at most this many bytes write from the calling thread (each
+/// rank writes at most twice its buffer in any operation, so at most 2x this per call).
+pub const SMALL_CALL_BYTES: usize = 16 << 10;
+
+enum Out<'a, 'b, T> {
+    /// A sender thread writes (large calls).
+    Thread { tx: Sender<Job<'b, T>>, back: Receiver<(usize, Payload<'b, T>)> },
+    /// The calling thread writes (small calls).
+    Direct(&'a mut TcpStream),
+}
+
 /// The calling thread's side of one operation.
 pub struct Exchange<'a, 'b, T> {
     ctx: &'a Ctx,
-    tx: Sender<Job<'b, T>>,
-    back: Receiver<(usize, Payload<'b, T>)>,
+    out: Out<'a, 'b, T>,
     prev: &'a mut TcpStream,
     parked: Vec<(usize, &'b mut [T])>,
     pool: Vec<Vec<T>>,
@@ -116,7 +137,14 @@ impl<'b, T: Pod + Default> Exchange<'_, 'b, T> {
                 .map_err(|_| CollectiveError::BadArgument(format!("segment of {len} bytes")))?,
         }
         .encode();
-        self.tx.send(Job { header, payload, slot }).map_err(|_| sender_gone())
+        match &mut self.out {
+            Out::Thread { tx, .. } => tx.send(Job { header, payload, slot }).map_err(|_| sender_gone()),
+            Out::Direct(next) => {
+                write_segment(next, &header, payload.as_bytes()).map_err(|e| write_error(e, self.ctx))?;
+                self.park(slot, payload);
+                Ok(())
+            }
+        }
     }
 
     /// Read the next segment's header from the previous rank and check it belongs to this call.
@@ -158,15 +186,23 @@ impl<'b, T: Pod + Default> Exchange<'_, 'b, T> {
             if let Some(i) = self.parked.iter().position(|(s, _)| *s == slot) {
                 return Ok(self.parked.swap_remove(i).1);
             }
-            let (s, p) = self.back.recv().map_err(|_| sender_gone())?;
+            let (s, p) = match &self.out {
+                Out::Thread { back, .. } => back.recv().map_err(|_| sender_gone())?,
+                Out::Direct(_) => {
+                    return Err(self.ctx.protocol(format!("segment {slot} taken back before it was sent")))
+                }
+            };
             self.park(s, p);
         }
     }
 
     /// A scratch vector of `len` elements, reusing ones the sender has finished with.
     pub fn buffer(&mut self, len: usize) -> Vec<T> {
-        while let Ok((s, p)) = self.back.try_recv() {
-            self.park(s, p);
+        if let Out::Thread { back, .. } = &self.out {
+            let returned: Vec<_> = back.try_iter().collect();
+            for (s, p) in returned {
+                self.park(s, p);
+            }
         }
         let mut v = self.pool.pop().unwrap_or_default();
         v.resize(len, T::default());
@@ -186,26 +222,33 @@ impl<'b, T: Pod + Default> Exchange<'_, 'b, T> {
     }
 }
 
-/// Run one operation: `f` drives the reading side while a sender thread writes.
+/// Run one operation: `f` drives the reading side while a sender thread writes (or, when
+/// `call_bytes` is at most `ctx.small_call_bytes`, the calling thread writes too).
 ///
 /// On any failure both connections are shut down (so the sender and the neighbours stop at
 /// once), and the root cause is returned: the sender's error if the sender failed first.
 pub fn run<'b, T, R>(
     links: &mut Links,
     ctx: &Ctx,
+    call_bytes: usize,
     f: impl FnOnce(&mut Exchange<'_, 'b, T>) -> CollectiveResult<R>,
 ) -> CollectiveResult<R>
 where
     T: Pod + Default,
 {
     let Links { next, prev, next_ctl, prev_ctl } = links;
+    if call_bytes <= ctx.small_call_bytes {
+        let mut ex = Exchange { ctx, out: Out::Direct(next), prev, parked: Vec::new(), pool: Vec::new() };
+        return f(&mut ex);
+    }
     let aborting = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (tx, rx) = channel::<Job<'b, T>>();
         let (back_tx, back) = channel();
         let (prev_ctl, aborting_ref) = (&*prev_ctl, &aborting);
         let sender = s.spawn(move || send_loop(next, rx, back_tx, prev_ctl, aborting_ref, ctx));
-        let mut ex = Exchange { ctx, tx, back, prev, parked: Vec::new(), pool: Vec::new() };
+        let out = Out::Thread { tx, back };
+        let mut ex = Exchange { ctx, out, prev, parked: Vec::new(), pool: Vec::new() };
         let result = f(&mut ex);
         drop(ex);
         if result.is_err() {

@@ -3,8 +3,8 @@
 //! Each rank holds one connection to the next rank (written) and one from the previous rank
 //! (read), with TCP_NODELAY and blocking sockets whose timeouts bound every wait. Buffers are
 //! cut into segments of `RingOptions::segment_bytes`; a sender thread per call overlaps sending
-//! with receiving (exchange.rs). Sums run in rank order (all_reduce.rs), so results are
-//! deterministic and equal to `collective::reference`.
+//! with receiving, and calls of at most 16 KiB skip the thread (exchange.rs). Sums run in rank
+//! order (all_reduce.rs), so results are deterministic and equal to `collective::reference`.
 
 mod all_reduce;
 mod exchange;
@@ -23,7 +23,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Knobs of a ring. `Default`: 60 s timeouts, 512 KiB segments.
+/// Knobs of a ring. `Default`: 60 s timeouts, 512 KiB segments, calls up to 16 KiB written
+/// from the calling thread.
 #[derive(Debug, Clone)]
 pub struct RingOptions {
     /// How long a call may make no progress (no byte read or written) before it fails with
@@ -35,6 +36,10 @@ pub struct RingOptions {
     /// Pipeline granularity: large enough to amortise system calls, small enough that W
     /// ranks work on different segments at once.
     pub segment_bytes: usize,
+    /// Calls whose buffers total at most this many bytes are written by the calling thread
+    /// instead of a sender thread (lower latency). Capped at `exchange::SMALL_CALL_BYTES`
+    /// (16 KiB), the size up to which this cannot deadlock; 0 always uses the sender thread.
+    pub small_call_bytes: usize,
 }
 
 impl Default for RingOptions {
@@ -43,6 +48,7 @@ impl Default for RingOptions {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(60),
             segment_bytes: 512 << 10,
+            small_call_bytes: exchange::SMALL_CALL_BYTES,
         }
     }
 }
@@ -129,6 +135,7 @@ impl RingCollective {
             op,
             seq: st.seq,
             segment_bytes: self.opts.segment_bytes,
+            small_call_bytes: self.opts.small_call_bytes.min(exchange::SMALL_CALL_BYTES),
             timeout: self.opts.timeout,
         };
         let State { links, broken, .. } = &mut *st;
@@ -154,6 +161,10 @@ impl RingCollective {
     }
 }
 
+fn bytes_of(v: &[f32]) -> usize {
+    std::mem::size_of_val(v)
+}
+
 impl Collective for RingCollective {
     fn rank(&self) -> usize {
         self.rank
@@ -167,7 +178,9 @@ impl Collective for RingCollective {
         if self.world == 1 || buf.is_empty() {
             return Ok(());
         }
-        self.call(Op::AllReduce, |l, c| exchange::run(l, c, move |ex| all_reduce::all_reduce(ex, c, buf)))
+        self.call(Op::AllReduce, |l, c| {
+            exchange::run(l, c, bytes_of(buf), move |ex| all_reduce::all_reduce(ex, c, buf))
+        })
     }
 
     fn all_gather_bytes(&self, send: &[u8], recv: &mut [u8]) -> CollectiveResult<()> {
@@ -175,7 +188,9 @@ impl Collective for RingCollective {
         if self.world == 1 || send.is_empty() {
             return LocalCollective.all_gather_bytes(send, &mut recv[..send.len()]);
         }
-        self.call(Op::AllGather, |l, c| exchange::run(l, c, move |ex| gather::all_gather(ex, c, send, recv)))
+        self.call(Op::AllGather, |l, c| {
+            exchange::run(l, c, recv.len(), move |ex| gather::all_gather(ex, c, send, recv))
+        })
     }
 
     fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> CollectiveResult<()> {
@@ -191,7 +206,7 @@ impl Collective for RingCollective {
             return LocalCollective.reduce_scatter_sum_f32(&send[..recv.len()], recv);
         }
         self.call(Op::ReduceScatter, |l, c| {
-            exchange::run(l, c, move |ex| reduce_scatter::reduce_scatter(ex, c, send, recv))
+            exchange::run(l, c, bytes_of(send), move |ex| reduce_scatter::reduce_scatter(ex, c, send, recv))
         })
     }
 
@@ -205,7 +220,9 @@ impl Collective for RingCollective {
         if self.world == 1 || buf.is_empty() {
             return Ok(());
         }
-        self.call(Op::Broadcast, |l, c| exchange::run(l, c, move |ex| gather::broadcast(ex, c, buf, root)))
+        self.call(Op::Broadcast, |l, c| {
+            exchange::run(l, c, buf.len(), move |ex| gather::broadcast(ex, c, buf, root))
+        })
     }
 
     fn barrier(&self) -> CollectiveResult<()> {
