@@ -32,6 +32,8 @@ pub enum Verb {
     Presets(PresetsArgs),
     /// Write a PNG of a few tiles beside their two augmented views (what the network sees).
     Preview(crate::verbs::preview::PreviewArgs),
+    /// Time the MoCo step in this process: median step, images/s, peak memory, phase shares.
+    Bench(Box<crate::verbs::bench::BenchArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

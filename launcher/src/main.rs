@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(cli::Verb::Presets(a)) => verbs::presets::run(&a),
         Some(cli::Verb::Plan(a)) => verbs::plan::run(&a),
         Some(cli::Verb::Preview(a)) => verbs::preview::run(&a),
+        Some(cli::Verb::Bench(a)) => verbs::bench::run(&a),
         Some(cli::Verb::Train(a)) => verbs::train::run(&a),
         None => verbs::train::run(&cli.train),
     };

@@ -1,5 +1,6 @@
-//! One file per verb: `train` (the default), `plan`, `presets`, `preview`.
+//! One file per verb: `train` (the default), `plan`, `presets`, `preview`, `bench` (a folder).
 
+pub mod bench;
 pub mod plan;
 pub mod presets;
 pub mod preview;

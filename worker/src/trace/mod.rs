@@ -94,7 +94,12 @@ pub fn layer(trace_file: Option<&Path>, rank: usize) -> (PhaseLayer, Guard) {
     let recorder = Arc::new(Recorder::new(rank, trace_file.is_some(), recorder::host_clock()));
     (
         PhaseLayer::new(recorder.clone()),
-        Guard { recorder, file: trace_file.map(Path::to_path_buf), done: false },
+        Guard {
+            recorder,
+            base_file: trace_file.map(Path::to_path_buf),
+            file: trace_file.map(Path::to_path_buf),
+            done: false,
+        },
     )
 }
 
@@ -120,14 +125,25 @@ pub fn init(trace_file: Option<&Path>, rank: usize) -> Result<Guard> {
 /// (or on drop).
 pub struct Guard {
     recorder: Arc<Recorder>,
+    /// The path given to `init`, and the one written (per rank, after `set_rank`).
+    base_file: Option<PathBuf>,
     file: Option<PathBuf>,
     done: bool,
 }
 
 impl Guard {
-    /// The rank written as the trace's pid (known only after the group is joined).
-    pub fn set_rank(&self, rank: usize) {
+    /// The rank and world size, known only once the group is joined: the rank becomes the
+    /// trace's pid, and on several ranks the file name gets `.rank<r>` ([`rank_path`]).
+    pub fn set_rank(&mut self, rank: usize, world: usize) {
         self.recorder.set_rank(rank);
+        if let Some(base) = &self.base_file {
+            self.file = Some(rank_path(base, rank, world));
+        }
+    }
+
+    /// Where the trace will be written (None: no trace asked for).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// Now, in µs on the trace's host clock (to align a device clock's origin).

@@ -21,7 +21,12 @@ fn harness(file: Option<&Path>, rank: usize) -> Harness {
     Harness {
         now,
         layer: Some(layer),
-        guard: Guard { recorder, file: file.map(Path::to_path_buf), done: false },
+        guard: Guard {
+            recorder,
+            base_file: file.map(Path::to_path_buf),
+            file: file.map(Path::to_path_buf),
+            done: false,
+        },
     }
 }
 
@@ -217,6 +222,22 @@ fn trace_file_holds_one_complete_event_per_interval() {
     assert_eq!(names.len(), 1, "{v}");
     let left: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("trace.json")], "no temporary file may be left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn set_rank_names_the_file_and_the_pid_of_that_rank() {
+    let dir = temp_dir("rank");
+    let mut h = harness(Some(&dir.join("t.json")), 0);
+    h.guard.set_rank(1, 2);
+    assert_eq!(h.guard.file(), Some(dir.join("t.rank1.json").as_path()));
+    h.run(|_| drop(info_span!("optimizer").entered()));
+    let Harness { guard, .. } = h;
+    guard.finish().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("t.rank1.json")).unwrap()).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|e| e["pid"] == 1), "{v}");
+    assert!(!dir.join("t.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

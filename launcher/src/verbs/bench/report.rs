@@ -16,7 +16,8 @@ pub struct Figures {
     /// Exclusive seconds per phase over the timed steps.
     pub phase_s: BTreeMap<&'static str, f64>,
     pub images_per_step: usize,
-    pub loader_pairs_per_s: f64,
+    /// The loader alone (None: not measured).
+    pub loader_pairs_per_s: Option<f64>,
     pub peak_memory_bytes: u64,
     pub peak_memory_kind: &'static str,
 }
@@ -28,15 +29,20 @@ impl Figures {
 
     /// Share of the timed steps' wall time per phase; time outside every span counts as
     /// "other", so the shares add up to 1.
-    pub fn phase_share(&self) -> BTreeMap<&'static str, f64> {
+    pub fn phase_share(&self) -> Vec<(&'static str, f64)> {
         let wall: f64 = self.step_s.iter().sum();
         let traced: f64 = self.phase_s.iter().filter(|(k, _)| **k != "other").map(|(_, v)| v).sum();
-        let mut share = BTreeMap::new();
-        for p in PHASES {
-            let secs = if p == "other" { (wall - traced).max(0.0) } else { self.phase_s.get(p).copied().unwrap_or(0.0) };
-            share.insert(p, if wall > 0.0 { secs / wall } else { 0.0 });
-        }
-        share
+        PHASES
+            .iter()
+            .map(|&p| {
+                let secs = if p == "other" {
+                    (wall - traced).max(0.0)
+                } else {
+                    self.phase_s.get(p).copied().unwrap_or(0.0)
+                };
+                (p, if wall > 0.0 { secs / wall } else { 0.0 })
+            })
+            .collect()
     }
 
     pub fn json(&self) -> Value {
@@ -50,10 +56,16 @@ impl Figures {
         m.insert("images_per_s".into(), json!((self.images_per_s() * 1e3).round() / 1e3));
         m.insert("peak_memory_bytes".into(), json!(self.peak_memory_bytes));
         m.insert("peak_memory_kind".into(), json!(self.peak_memory_kind));
-        let share: Map<String, Value> =
-            self.phase_share().into_iter().map(|(k, v)| (k.to_string(), json!((v * 1e4).round() / 1e4))).collect();
+        let share: Map<String, Value> = self
+            .phase_share()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!((v * 1e4).round() / 1e4)))
+            .collect();
         m.insert("phase_share".into(), Value::Object(share));
-        m.insert("loader_pairs_per_s".into(), json!((self.loader_pairs_per_s * 10.0).round() / 10.0));
+        m.insert(
+            "loader_pairs_per_s".into(),
+            json!(self.loader_pairs_per_s.map(|p| (p * 10.0).round() / 10.0)),
+        );
         m.insert("fits".into(), json!(true));
         Value::Object(m)
     }
@@ -85,17 +97,54 @@ impl Figures {
         let rate = self.images_per_s();
         let _ = writeln!(s, "  {:<26} {:>12.2} ms", "median step", self.median_step_s * 1e3);
         let _ = writeln!(s, "  {:<26} {:>12.1} (two-view pairs consumed per second)", "images/s", rate);
-        let _ = writeln!(s, "  {:<26} {:>12} ({})", "peak memory", human(self.peak_memory_bytes), self.peak_memory_kind);
-        if let Some(p) = f.get("planned_peak_bytes").and_then(Value::as_u64) {
-            let _ = writeln!(s, "  {:<26} {:>12} (launcher plan's total for this config)", "planned peak", human(p));
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>12} ({})",
+            "peak memory",
+            human(self.peak_memory_bytes),
+            self.peak_memory_kind
+        );
+        if let Some(b) = f
+            .get("baseline_rss_bytes")
+            .and_then(Value::as_u64)
+            .filter(|_| self.peak_memory_kind == "process_peak_rss")
+        {
+            let _ = writeln!(
+                s,
+                "  {:<26} {:>12} (peak minus the RSS before the model)",
+                "  of which the step",
+                human(self.peak_memory_bytes.saturating_sub(b))
+            );
+        }
+        if let Some(r) = f.get("peak_reserved_bytes").and_then(Value::as_u64) {
+            let _ =
+                writeln!(s, "  {:<26} {:>12} (arena peak, free lists included)", "peak reserved", human(r));
+        }
+        if let (Some(p), Some(sh)) = (
+            f.get("planned_peak_bytes").and_then(Value::as_u64),
+            f.get("planned_shapes_bytes").and_then(Value::as_u64),
+        ) {
+            let _ = writeln!(
+                s,
+                "  {:<26} {:>12} (launcher plan; {} of it from shapes, measured/planned {:.2})",
+                "planned peak",
+                human(p),
+                human(sh),
+                self.peak_memory_bytes as f64 / sh.max(1) as f64
+            );
         }
         let _ = writeln!(s, "  phase share of the step:");
         let wall: f64 = self.step_s.iter().sum();
         let steps = self.step_s.len().max(1) as f64;
         for (p, share) in self.phase_share() {
-            let _ = writeln!(s, "    {p:<24} {:>8.1} %  {:>10.2} ms/step", share * 100.0, share * wall / steps * 1e3);
+            let _ = writeln!(
+                s,
+                "    {p:<24} {:>8.1} %  {:>10.2} ms/step",
+                share * 100.0,
+                share * wall / steps * 1e3
+            );
         }
-        let lp = self.loader_pairs_per_s;
+        let Some(lp) = self.loader_pairs_per_s else { return s };
         let _ = writeln!(
             s,
             "  {:<26} {:>12.1} pairs/s alone with {} thread(s): {}",
@@ -105,7 +154,10 @@ impl Figures {
             if lp >= rate {
                 format!("{:.1}x what the step consumes, it keeps up", lp / rate)
             } else {
-                format!("only {:.0}% of what the step consumes: training would wait for data", 100.0 * lp / rate)
+                format!(
+                    "only {:.0}% of what the step consumes: training would wait for data",
+                    100.0 * lp / rate
+                )
             }
         );
         s
@@ -129,10 +181,7 @@ pub fn human(bytes: u64) -> String {
 
 /// The machine in one line: CPU model, cores, load average, kernel.
 pub fn machine_line() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let model = cpu_model();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = load_average().unwrap_or_else(|| "unknown".into());
     let uname = std::process::Command::new("uname")
@@ -153,7 +202,11 @@ pub fn load_average() -> Option<String> {
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
@@ -189,7 +242,7 @@ mod tests {
             step_s,
             phase_s: phases.iter().copied().collect(),
             images_per_step: 32,
-            loader_pairs_per_s: 100.0,
+            loader_pairs_per_s: Some(100.0),
             peak_memory_bytes: 1 << 30,
             peak_memory_kind: "process_peak_rss",
         }
@@ -199,7 +252,7 @@ mod tests {
     fn shares_add_up_to_one_with_untraced_time_as_other() {
         // 3 steps of 0.1 s; spans cover 0.24 s of the 0.3 s.
         let f = figures(vec![0.1, 0.1, 0.1], &[("forward", 0.12), ("backward", 0.09), ("optimizer", 0.03)]);
-        let s = f.phase_share();
+        let s: BTreeMap<&str, f64> = f.phase_share().into_iter().collect();
         assert!((s.values().sum::<f64>() - 1.0).abs() < 1e-12, "{s:?}");
         assert!((s["forward"] - 0.4).abs() < 1e-12 && (s["other"] - 0.2).abs() < 1e-12, "{s:?}");
         assert_eq!(s["comm"], 0.0);
@@ -210,7 +263,14 @@ mod tests {
     fn json_has_the_reference_keys() {
         let f = figures(vec![0.2, 0.1, 0.3], &[("forward", 0.3)]);
         let v = f.json();
-        for k in ["median_step_s", "images_per_s", "peak_memory_bytes", "peak_memory_kind", "phase_share", "loader_pairs_per_s"] {
+        for k in [
+            "median_step_s",
+            "images_per_s",
+            "peak_memory_bytes",
+            "peak_memory_kind",
+            "phase_share",
+            "loader_pairs_per_s",
+        ] {
             assert!(v.get(k).is_some(), "{k} missing from {v}");
         }
         assert_eq!(v["median_step_s"], json!(0.2));
@@ -220,9 +280,9 @@ mod tests {
     #[test]
     fn the_table_says_when_the_loader_cannot_keep_up() {
         let mut f = figures(vec![0.1], &[]);
-        f.loader_pairs_per_s = 80.0; // the step eats 320 pairs/s
+        f.loader_pairs_per_s = Some(80.0); // the step eats 320 pairs/s
         assert!(f.table().contains("would wait for data"), "{}", f.table());
-        f.loader_pairs_per_s = 640.0;
+        f.loader_pairs_per_s = Some(640.0);
         assert!(f.table().contains("2.0x"), "{}", f.table());
     }
 

@@ -23,7 +23,8 @@ pub enum Feed {
 
 impl Feed {
     pub fn pool(mut loader: Loader, count: usize) -> Result<Feed> {
-        let batches = (0..count.max(1)).map(|_| loader.next_batch()).collect::<moco_worker::Result<Vec<_>>>()?;
+        let batches =
+            (0..count.max(1)).map(|_| loader.next_batch()).collect::<moco_worker::Result<Vec<_>>>()?;
         Ok(Feed::Pool { batches, next: 0 })
     }
 
@@ -93,7 +94,12 @@ pub fn timed_steps<B: Backend>(
 
 /// The loader alone: two-view pairs per second over `batches` batches (after a first one that
 /// pays for starting up), with `threads` augmentation threads.
-pub fn loader_pairs_per_s(ds: Arc<dyn Dataset>, cfg: &TrainConfig, threads: usize, batches: usize) -> Result<f64> {
+pub fn loader_pairs_per_s(
+    ds: Arc<dyn Dataset>,
+    cfg: &TrainConfig,
+    threads: usize,
+    batches: usize,
+) -> Result<f64> {
     let mut loader = moco_worker::session::data::loader(ds, cfg, 0, 1, threads)?;
     loader.next_batch()?;
     let t = Instant::now();
