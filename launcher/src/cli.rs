@@ -34,6 +34,12 @@ pub enum Verb {
     Preview(crate::verbs::preview::PreviewArgs),
     /// Time the MoCo step in this process: median step, images/s, peak memory, phase shares.
     Bench(Box<crate::verbs::bench::BenchArgs>),
+    /// Write a checkpoint's weights for PyTorch (torchvision or MoCo v3 key names).
+    Export(crate::verbs::export::ExportArgs),
+    /// kNN and linear-probe accuracy on labelled tiles, next to a randomly initialised network.
+    Eval(crate::verbs::eval::EvalArgs),
+    /// Backbone features of every tile to a safetensors file.
+    Embed(crate::verbs::embed::EmbedArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +90,8 @@ pub struct TrainArgs {
     pub nsys: bool,
     #[command(flatten)]
     pub data_flags: moco_worker::data::folder::DataArgs,
+    #[command(flatten)]
+    pub run: moco_worker::session::args::RunArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         Some(cli::Verb::Plan(a)) => verbs::plan::run(&a),
         Some(cli::Verb::Preview(a)) => verbs::preview::run(&a),
         Some(cli::Verb::Bench(a)) => verbs::bench::run(&a),
+        Some(cli::Verb::Export(a)) => verbs::export::run(&a),
+        Some(cli::Verb::Eval(a)) => verbs::eval::run(&a),
+        Some(cli::Verb::Embed(a)) => verbs::embed::run(&a),
         Some(cli::Verb::Train(a)) => verbs::train::run(&a),
         None => verbs::train::run(&cli.train),
     };

@@ -1,6 +1,11 @@
-//! One file per verb: `train` (the default), `plan`, `presets`, `preview`, `bench` (a folder).
+//! One file per verb: `train` (the default), `plan`, `presets`, `preview`, `bench` (a folder),
+//! `export`, `eval` and `embed` (these two share `evaluation`).
 
 pub mod bench;
+pub mod embed;
+pub mod eval;
+pub mod evaluation;
+pub mod export;
 pub mod plan;
 pub mod presets;
 pub mod preview;

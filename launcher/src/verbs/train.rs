@@ -12,7 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let cfg = a.config.build()?;
+    // `--resume RUN_DIR` alone continues with the run's own resolved config.
+    let mut config = a.config.clone();
+    if let Some(dir) = &a.run.resume {
+        let saved = dir.join("config.toml");
+        if config.preset.is_none() && config.config.is_none() && saved.is_file() {
+            eprintln!("--resume: using the run's config {}", saved.display());
+            config.config = Some(saved);
+        }
+    }
+    let cfg = config.build()?;
     let world = a.world();
     let data = a.data.clone().unwrap_or_else(|| "synthetic".into());
     let run_id = format!(
@@ -20,7 +29,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         std::process::id()
     );
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    let out =
+        a.out.clone().or_else(|| a.run.resume.clone()).unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
     // A folder is cached here, once, before the workers start (they map the same cache), so the
     // report prints once and validation sees the usable tile count after skips.
     let (dataset, data_from) = match moco_worker::data::DataSpec::parse(&data)? {
@@ -56,7 +66,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     eprintln!(
         "{}",
-        super::plan::describe(a.config.preset_name(), world, "--gpus / --workers", dataset, &data_from)
+        super::plan::describe(config.preset_name(), world, "--gpus / --workers", dataset, &data_from)
     );
     eprint!("{}", r.summary());
     for w in &r.warnings {
@@ -94,6 +104,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         args.extend(["--steps".into(), s.to_string()]);
     }
     args.extend(a.data_flags.to_args());
+    args.extend(a.run.to_args());
     let mut spec = WorkerSpec {
         exe: worker_exe()?,
         args,
@@ -110,6 +121,19 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         grace: Duration::from_secs(30),
     };
     eprintln!("run {run_id}: {world} worker(s) on the {device}, run folder {}", out.display());
+    // The workers resume by themselves (the run folder's newest checkpoint, else --resume);
+    // say so here, where the user looks.
+    let resume_from = match moco_worker::checkpoint::find_latest(&out)? {
+        Some(ck) => Some(ck),
+        None => a.run.resume.as_deref().map(moco_worker::checkpoint::Checkpoint::resolve).transpose()?,
+    };
+    if let Some(ck) = &resume_from {
+        eprintln!("resuming from {} (step {}, epoch {:.2})", ck.dir.display(), ck.step(), ck.meta.epoch);
+    } else if let Some(init) = &a.run.init_from {
+        // Fails here, before any worker starts, when the checkpoint is unusable.
+        let ck = moco_worker::checkpoint::Checkpoint::resolve(init)?;
+        eprintln!("starting a new run from the weights of {} (step {})", ck.dir.display(), ck.step());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -133,16 +157,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                         out.join("metrics.jsonl").display()
                     );
                 }
+                report_paths(&out);
                 return Ok(());
             }
             Outcome::Interrupted => {
                 eprintln!("stopped on request after step {}", progress.last.map(|m| m.step).unwrap_or(0));
+                report_paths(&out);
                 return Ok(());
             }
             Outcome::Failed(f) => {
                 if f.restartable && spec.restart_count < a.max_restarts {
                     spec.restart_count += 1;
                     eprintln!("{f}\nrestarting the group ({}/{})", spec.restart_count, a.max_restarts);
+                    match moco_worker::checkpoint::find_latest(&out) {
+                        Ok(Some(ck)) => eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step()),
+                        _ => eprintln!("no checkpoint yet: the group starts again from step 0"),
+                    }
                     continue;
                 }
                 return Err(LauncherError::Group(format!(
@@ -151,6 +181,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 )));
             }
         }
+    }
+}
+
+/// Where the newest checkpoint and the report are (the workers wrote them).
+fn report_paths(out: &Path) {
+    if let Ok(Some(ck)) = moco_worker::checkpoint::find_latest(out) {
+        eprintln!(
+            "checkpoint: {} (step {}); continue with --resume {}",
+            ck.dir.display(),
+            ck.step(),
+            out.display()
+        );
+    }
+    let summary = out.join("summary.md");
+    if summary.is_file() {
+        eprintln!("report: {} (plots in {})", summary.display(), out.join("plots").display());
     }
 }
 

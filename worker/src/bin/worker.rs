@@ -47,16 +47,16 @@ struct SelftestArgs {
 }
 
 fn main() -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Train(a)) => *a,
         Some(Command::Selftest(s)) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .try_init();
             return match moco_worker::selftest::run(&s.device, s.gpu) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -75,7 +75,23 @@ fn main() -> ExitCode {
             eprintln!("warning: cannot handle signal {sig}: {e}");
         }
     }
-    match moco_worker::session::run(&args, stop) {
+    // Log lines on stderr (RUST_LOG) and the phase layer; `--trace` adds the Chrome trace,
+    // written when the guard finishes (per rank once the group is joined).
+    let mut trace = match moco_worker::trace::init(args.run.trace.as_deref(), 0) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = moco_worker::session::run(&args, stop, &mut trace);
+    if let Some(f) = trace.file().map(|f| f.to_path_buf()) {
+        match trace.finish() {
+            Ok(()) => eprintln!("trace written to {}", f.display()),
+            Err(e) => eprintln!("warning: the trace was not written: {e}"),
+        }
+    }
+    match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

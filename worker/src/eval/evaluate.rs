@@ -63,7 +63,7 @@ impl EvalReport {
         let pct = |v: f32| format!("{:5.1}%", 100.0 * v);
         let chance = 1.0 / self.classes.max(1) as f32;
         format!(
-            "{} train / {} test images, {} classes (chance {}), {}-d features\n\
+            "{} train / {} test images, {} classes (chance {}), {}-d features\n\n\
              | metric | trained | random init |\n\
              |---|---|---|\n\
              | kNN top-1 (k = {}, T = {}) | {} | {} |\n\
@@ -171,16 +171,33 @@ pub fn knn_accuracy<B: Backend>(
     opts: &EvalOptions,
 ) -> Result<f32> {
     let (labels, classes) = labels_of(ds)?;
-    let (train, test) = split(&labels, opts.test_every);
-    let d = w.topo.backbone.feat_dim;
     let all: Vec<usize> = (0..ds.len()).collect();
     let x = extract(be, w, ds, &all, tf, opts.batch, &mut |_, _| {})?;
+    knn_on_features(&x, w.topo.backbone.feat_dim, &labels, classes, opts)
+}
+
+/// kNN top-1 on features `x` (`[labels.len(), d]`) with the deterministic split of `opts`.
+pub fn knn_on_features(
+    x: &[f32],
+    d: usize,
+    labels: &[u32],
+    classes: usize,
+    opts: &EvalOptions,
+) -> Result<f32> {
+    let (train, test) = split(labels, opts.test_every);
+    if train.is_empty() || test.is_empty() {
+        return Err(WorkerError::Data(format!(
+            "{} labelled images are too few to split into train and test (every {}th of a class is a test image)",
+            labels.len(),
+            opts.test_every
+        )));
+    }
     let ytr: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
     let yte: Vec<u32> = test.iter().map(|&i| labels[i]).collect();
     Ok(knn_top1(
-        &gather(&x, d, &train),
+        &gather(x, d, &train),
         &ytr,
-        &gather(&x, d, &test),
+        &gather(x, d, &test),
         &yte,
         d,
         classes,

@@ -24,7 +24,7 @@ pub mod split;
 
 pub use collapse::{CollapseMonitor, CollapseStats};
 pub use embed::{embed, read_embeddings, write_embeddings, Embeddings};
-pub use evaluate::{evaluate, knn_accuracy, EvalOptions, EvalReport, Scores};
+pub use evaluate::{evaluate, knn_accuracy, knn_on_features, labels_of, EvalOptions, EvalReport, Scores};
 pub use features::{EvalTransform, FeatureExtractor};
 
 use crate::error::Result;

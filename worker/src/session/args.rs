@@ -60,5 +60,65 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data_flags: crate::data::folder::DataArgs,
     #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
     pub group: GroupArgs,
+}
+
+/// Checkpoints, resume, evaluation during training and the trace: the same flags on the
+/// launcher, which passes them on to every worker (`to_args`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Checkpoints, evaluation and tracing")]
+pub struct RunArgs {
+    /// Save a checkpoint every N epochs (0: only at the end and when stopped by a signal).
+    #[arg(long, default_value_t = 10, value_name = "EPOCHS")]
+    pub checkpoint_every: u64,
+    /// Keep the newest K checkpoints (0: keep all).
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    pub keep_last: usize,
+    /// Continue the run in RUN_DIR from its newest checkpoint (automatic when the run folder
+    /// already holds one); the run folder defaults to RUN_DIR.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "init_from")]
+    pub resume: Option<PathBuf>,
+    /// Start a NEW run from a checkpoint's weights only (e.g. another preset); the optimiser
+    /// state, queue and counters start fresh, and a warning lists what was not carried over.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
+    /// Labelled tiles (DIR/<class>/<image>, or `synthetic[:N[:SIZE]]`) for a kNN accuracy
+    /// during training, every --eval-every epochs.
+    #[arg(long, value_name = "DIR|synthetic")]
+    pub eval_data: Option<String>,
+    /// Epochs between kNN evaluations with --eval-data.
+    #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
+    pub eval_every: u64,
+    /// Write a Chrome-trace JSON of every phase of every step (per rank: FILE.rank<r>.json on
+    /// several ranks); open it in chrome://tracing or Perfetto.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The same flags as command-line words (the launcher passes them to its workers).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--checkpoint-every".to_string(),
+            self.checkpoint_every.to_string(),
+            "--keep-last".into(),
+            self.keep_last.to_string(),
+            "--eval-every".into(),
+            self.eval_every.to_string(),
+        ];
+        let mut path = |flag: &str, p: &Option<PathBuf>| {
+            if let Some(p) = p {
+                v.extend([flag.to_string(), p.display().to_string()]);
+            }
+        };
+        path("--resume", &self.resume);
+        path("--init-from", &self.init_from);
+        path("--trace", &self.trace);
+        if let Some(d) = &self.eval_data {
+            v.extend(["--eval-data".to_string(), d.clone()]);
+        }
+        v
+    }
 }

@@ -52,15 +52,17 @@ pub fn open_data(
     }
 }
 
-/// The loader of this rank, from the start of the data order.
+/// The loader of this rank, from `start` in the data order (the default at a fresh start, a
+/// checkpoint's position on resume).
 pub fn loader(
     ds: Arc<dyn Dataset>,
     cfg: &TrainConfig,
     rank: usize,
     world: usize,
     threads: usize,
+    start: SamplerPos,
 ) -> Result<Loader> {
     let aug = Arc::new(Augmenter::new(&cfg.aug, cfg.image_size, cfg.seed, ds.stats())?);
     let sampler = Sampler::new(ds.len(), cfg.batch, rank, world, cfg.seed)?;
-    Loader::start(ds, aug, sampler, SamplerPos::default(), threads, 2)
+    Loader::start(ds, aug, sampler, start, threads, 2)
 }

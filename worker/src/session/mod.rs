@@ -3,15 +3,22 @@
 //! - `args`: the worker's command line (the launcher passes the same flags).
 //! - `group`: ranks, rendezvous, ring, control line.
 //! - `data`: the dataset named by `--data` and the loader over it.
+//! - `checkpoints`: where the run starts (fresh, resumed, `--init-from`) and when it saves.
+//! - `monitor`: the collapse monitor and kNN with `--eval-data` at epoch ends.
 
 pub mod args;
+pub mod checkpoints;
 pub mod data;
 pub mod group;
+pub mod monitor;
 
+use crate::checkpoint::CheckpointPolicy;
 use crate::collective::AsComm;
 use crate::error::{Result, WorkerError};
+use crate::eval::EvalTransform;
 use crate::moco::Moco;
-use crate::train::{train, MetricsLog, Schedule, StepMetrics, Summary};
+use crate::report::{write_report, EvalLog, ReportInput};
+use crate::train::{train, MetricsLog, MicroBatches, Schedule, StepMetrics, Summary};
 use args::TrainArgs;
 use moco_kernels::cpu::Cpu;
 use moco_proto::resolved::ResolvedConfig;
@@ -69,8 +76,9 @@ pub fn failure_kind(e: &WorkerError) -> FailureKind {
     }
 }
 
-/// Train as one worker of a (possibly single-worker) run. `stop` is set by signal handlers.
-pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<Outcome> {
+/// Train as one worker of a (possibly single-worker) run. `stop` is set by signal handlers;
+/// `trace` learns the rank once the group is joined (its file name and pid depend on it).
+pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Guard) -> Result<Outcome> {
     let device = choose_device(&args.device)?;
     if let Some(t) = args.threads {
         // Several workers on one machine must not each use every core.
@@ -80,6 +88,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<Outcome> {
     let dataset = data::open(args, &cfg)?;
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
     let group = group::join_group(&args.group, &cfg_json, "cpu", stop.clone())?;
+    trace.set_rank(group.rank, group.world);
     let result = run_in_group(args, device, &cfg, dataset, &group, stop);
     if let (Err(e), Some(c)) = (&result, &group.control) {
         c.error(failure_kind(e), &e.to_string());
@@ -98,22 +107,55 @@ fn run_in_group(
     let (rank, world) = (group.rank, group.world);
     let resolved = ResolvedConfig::new(cfg, world, dataset.len())?;
     let cfg = &resolved.cfg;
+    let mut warnings = resolved.warnings.clone();
     if rank == 0 {
         eprintln!("{}", resolved.summary());
         for w in &resolved.warnings {
             eprintln!("warning: {w}");
         }
     }
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
-    let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
-
+    let out = args
+        .out
+        .clone()
+        .or_else(|| args.run.resume.clone())
+        .unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(Cpu { amp: cfg.amp }, cfg, dataset.bands(), rank, world)?;
     if let Some(gc) = &group.grad_collective {
         moco.grad_sync =
             Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
     }
-    let mut loader = data::loader(dataset.clone(), cfg, rank, world, args.loader_threads)?;
+    let start = checkpoints::start(&args.run, &out, &mut moco, rank, world)?;
+    if rank == 0 {
+        for n in &start.notes {
+            eprintln!("{n}");
+        }
+        for w in &start.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    warnings.extend(start.warnings.iter().cloned());
+    let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
+    let knn = match &args.run.eval_data {
+        Some(spec) => {
+            let ds = data::open_data(spec, &args.data_flags, cfg, Some(&out.join("cache")), rank == 0)?;
+            let tf = EvalTransform::new(cfg.image_size, dataset.stats());
+            Some(monitor::KnnData::new(ds, tf, args.run.eval_every)?)
+        }
+        None => None,
+    };
+    let mut monitor = monitor::Monitor {
+        knn,
+        collapse: Default::default(),
+        log: if rank == 0 { Some(EvalLog::open(&out)?) } else { None },
+        steps_per_epoch: resolved.steps_per_epoch as u64,
+        warning: None,
+        warnings: Vec::new(),
+        last_knn: None,
+    };
+
+    let mut loader =
+        data::loader(dataset.clone(), cfg, rank, world, args.loader_threads, start.data_position)?;
     let sched = Schedule {
         peak_lr: resolved.batching.scaled_lr,
         warmup_epochs: cfg.warmup_epochs as f64,
@@ -126,11 +168,29 @@ fn run_in_group(
     };
     let total = resolved.total_steps as u64;
     let end = args.steps.map(|s| s.min(total)).unwrap_or(total);
+    let mut saver = checkpoints::Saver {
+        policy: CheckpointPolicy { every_epochs: args.run.checkpoint_every, keep_last: args.run.keep_last },
+        run_dir: &out,
+        run_id: &group.run_id,
+        band_stats: dataset.stats(),
+        steps_per_epoch: sched.steps_per_epoch,
+        end_step: end,
+        last_saved: (start.step > 0).then_some(start.step),
+        last_dir: None,
+    };
+    if rank == 0 && start.step >= end {
+        eprintln!("nothing to do: the run is at step {} and ends at step {end}", start.step);
+    }
     let log_every = args.log_every;
     let control = group.control.as_ref();
-    let mut on_step = |m: &StepMetrics| -> Result<()> {
+    let mut on_step = |m: &StepMetrics, moco: &Moco<Cpu>, data: &dyn MicroBatches| -> Result<()> {
         if let Some(log) = log.as_mut() {
             log.write(m)?;
+        }
+        // Epoch-end measurements and checkpoints: every rank, at the same step.
+        monitor.after_step(moco, &comm)?;
+        if let Some(pos) = data.position() {
+            saver.after_step(moco, &comm, pos, m.epoch)?;
         }
         if let Some(c) = control {
             c.set_step(m.step);
@@ -150,7 +210,7 @@ fn run_in_group(
         }
         if rank == 0 && log_every > 0 && (m.step.is_multiple_of(log_every) || m.step == end) {
             eprintln!(
-                "step {:>6}/{end}  epoch {:>6.2}  loss {:.4}  lr {:.3e}  m {:.4}  scale {}  {:.1} img/s{}",
+                "step {:>6}/{end}  epoch {:>6.2}  loss {:.4}  lr {:.3e}  m {:.4}  scale {}  {:.1} img/s{}{}{}",
                 m.step,
                 m.epoch,
                 m.loss,
@@ -158,13 +218,22 @@ fn run_in_group(
                 m.momentum,
                 m.loss_scale,
                 m.images_per_sec,
-                if m.applied { "" } else { "  (step skipped: inf/NaN gradients)" }
+                if m.applied { "" } else { "  (step skipped: inf/NaN gradients)" },
+                monitor.last_knn.map(|a| format!("  kNN {:.1}%", 100.0 * a)).unwrap_or_default(),
+                monitor.warning.as_ref().map(|_| "  [collapse warning]").unwrap_or_default(),
             );
         }
         Ok(())
     };
     let summary = train(&mut moco, &comm, &mut loader, &sched, end, &stop, &mut on_step)?;
+    // The end of training, or a stop request (SIGINT/SIGTERM/SIGUSR1 ended the step): save what
+    // the policy has not saved yet, so nothing done is lost.
+    saver.finish(&moco, &comm, loader.position(), sched.epoch_at(moco.steps))?;
+    warnings.extend(monitor.warnings.iter().cloned());
     if rank == 0 {
+        if let Some(d) = &saver.last_dir {
+            eprintln!("checkpoint: {}", d.display());
+        }
         eprintln!(
             "done: {} steps in {:.1} s, loss {:.4} -> {:.4} (last 10%: {:.4}), {:.1} img/s{}",
             summary.steps,
@@ -175,6 +244,25 @@ fn run_in_group(
             summary.images_per_sec,
             if summary.interrupted { " (stopped early on request)" } else { "" }
         );
+        drop(log);
+        drop(monitor);
+        let report = write_report(
+            &out,
+            &ReportInput {
+                run_id: &group.run_id,
+                config: Some(cfg),
+                world,
+                summary: Some(&summary),
+                eval: None,
+                warnings,
+                checkpoint: saver.last_dir.clone(),
+            },
+        );
+        // The report is a convenience: a failure to draw it must not fail a finished run.
+        match report {
+            Ok(f) => eprintln!("report: {}", f.summary.display()),
+            Err(e) => eprintln!("warning: the run report was not written: {e}"),
+        }
     }
     if let Some(c) = control {
         c.done();

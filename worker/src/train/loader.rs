@@ -77,4 +77,8 @@ impl MicroBatches for Loader {
         let idx = b.indices_i64();
         Ok(OwnedViews { x1: b.x1, x2: b.x2, idx, n: b.n, size: b.size, channels: b.channels })
     }
+
+    fn position(&self) -> Option<SamplerPos> {
+        Some(self.next_pos)
+    }
 }

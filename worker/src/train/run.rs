@@ -1,6 +1,7 @@
 //! The training loop of one rank: schedules per iteration, accumulation, metrics, stopping.
 
 use super::metrics::{peak_rss_bytes, StepMetrics};
+use crate::data::SamplerPos;
 use crate::error::Result;
 use crate::moco::comm::Comm;
 use crate::moco::schedule::{lr_at, momentum_at};
@@ -35,6 +36,10 @@ impl OwnedViews {
 /// Where micro-batches come from (the loader: sampler + augmentations).
 pub trait MicroBatches {
     fn next_batch(&mut self) -> Result<OwnedViews>;
+    /// Where the next batch sits in the data order (what a checkpoint stores), when known.
+    fn position(&self) -> Option<SamplerPos> {
+        None
+    }
 }
 
 /// The per-iteration schedules (MOCO.md, "Optimisation").
@@ -82,7 +87,9 @@ pub struct Summary {
 }
 
 /// Train from `moco.steps` until `end_step` (exclusive) or until `stop` is set; `on_step` sees
-/// every step's metrics (terminal, metrics.jsonl, the launcher).
+/// every step's metrics (terminal, metrics.jsonl, the launcher) with the model and the data
+/// source after the step (periodic checkpoints and evaluations; every rank calls it at the same
+/// step, so it may use collectives).
 pub fn train<B: Backend>(
     moco: &mut Moco<B>,
     comm: &dyn Comm,
@@ -90,7 +97,7 @@ pub fn train<B: Backend>(
     sched: &Schedule,
     end_step: u64,
     stop: &AtomicBool,
-    on_step: &mut dyn FnMut(&StepMetrics) -> Result<()>,
+    on_step: &mut dyn FnMut(&StepMetrics, &Moco<B>, &dyn MicroBatches) -> Result<()>,
 ) -> Result<Summary> {
     let start = Instant::now();
     let first_step = moco.steps;
@@ -135,7 +142,7 @@ pub fn train<B: Backend>(
             elapsed_s: start.elapsed().as_secs_f64(),
             memory_bytes: peak_rss_bytes(),
         };
-        on_step(&metrics)?;
+        on_step(&metrics, moco, &*data)?;
         if group_stops {
             interrupted = moco.steps < end_step;
             break;

@@ -91,7 +91,7 @@ pub fn train_to(
     let sched = schedule(&moco.cfg, ds.len());
     let mut seen = Vec::new();
     let stop = AtomicBool::new(false);
-    train(moco, &Solo, loader, &sched, end, &stop, &mut |m| {
+    train(moco, &Solo, loader, &sched, end, &stop, &mut |m, _, _| {
         seen.push(*m);
         Ok(())
     })

@@ -282,7 +282,14 @@ impl Ctx<'_> {
     ) -> Result<Figures> {
         let (a, cfg) = (self.a, self.cfg);
         let mut moco = Moco::new(be, cfg, self.ds.bands(), 0, 1)?;
-        let loader = moco_worker::session::data::loader(self.ds.clone(), cfg, 0, 1, a.loader_threads)?;
+        let loader = moco_worker::session::data::loader(
+            self.ds.clone(),
+            cfg,
+            0,
+            1,
+            a.loader_threads,
+            Default::default(),
+        )?;
         let mut feed = match a.feed {
             FeedKind::Loader => Feed::Loader { loader, current: None },
             FeedKind::Pool => Feed::pool(loader, 4)?,

@@ -100,7 +100,7 @@ pub fn loader_pairs_per_s(
     threads: usize,
     batches: usize,
 ) -> Result<f64> {
-    let mut loader = moco_worker::session::data::loader(ds, cfg, 0, 1, threads)?;
+    let mut loader = moco_worker::session::data::loader(ds, cfg, 0, 1, threads, Default::default())?;
     loader.next_batch()?;
     let t = Instant::now();
     let mut pairs = 0usize;
