@@ -282,7 +282,7 @@ pub fn complete_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
             }
         }
     }
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|b| std::cmp::Reverse(b.0));
     v
 }
 

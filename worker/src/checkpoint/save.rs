@@ -235,7 +235,7 @@ pub fn tidy(root: &Path, current: u64, keep_last: usize) -> Vec<PathBuf> {
         }
     }
     complete.retain(|(s, _)| *s <= current);
-    complete.sort_by(|a, b| b.0.cmp(&a.0));
+    complete.sort_by_key(|b| std::cmp::Reverse(b.0));
     if keep_last > 0 {
         for (_, path) in complete.into_iter().skip(keep_last) {
             if std::fs::remove_dir_all(&path).is_ok() {

@@ -31,7 +31,7 @@ pub const RANK_WARN_FRACTION: f32 = 0.1;
 impl CollapseStats {
     /// Compute from `x` = `[n, d]` embeddings (normalised here, as the loss sees them).
     pub fn of(x: &[f32], d: usize) -> CollapseStats {
-        let n = if d == 0 { 0 } else { x.len() / d };
+        let n = x.len().checked_div(d).unwrap_or(0);
         if n < 2 || d == 0 {
             return CollapseStats { std: 0.0, effective_rank: 0.0, dim: d, samples: n };
         }

@@ -86,6 +86,9 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
+/// What `train` calls after every step: the metrics, the model, the data source.
+pub type OnStep<'a, B> = dyn FnMut(&StepMetrics, &Moco<B>, &dyn MicroBatches) -> Result<()> + 'a;
+
 /// Train from `moco.steps` until `end_step` (exclusive) or until `stop` is set; `on_step` sees
 /// every step's metrics (terminal, metrics.jsonl, the launcher) with the model and the data
 /// source after the step (periodic checkpoints and evaluations; every rank calls it at the same
@@ -97,7 +100,7 @@ pub fn train<B: Backend>(
     sched: &Schedule,
     end_step: u64,
     stop: &AtomicBool,
-    on_step: &mut dyn FnMut(&StepMetrics, &Moco<B>, &dyn MicroBatches) -> Result<()>,
+    on_step: &mut OnStep<'_, B>,
 ) -> Result<Summary> {
     let start = Instant::now();
     let first_step = moco.steps;
