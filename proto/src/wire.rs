@@ -51,6 +51,9 @@ pub enum Msg {
     Error { rank: u32, kind: FailureKind, message: String },
     /// Worker -> launcher: training finished and the final checkpoint is written.
     Done { rank: u32 },
+    /// Worker -> launcher: a line for the user's terminal (resume notes, warnings such as the
+    /// collapse monitor's, kNN results); the launcher prints it above the progress line.
+    Notice { rank: u32, text: String },
     /// Launcher -> workers.
     Stop { reason: StopReason },
 }
@@ -152,6 +155,7 @@ impl Msg {
             Msg::Metrics(_) => "Metrics",
             Msg::Error { .. } => "Error",
             Msg::Done { .. } => "Done",
+            Msg::Notice { .. } => "Notice",
             Msg::Stop { .. } => "Stop",
         }
     }

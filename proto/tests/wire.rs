@@ -51,6 +51,7 @@ fn every_message() -> Vec<Msg> {
         }),
         Msg::Error { rank: 2, kind: FailureKind::OutOfMemory, message: "cudaMalloc of 2 GiB failed".into() },
         Msg::Done { rank: 6 },
+        Msg::Notice { rank: 0, text: "warning: possible representation collapse".into() },
         Msg::Stop { reason: StopReason::Interrupted },
         Msg::Stop { reason: StopReason::PeerFailed { rank: 4, detail: "exit status 137".into() } },
         Msg::Stop { reason: StopReason::Shutdown },

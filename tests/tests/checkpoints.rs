@@ -258,7 +258,11 @@ fn init_from_starts_a_new_run_and_says_what_is_not_carried_over() {
         ],
     )
     .expect_ok();
-    assert_contains(&r.stderr, &["starting a new run from the weights of", "step-000002"]);
+    // The warning reaches the launcher's terminal (and rank 0's log).
+    assert_contains(
+        &r.stderr,
+        &["starting a new run from the weights of", "step-000002", "NOT carried over"],
+    );
     let log = std::fs::read_to_string(second.join("logs/rank-0.log")).unwrap();
     assert_contains(&log, &["NOT carried over", "optimiser state", "queue"]);
     assert_eq!(metric_steps(&second), [1, 2], "a new run counts from step 1");
@@ -279,7 +283,8 @@ fn export_eval_and_embed_read_a_trained_run() {
     let dir = TempDir::new("export");
     let run = dir.path().join("run");
     // One epoch (8 steps) with kNN on labelled synthetic tiles at its end.
-    train(&run, &["--steps", "8", "--eval-data", "synthetic:64:64"]).expect_ok();
+    let r = train(&run, &["--steps", "8", "--eval-data", "synthetic:64:64"]).expect_ok();
+    assert_contains(&r.stderr, &["epoch 1: kNN top-1"]);
     let evals: Vec<serde_json::Value> = std::fs::read_to_string(run.join("evals.jsonl"))
         .unwrap()
         .lines()

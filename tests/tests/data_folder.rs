@@ -1,5 +1,5 @@
 //! Image folders through the real binaries: a worker trains on a folder (alone and as two ranks
-//! started by hand, which share one cache build), `--strict-data` refuses a bad file, and
+//! started by hand, which share one cache build and one run folder, and refuse two), `--strict-data` refuses a bad file, and
 //! `launcher preview` draws a 16-bit 4-band folder.
 
 use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
@@ -76,29 +76,63 @@ fn a_worker_trains_on_a_folder_and_reports_it() {
     assert_contains(&err, &["--strict-data", "roofs/readme.png"]);
 }
 
+/// Two ranks started by hand on one machine, with the given `--out` for each.
+fn two_ranks(d: &TempDir, data: &Path, outs: [&str; 2]) -> [std::process::Output; 2] {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let master = format!("127.0.0.1:{port}");
+    let rank = |r: usize| {
+        worker_cmd(
+            data,
+            &d.path().join(outs[r]),
+            &[
+                "--steps",
+                "2",
+                "--threads",
+                "1",
+                "--rank",
+                &r.to_string(),
+                "--world-size",
+                "2",
+                "--master",
+                &master,
+            ],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let (r0, r1) = (rank(0), rank(1));
+    [r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap()]
+}
+
 #[test]
 fn two_ranks_by_hand_train_on_one_folder() {
     let d = TempDir::new("folder-ranks");
     let data = d.path().join("tiles");
     folder(&data, 32);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let master = format!("127.0.0.1:{port}");
-    let rank = |r: &str, out: &str| {
-        worker_cmd(
-            &data,
-            &d.path().join(out),
-            &["--steps", "2", "--threads", "1", "--rank", r, "--world-size", "2", "--master", &master],
-        )
-        .spawn()
-        .unwrap()
-    };
-    let (r0, r1) = (rank("0", "a"), rank("1", "b"));
-    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let [o0, o1] = two_ranks(&d, &data, ["run", "run"]);
     let e0 = String::from_utf8_lossy(&o0.stderr);
     assert!(o0.status.success(), "{e0}");
     assert!(o1.status.success(), "{}", String::from_utf8_lossy(&o1.stderr));
     assert_contains(&e0, &["step      2/2"]);
     assert_eq!(caches(&data), 1, "both ranks use one cache");
+    let ck = d.path().join("run/checkpoints/step-000002");
+    for f in ["meta.json", "rank-0.safetensors", "rank-1.safetensors"] {
+        assert!(ck.join(f).is_file(), "{} missing", ck.join(f).display());
+    }
+}
+
+#[test]
+fn ranks_with_different_run_folders_stop_before_training() {
+    let d = TempDir::new("folder-split");
+    let data = d.path().join("tiles");
+    folder(&data, 32);
+    let [o0, o1] = two_ranks(&d, &data, ["a", "b"]);
+    let (e0, e1) = (String::from_utf8_lossy(&o0.stderr), String::from_utf8_lossy(&o1.stderr));
+    assert!(!o0.status.success() && !o1.status.success(), "rank 0:\n{e0}\nrank 1:\n{e1}");
+    assert_contains(&e0, &["rank(s) 1 do not see this run folder", "same --out"]);
+    assert_contains(&e1, &["does not see rank 0's run folder", "same --out"]);
+    assert!(!e0.contains("step      1/"), "stopped before the first step:\n{e0}");
+    assert!(!d.path().join("b/checkpoints").exists());
 }
 
 #[test]

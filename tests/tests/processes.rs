@@ -265,7 +265,7 @@ fn ranks_started_by_hand_and_by_slurm_env_train_together() {
     .unwrap();
     let r1 = worker_cmd(
         &["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "by-hand"],
-        &dir.path().join("b"),
+        &dir.path().join("a"),
     )
     .spawn()
     .unwrap();
@@ -290,7 +290,8 @@ fn ranks_started_by_hand_and_by_slurm_env_train_together() {
             .env("MASTER_PORT", &port);
         c.spawn().unwrap()
     };
-    let (s0, s1) = (slurm("0", "c"), slurm("1", "d"));
+    // Every rank shares one run folder (the worker checks this before training).
+    let (s0, s1) = (slurm("0", "c"), slurm("1", "c"));
     let (o0, o1) = (s0.wait_with_output().unwrap(), s1.wait_with_output().unwrap());
     let e0 = String::from_utf8_lossy(&o0.stderr).to_string();
     assert!(o0.status.success(), "{e0}");

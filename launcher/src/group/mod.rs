@@ -200,6 +200,7 @@ pub async fn run_once(
                             reported_msg[rank] = Some(message);
                         }
                         Msg::Done { .. } => done[rank] = true,
+                        Msg::Notice { text, .. } => progress.println(&text),
                         _ => {}
                     },
                     // The exit (or the heartbeat check) tells what happened; keep the why.

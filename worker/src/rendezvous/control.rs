@@ -94,6 +94,11 @@ impl Control {
         self.send(&Msg::Error { rank: self.rank, kind, message: message.to_string() });
     }
 
+    /// A line for the user's terminal.
+    pub fn notice(&self, text: &str) {
+        self.send(&Msg::Notice { rank: self.rank, text: text.to_string() });
+    }
+
     /// Training finished and everything is written.
     pub fn done(&self) {
         self.finished.store(true, Ordering::SeqCst);

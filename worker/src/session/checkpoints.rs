@@ -4,7 +4,7 @@
 use super::args::RunArgs;
 use crate::checkpoint::{self, Checkpoint, CheckpointPolicy, SaveRequest};
 use crate::data::{BandStats, SamplerPos};
-use crate::error::Result;
+use crate::error::{Result, WorkerError};
 use crate::moco::comm::Comm;
 use crate::moco::Moco;
 use moco_kernels::Backend;
@@ -20,6 +20,70 @@ pub struct Start {
     /// What to tell the user (rank 0 prints them; the report lists them).
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// Marker file rank 0 writes into the run folder so the other ranks can check they see it.
+const GROUP_MARK: &str = ".moco-group";
+
+/// Check that every rank sees the same run folder: checkpoints put every rank's file into one
+/// folder, and automatic resume reads it on every rank, so a rank writing elsewhere (a different
+/// `--out`, or the same path on a machine that does not share the file system) would fail its
+/// first save hours in, or resume while the others start afresh. Every rank calls this at start.
+pub fn check_shared_run_folder(out: &Path, comm: &dyn Comm, nonce: i64) -> Result<()> {
+    let (rank, world) = (comm.rank(), comm.world());
+    if world == 1 {
+        return Ok(());
+    }
+    let mark = out.join(GROUP_MARK);
+    // 1. Rank 0 writes the marker; the all-reduce is the barrier after which the others read.
+    let wrote = if rank == 0 {
+        std::fs::create_dir_all(out)
+            .map_err(|e| WorkerError::io(format!("creating the run folder {}", out.display()), e))
+            .and_then(|()| {
+                checkpoint::atomic::write_text_atomic(&mark, "the run-folder marker", &format!("{nonce}\n"))
+            })
+    } else {
+        Ok(())
+    };
+    let mut failed = [if wrote.is_ok() { 0.0f32 } else { 1.0 }];
+    comm.all_reduce_sum(&mut failed)?;
+    wrote?;
+    if failed[0] > 0.0 {
+        return Err(WorkerError::BadFile {
+            path: out.to_path_buf(),
+            problem: "rank 0 could not write into its run folder (see its error)".into(),
+        });
+    }
+    // 2. Everyone reports what it reads at its own --out.
+    let seen = std::fs::read_to_string(&mark).ok().and_then(|t| t.trim().parse::<i64>().ok());
+    // Distinct stand-ins for "could not read it", so two unreadable markers never match.
+    let mine = [match (seen, rank) {
+        (Some(v), 0) if v == nonce => v,
+        (_, 0) => i64::MIN,
+        (Some(v), _) => v,
+        (None, _) => i64::MIN + 1,
+    }];
+    let mut all = vec![0i64; world];
+    comm.all_gather_i64(&mine, &mut all)?;
+    let lost: Vec<String> = (1..world).filter(|&r| all[r] != all[0]).map(|r| r.to_string()).collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let problem = if rank == 0 {
+        format!(
+            "rank(s) {} do not see this run folder: checkpoints and resume need one folder that every rank \
+             reads and writes. Give every rank the same --out on a file system they all share",
+            lost.join(", ")
+        )
+    } else if all[rank] != all[0] {
+        "this rank does not see rank 0's run folder here (a different --out, or a path that is not on a \
+         file system shared with rank 0): checkpoints and resume need one folder that every rank reads \
+         and writes. Give every rank the same --out on a shared file system"
+            .to_string()
+    } else {
+        format!("rank(s) {} do not see rank 0's run folder (see their errors)", lost.join(", "))
+    };
+    Err(WorkerError::BadFile { path: out.to_path_buf(), problem })
 }
 
 /// Restore `moco` as the flags say. The newest checkpoint already in the run folder `out` comes

@@ -125,14 +125,24 @@ fn run_in_group(
         moco.grad_sync =
             Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
     }
+    let control = group.control.as_ref();
+    // Rank 0's lines for the user: its stderr (a log under the launcher) and, when supervised,
+    // the launcher's terminal.
+    let tell = |line: &str| {
+        if rank == 0 {
+            eprintln!("{line}");
+            if let Some(c) = control {
+                c.notice(line);
+            }
+        }
+    };
+    checkpoints::check_shared_run_folder(&out, &comm, run_nonce())?;
     let start = checkpoints::start(&args.run, &out, &mut moco, rank, world)?;
-    if rank == 0 {
-        for n in &start.notes {
-            eprintln!("{n}");
-        }
-        for w in &start.warnings {
-            eprintln!("warning: {w}");
-        }
+    for n in &start.notes {
+        tell(n);
+    }
+    for w in &start.warnings {
+        tell(&format!("warning: {w}"));
     }
     warnings.extend(start.warnings.iter().cloned());
     let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
@@ -182,15 +192,22 @@ fn run_in_group(
         eprintln!("nothing to do: the run is at step {} and ends at step {end}", start.step);
     }
     let log_every = args.log_every;
-    let control = group.control.as_ref();
     let mut on_step = |m: &StepMetrics, moco: &Moco<Cpu>, data: &dyn MicroBatches| -> Result<()> {
         if let Some(log) = log.as_mut() {
             log.write(m)?;
         }
         // Epoch-end measurements and checkpoints: every rank, at the same step.
-        monitor.after_step(moco, &comm)?;
+        for line in monitor.after_step(moco, &comm)? {
+            tell(&line);
+        }
         if let Some(pos) = data.position() {
+            let before = saver.last_saved;
             saver.after_step(moco, &comm, pos, m.epoch)?;
+            if saver.last_saved != before && m.step != end {
+                if let Some(d) = &saver.last_dir {
+                    tell(&format!("checkpoint saved: {}", d.display()));
+                }
+            }
         }
         if let Some(c) = control {
             c.set_step(m.step);
@@ -268,4 +285,11 @@ fn run_in_group(
         c.done();
     }
     Ok(Outcome { rank, world, summary, out })
+}
+
+/// A value that differs between runs (only rank 0's is used): marks the run folder as this run's.
+fn run_nonce() -> i64 {
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as i64) ^ ((std::process::id() as i64) << 32) | 1
 }

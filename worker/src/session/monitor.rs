@@ -55,10 +55,12 @@ pub struct Monitor {
 
 impl Monitor {
     /// After optimiser step `moco.steps` (every rank, every step): at an epoch end, measure.
-    pub fn after_step<B: Backend>(&mut self, moco: &Moco<B>, comm: &dyn Comm) -> Result<()> {
+    /// Returns the lines to show the user (rank 0 only has any).
+    pub fn after_step<B: Backend>(&mut self, moco: &Moco<B>, comm: &dyn Comm) -> Result<Vec<String>> {
         let spe = self.steps_per_epoch.max(1);
+        let mut lines = Vec::new();
         if moco.steps == 0 || !moco.steps.is_multiple_of(spe) {
-            return Ok(());
+            return Ok(lines);
         }
         let epoch = moco.steps / spe;
         let _span = tracing::info_span!("evaluate").entered();
@@ -75,11 +77,14 @@ impl Monitor {
             Some(k) if epoch.is_multiple_of(k.every_epochs) => Some(knn_shared(moco, comm, k)?),
             _ => None,
         };
-        if knn.is_some() {
+        if let Some(acc) = knn {
             self.last_knn = knn;
+            if comm.rank() == 0 {
+                lines.push(format!("epoch {epoch}: kNN top-1 {:.1}% on --eval-data", 100.0 * acc));
+            }
         }
         if let Some(w) = &warning {
-            eprintln!("warning: {w}");
+            lines.push(format!("warning: {w}"));
             self.warnings.push(w.clone());
         }
         self.warning = warning.clone();
@@ -94,7 +99,7 @@ impl Monitor {
                 })?;
             }
         }
-        Ok(())
+        Ok(lines)
     }
 }
 
