@@ -1,5 +1,5 @@
 //! The worker group with real processes: the launcher with 2 CPU workers, a worker killed with
-//! SIGKILL, SIGINT, a busy port, strangers on the rendezvous port, and ranks started by hand
+//! SIGKILL, a hung (stopped) worker, SIGINT, a busy port, strangers on the rendezvous port, and ranks started by hand
 //! and through SLURM's environment.
 
 use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
@@ -146,6 +146,36 @@ fn killed_worker_stops_the_group_and_is_named() {
     // No orphans: the surviving rank is gone too.
     std::thread::sleep(Duration::from_millis(500));
     assert!(!alive(p[0]), "rank 0 (pid {}) outlived the group", p[0]);
+}
+
+#[test]
+fn a_hung_worker_is_found_by_its_missing_heartbeat_and_the_group_stopped() {
+    let dir = TempDir::new("hung");
+    let out = dir.path().join("run");
+    let mut args = QUICK.to_vec();
+    args.extend(["--workers", "2", "--steps", "100000", "--heartbeat-timeout", "5"]);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (mut child, rx) = spawn_launcher(&args);
+    let mut seen = Vec::new();
+    assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
+    let p = pids(&seen);
+    assert_eq!(p.len(), 2, "{seen:?}");
+    // SIGSTOP: the process lives on but neither trains nor beats, as a worker stuck in a driver
+    // call would; its socket stays open, so only the heartbeat can tell.
+    kill(p[1], "-STOP");
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("the launcher notices the hang");
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        seen.push(l);
+    }
+    let text = seen.join("\n");
+    assert!(!status.success(), "{text}");
+    assert_contains(&text, &[&format!("rank 1 (pid {})", p[1]), "sent no heartbeat for 5 s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in p {
+        // A stopped process still dies of SIGKILL; anything left would be an orphan.
+        assert!(!alive(pid), "worker {pid} outlived the group\n{text}");
+        kill(pid, "-CONT");
+    }
 }
 
 #[test]
