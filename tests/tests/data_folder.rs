@@ -1,6 +1,6 @@
 //! Image folders through the real binaries: a worker trains on a folder (alone and as two ranks
 //! started by hand, which share one cache build and one run folder, and refuse two), `--strict-data` refuses a bad file, and
-//! `launcher preview` draws a 16-bit 4-band folder.
+//! `launcher preview` draws a 16-bit 4-band folder, on which a worker also trains with all four bands.
 
 use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
 use std::path::Path;
@@ -135,13 +135,11 @@ fn ranks_with_different_run_folders_stop_before_training() {
     assert!(!d.path().join("b/checkpoints").exists());
 }
 
-#[test]
-fn preview_draws_a_sixteen_bit_four_band_folder() {
+/// `n` 48x48 16-bit RGBN GeoTIFF-like tiles (one 4-sample strip image each).
+fn four_band_folder(data: &Path, n: u32) {
     use tiff::encoder::{colortype, TiffEncoder};
-    let d = TempDir::new("folder-preview");
-    let data = d.path().join("tiles");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 0..5u32 {
+    std::fs::create_dir_all(data).unwrap();
+    for i in 0..n {
         // RGBN reflectances in the low part of the 16-bit range, as satellite products store them.
         let px: Vec<u16> = (0..48 * 48 * 4).map(|k| (300 + (k % 197) * 7 + i * 40) as u16).collect();
         let file = std::fs::File::create(data.join(format!("s{i}.tif"))).unwrap();
@@ -150,6 +148,35 @@ fn preview_draws_a_sixteen_bit_four_band_folder() {
         img.extra_samples(&[tiff::tags::ExtraSamples::Unspecified; 3]).unwrap();
         img.write_data(&px).unwrap();
     }
+}
+
+#[test]
+fn a_worker_trains_on_all_four_bands_of_a_sixteen_bit_folder() {
+    let d = TempDir::new("folder-4band");
+    let data = d.path().join("tiles");
+    four_band_folder(&data, 10);
+    let run = d.path().join("run");
+    let out = worker_cmd(&data, &run, &["--steps", "2", "--bands", "all"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_contains(&err, &["10 of 10 image files", "4 band(s)", "16-bit", "step      2/2"]);
+    assert!(err.lines().any(|l| l.starts_with("step") && l.contains("loss ") && !l.contains("NaN")), "{err}");
+    // The stem takes the four bands: the exported conv1 has 4 input channels.
+    let tv = d.path().join("rgbn.safetensors");
+    let last = run.join("last");
+    run_launcher(&["export", "--checkpoint", last.to_str().unwrap(), "--out", tv.to_str().unwrap()])
+        .expect_ok();
+    let bytes = std::fs::read(&tv).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["conv1.weight"]["shape"], serde_json::json!([8, 4, 7, 7]));
+}
+
+#[test]
+fn preview_draws_a_sixteen_bit_four_band_folder() {
+    let d = TempDir::new("folder-preview");
+    let data = d.path().join("tiles");
+    four_band_folder(&data, 5);
     let png = d.path().join("preview.png");
     let ran = run_launcher(&[
         "preview",

@@ -1,6 +1,6 @@
 //! The MoCo step's behaviour on the CPU: initial loss, queue wrap-around, own-image masking,
 //! loss scaling with injected overflow, accumulation, and the distributed equivalences
-//! (sharded queue = unsharded; world 2 x N = world 1 x 2N under SyncBN).
+//! (sharded queue = unsharded; world 2 x N = world 1 x 2N under SyncBN), and key-side shuffle BN.
 
 use moco_kernels::cpu::Cpu;
 use moco_kernels::Backend;
@@ -400,4 +400,66 @@ fn bucketed_overlapped_all_reduce_equals_one_all_reduce() {
     assert_eq!(none, 0);
     assert!(buckets > 3, "only {buckets} buckets left during the backward");
     assert_eq!(plain, bucketed, "bucketed all-reduce must give bit-identical weights");
+}
+
+/// Shuffle BN on the key side: each image's key is normalised with the statistics of the group
+/// it was shuffled into, and handed back in its own place. The test does not know the seeded
+/// permutation: it computes every image's key for every possible partner (Local BN over just
+/// that pair) and requires that each shuffled key equals exactly one of them, that the partners
+/// pair up, and that the keys differ from plain Local BN over the whole batch.
+#[test]
+fn shuffle_bn_normalises_each_key_within_its_shuffled_group() {
+    let n = 4;
+    let per = 32 * 32 * 3;
+    let (x1, x2, idx) = views(n, 21);
+    // The keys of a micro-batch as enqueued: view 1's n rows, then view 2's.
+    let keys_of = |bn: BnMode, groups: usize, imgs: &[usize]| -> Vec<Vec<f32>> {
+        let mut c = cfg(imgs.len(), 32);
+        c.bn_mode = bn;
+        c.shuffle_groups = groups;
+        let pick = |x: &[f32]| -> Vec<f32> {
+            imgs.iter().flat_map(|&i| x[i * per..(i + 1) * per].to_vec()).collect()
+        };
+        let (a, b) = (pick(&x1), pick(&x2));
+        let ids: Vec<i64> = imgs.iter().map(|&i| idx[i]).collect();
+        let mut m = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+        m.micro_batch(&Solo, &Views { x1: &a, x2: &b, idx: &ids, n: imgs.len(), size: 32, channels: 3 }, 0.9)
+            .unwrap();
+        let q = m.queue.as_ref().unwrap();
+        (0..2 * imgs.len()).map(|r| q.keys[r * q.dim..(r + 1) * q.dim].to_vec()).collect()
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4);
+
+    let shuffled = keys_of(BnMode::Shuffle, 2, &[0, 1, 2, 3]);
+    let local = keys_of(BnMode::Local, 2, &[0, 1, 2, 3]);
+    // pair_keys[(i, j)] = keys of i and j under Local BN over {i, j}, as enqueued.
+    let mut pair_keys = std::collections::BTreeMap::new();
+    for i in 0..n {
+        for j in i + 1..n {
+            pair_keys.insert((i, j), keys_of(BnMode::Local, 2, &[i, j]));
+        }
+    }
+    for view in 0..2 {
+        let mut partner = [usize::MAX; 4];
+        for i in 0..n {
+            let got = &shuffled[view * n + i];
+            assert!(
+                !close(got, &local[view * n + i]),
+                "view {view} image {i}: shuffle BN gave Local BN's key"
+            );
+            let matches: Vec<usize> = (0..n)
+                .filter(|&j| j != i)
+                .filter(|&j| {
+                    let (lo, hi) = (i.min(j), i.max(j));
+                    let row = if i == lo { 0 } else { 1 };
+                    close(got, &pair_keys[&(lo, hi)][view * 2 + row])
+                })
+                .collect();
+            assert_eq!(matches.len(), 1, "view {view} image {i}: key matches the groups with {matches:?}");
+            partner[i] = matches[0];
+        }
+        for i in 0..n {
+            assert_eq!(partner[partner[i]], i, "view {view}: groups {partner:?} do not pair up");
+        }
+    }
 }
