@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Train (the same as giving no verb).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Will it fit? Per-GPU memory plan from the model's shapes, verdict against --vram.
     Plan(PlanArgs),
     /// List the presets with their effective batch, scaled lr and keys per step.
@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Run each worker under `nsys profile` (reports in RUN_DIR/logs).
     #[arg(long)]
     pub nsys: bool,
+    /// Most GPU memory each worker may hold, e.g. 8GiB (emulates 8 GB cards on bigger ones); a
+    /// config whose memory plan does not fit is refused before any worker starts.
+    #[arg(long, value_parser = moco_worker::plan::parse_vram)]
+    pub vram_limit: Option<u64>,
     #[command(flatten)]
     pub data_flags: moco_worker::data::folder::DataArgs,
     #[command(flatten)]

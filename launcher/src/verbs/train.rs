@@ -48,22 +48,39 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     // Every problem is reported before any process starts.
     let r = ResolvedConfig::new(&cfg, world, dataset)?;
+    let check_plan =
+        || moco_worker::session::device::check_vram_limit(&r, config.preset_name(), a.vram_limit);
+    if a.device == Device::Cuda {
+        // The plan needs no GPU: a config that cannot fit is refused before the driver is probed.
+        check_plan()?;
+    }
     let device = match a.device {
         Device::Cpu => "cpu",
-        Device::Auto => {
-            if moco_kernels::cuda::probe_driver().is_ok() {
-                eprintln!(
-                    "note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU"
-                );
-            }
-            "cpu"
+        Device::Cuda => {
+            moco_kernels::cuda::probe_driver().map_err(|e| {
+                LauncherError::Spawn(format!("--device cuda: {e} (CPU ranks: --device cpu --workers N)"))
+            })?;
+            "cuda"
         }
-        Device::Cuda => return Err(LauncherError::Spawn(
-            "--device cuda: the CUDA training path is not available in this build yet (the kernels compile \
-                 and have a self-test, but the backend is not wired into training); use --device cpu"
-                .into(),
-        )),
+        // `--workers N` alone asks for CPU ranks; otherwise the GPUs when a driver loads.
+        Device::Auto if a.workers.is_some() && a.gpus.is_none() => "cpu",
+        Device::Auto => match moco_kernels::cuda::probe_driver() {
+            Ok(()) => "cuda",
+            Err(_) => {
+                if a.gpus.is_some() {
+                    eprintln!("note: no CUDA driver found: the {world} rank(s) of --gpus train on the CPU");
+                }
+                "cpu"
+            }
+        },
     };
+    if device == "cpu" && a.vram_limit.is_some() {
+        eprintln!("note: --vram-limit limits GPU memory; the CPU workers ignore it");
+    }
+    if device == "cuda" && a.device == Device::Auto {
+        // The same check every worker makes, here before any process starts.
+        check_plan()?;
+    }
     eprintln!(
         "{}",
         super::plan::describe(config.preset_name(), world, "--gpus / --workers", dataset, &data_from)
@@ -102,6 +119,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let end = a.steps.map(|s| s.min(total)).unwrap_or(total);
     if let Some(s) = a.steps {
         args.extend(["--steps".into(), s.to_string()]);
+    }
+    if let Some(v) = a.vram_limit {
+        args.extend(["--vram-limit".into(), format!("{v}B")]);
     }
     args.extend(a.data_flags.to_args());
     args.extend(a.run.to_args());

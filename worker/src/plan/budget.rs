@@ -13,6 +13,7 @@ pub fn parse_vram(s: &str) -> Result<u64, String> {
     let help = "give a number and a unit, e.g. 8GiB, 8GB, 8192MiB or 7.5GiB";
     let value: f64 = num.parse().map_err(|_| format!("{s:?}: {help}"))?;
     let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "b" => 1,
         "kib" => 1 << 10,
         "mib" => MIB,
         "gib" => GIB,

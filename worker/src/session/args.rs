@@ -46,6 +46,13 @@ pub struct TrainArgs {
     /// cpu, cuda or auto (CUDA when a driver is found).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// GPU number on this machine (default: the local rank, one worker per GPU).
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// Most device memory this worker may hold, e.g. 8GiB (emulates an 8 GB card on a bigger
+    /// one); a config whose memory plan does not fit is refused before training starts.
+    #[arg(long, value_parser = crate::plan::parse_vram)]
+    pub vram_limit: Option<u64>,
     /// Compute threads of this worker (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -3,12 +3,14 @@
 //! - `args`: the worker's command line (the launcher passes the same flags).
 //! - `group`: ranks, rendezvous, ring, control line.
 //! - `data`: the dataset named by `--data` and the loader over it.
+//! - `device`: which backend trains (`--device`), which GPU, the `--vram-limit` check.
 //! - `checkpoints`: where the run starts (fresh, resumed, `--init-from`) and when it saves.
 //! - `monitor`: the collapse monitor and kNN with `--eval-data` at epoch ends.
 
 pub mod args;
 pub mod checkpoints;
 pub mod data;
+pub mod device;
 pub mod group;
 pub mod monitor;
 
@@ -21,6 +23,7 @@ use crate::report::{write_report, EvalLog, ReportInput};
 use crate::train::{train, MetricsLog, MicroBatches, Schedule, StepMetrics, Summary};
 use args::TrainArgs;
 use moco_kernels::cpu::Cpu;
+use moco_kernels::Backend;
 use moco_proto::resolved::ResolvedConfig;
 use moco_proto::wire::{FailureKind, Metrics};
 use std::path::PathBuf;
@@ -35,34 +38,7 @@ pub struct Outcome {
     pub out: PathBuf,
 }
 
-/// Which backend runs the step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-}
-
-/// Pick the device: `cpu`; `auto` uses the CPU until the CUDA backend is wired into training.
-pub fn choose_device(flag: &str) -> Result<Device> {
-    match flag {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
-            if moco_kernels::cuda::probe_driver().is_ok() {
-                eprintln!(
-                    "note: a CUDA driver is present, but training on CUDA is not wired in yet; using the CPU"
-                );
-            }
-            Ok(Device::Cpu)
-        }
-        "cuda" => Err(WorkerError::Config(moco_proto::ProtoError::Config(
-            "--device cuda: the CUDA training path is not available in this build yet (kernels compile, the \
-             backend is not wired into training); use --device cpu"
-                .into(),
-        ))),
-        other => Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
-            "--device {other:?}: expected cpu, cuda or auto"
-        )))),
-    }
-}
+pub use device::{choose_device, Device};
 
 /// Classify an error for the launcher (decides whether a restart can help).
 pub fn failure_kind(e: &WorkerError) -> FailureKind {
@@ -87,18 +63,48 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
     let cfg = args.config.build()?;
     let dataset = data::open(args, &cfg)?;
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
-    let group = group::join_group(&args.group, &cfg_json, "cpu", stop.clone())?;
+    let group = group::join_group(&args.group, &cfg_json, device.name(), stop.clone())?;
     trace.set_rank(group.rank, group.world);
-    let result = run_in_group(args, device, &cfg, dataset, &group, stop);
+    let result = (|| {
+        let resolved = ResolvedConfig::new(&cfg, group.world, dataset.len())?;
+        if device == Device::Cuda {
+            device::check_vram_limit(&resolved, args.config.preset_name(), args.vram_limit)?;
+            let gpu = device::gpu_ordinal(args.gpu, group.local_rank);
+            match device::open_cuda(gpu, cfg.amp, args.vram_limit) {
+                Ok(be) => {
+                    if group.rank == 0 {
+                        eprintln!(
+                            "device: CUDA, rank 0 on GPU {gpu} ({}); every rank takes the GPU of its local \
+                             rank. This path has not been verified on a GPU yet: `worker selftest --device \
+                             cuda` checks every op against the CPU",
+                            be.device_name()
+                        );
+                    }
+                    return run_in_group(args, be, &cfg, dataset.clone(), &group, stop.clone());
+                }
+                // `auto` falls back to the CPU when the driver loads but the backend cannot start
+                // (no NVRTC headers, no usable GPU); `--device cuda` asked for it and fails.
+                Err(e) if args.device == "auto" => {
+                    if group.rank == 0 {
+                        eprintln!(
+                            "note: --device auto: the CUDA backend cannot start ({e}); training on the CPU"
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        run_in_group(args, Cpu { amp: cfg.amp }, &cfg, dataset.clone(), &group, stop.clone())
+    })();
     if let (Err(e), Some(c)) = (&result, &group.control) {
         c.error(failure_kind(e), &e.to_string());
     }
     result
 }
 
-fn run_in_group(
+fn run_in_group<B: Backend>(
     args: &TrainArgs,
-    _device: Device,
+    be: B,
     cfg: &moco_proto::TrainConfig,
     dataset: Arc<dyn crate::data::Dataset>,
     group: &group::Group,
@@ -120,7 +126,7 @@ fn run_in_group(
         .or_else(|| args.run.resume.clone())
         .unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
     let comm = AsComm(group.collective.as_ref());
-    let mut moco = Moco::new(Cpu { amp: cfg.amp }, cfg, dataset.bands(), rank, world)?;
+    let mut moco = Moco::new(be, cfg, dataset.bands(), rank, world)?;
     if let Some(gc) = &group.grad_collective {
         moco.grad_sync =
             Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
@@ -192,7 +198,7 @@ fn run_in_group(
         eprintln!("nothing to do: the run is at step {} and ends at step {end}", start.step);
     }
     let log_every = args.log_every;
-    let mut on_step = |m: &StepMetrics, moco: &Moco<Cpu>, data: &dyn MicroBatches| -> Result<()> {
+    let mut on_step = |m: &StepMetrics, moco: &Moco<B>, data: &dyn MicroBatches| -> Result<()> {
         if let Some(log) = log.as_mut() {
             log.write(m)?;
         }

@@ -121,6 +121,9 @@ pub fn train<B: Backend>(
             loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
         }
         let out = moco.optimizer_step(comm, lr)?;
+        // An asynchronous device (CUDA) reports errors of ops queued during the step here, and
+        // the step time below then covers the work, not just its queueing.
+        moco.be.sync()?;
         // One small all-reduce carries the mean loss and the stop votes: every rank stops after
         // the same step (a rank that stopped alone would leave the others waiting forever).
         let wants_stop = stop.load(Ordering::SeqCst);
@@ -143,7 +146,11 @@ pub fn train<B: Backend>(
             applied: out.applied,
             images_per_sec: (sched.images_per_step as f64 / dt.max(1e-9)) as f32,
             elapsed_s: start.elapsed().as_secs_f64(),
-            memory_bytes: peak_rss_bytes(),
+            // Device memory where the backend measures it (the GPU arena's peak), else RSS.
+            memory_bytes: match moco.be.peak_bytes() {
+                0 => peak_rss_bytes(),
+                device => device,
+            },
         };
         on_step(&metrics, moco, &*data)?;
         if group_stops {
