@@ -463,3 +463,76 @@ fn shuffle_bn_normalises_each_key_within_its_shuffled_group() {
         }
     }
 }
+
+/// The step's device-collective path (NCCL on GPUs: gradient all-reduce and key all-gather on
+/// device buffers) gives the same bits as the host path, here with the host-staged
+/// implementation over the same ring: what differs is only where the step hands its buffers.
+#[test]
+fn device_collective_path_equals_the_host_path() {
+    use moco_worker::moco::device_comm::{DeviceComm, HostStaged};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    /// Counts the calls [all_reduce, all_gather], so the test knows the path was taken.
+    struct Counted(HostStaged, Arc<[AtomicUsize; 2]>);
+    impl DeviceComm<Cpu> for Counted {
+        fn world(&self) -> usize {
+            DeviceComm::<Cpu>::world(&self.0)
+        }
+        fn all_reduce_sum(&self, be: &Cpu, buf: &mut Vec<f32>) -> moco_worker::error::Result<()> {
+            self.1[0].fetch_add(1, Ordering::SeqCst);
+            self.0.all_reduce_sum(be, buf)
+        }
+        fn all_gather(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+            self.1[1].fetch_add(1, Ordering::SeqCst);
+            self.0.all_gather(be, send)
+        }
+    }
+    let mut c = cfg(4, 32);
+    c.bn_mode = BnMode::Sync;
+    c.accumulation = 2;
+    let (x1, x2, idx) = views(32, 8);
+    let per = 4 * 32 * 32 * 3;
+    let run = |device_path: bool| {
+        on_local_ring(2, RingOptions::default(), |ring| {
+            let r = ring.rank();
+            let ring: Arc<dyn Collective> = Arc::new(ring);
+            let comm = AsComm(ring.as_ref());
+            let mut m = Moco::new(Cpu { amp: false }, &c, 3, r, 2).unwrap();
+            let calls = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            if device_path {
+                m.dev_comm = Some(Box::new(Counted(HostStaged(ring.clone()), calls.clone())));
+            }
+            let mut losses = Vec::new();
+            for step in 0..2 {
+                for micro in 0..2 {
+                    let b = (step * 2 + micro) * 2 + r; // this rank's block of 4 images
+                    let (a, bb, i) =
+                        (&x1[b * per..(b + 1) * per], &x2[b * per..(b + 1) * per], &idx[b * 4..(b + 1) * 4]);
+                    let v = Views { x1: a, x2: bb, idx: i, n: 4, size: 32, channels: 3 };
+                    losses.push(m.micro_batch(&comm, &v, 0.99).unwrap().loss);
+                }
+                m.optimizer_step(&comm, 0.5).unwrap();
+            }
+            if device_path {
+                // Per rank: 2 key all-gathers per micro-batch, 1 gradient all-reduce per step.
+                assert_eq!(calls[0].load(Ordering::SeqCst), 2, "gradient all-reduces on the device path");
+                assert_eq!(calls[1].load(Ordering::SeqCst), 8, "key all-gathers on the device path");
+            }
+            let q = m.queue.as_ref().unwrap();
+            (losses, m.params, m.key_params, q.keys.clone(), q.ptr)
+        })
+        .unwrap()
+    };
+    let host = run(false);
+    let device = run(true);
+    for r in 0..2 {
+        assert_eq!(host[r].0, device[r].0, "rank {r}: losses");
+        assert!(host[r].1 == device[r].1, "rank {r}: updated weights differ");
+        assert!(host[r].2 == device[r].2, "rank {r}: momentum weights differ");
+        assert!(host[r].3 == device[r].3 && host[r].4 == device[r].4, "rank {r}: queue differs");
+    }
+    assert!(
+        host[0].1 != Moco::new(Cpu { amp: false }, &c, 3, 0, 2).unwrap().params,
+        "the steps changed nothing"
+    );
+}

@@ -15,6 +15,7 @@
 mod bridge;
 mod error;
 mod local;
+pub mod nccl;
 mod pod;
 pub mod reference;
 mod ring;

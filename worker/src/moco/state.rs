@@ -43,6 +43,9 @@ pub struct Moco<B: Backend> {
     /// Bucketed gradient all-reduce overlapping the backward (multi-rank runs with a second
     /// collective for gradients); None: one all-reduce after the backward.
     pub grad_sync: Option<super::grad_sync::GradSync>,
+    /// Collectives on device buffers (NCCL) for the gradient all-reduce and the key
+    /// all-gather; None: through the host `Comm`. With it, `grad_sync` is not used.
+    pub dev_comm: Option<Box<dyn super::device_comm::DeviceComm<B>>>,
     /// Micro-batches done since the last optimiser step.
     pub micro_in_step: usize,
     /// Micro-batches done in total (seeds the key-side shuffle).
@@ -104,6 +107,7 @@ impl<B: Backend> Moco<B> {
             queue,
             scaler: LossScaler::new(cfg.amp),
             grad_sync: None,
+            dev_comm: None,
             micro_in_step: 0,
             micro_total: 0,
             steps: 0,
@@ -239,8 +243,13 @@ impl<B: Backend> Moco<B> {
         let k1 = self.keys(&sync, v.x1, v, 1)?;
         let k2 = self.keys(&sync, v.x2, v, 2)?;
         drop(key_forward);
-        let k1_all = all_gather_buf(&self.be, comm, &k1)?;
-        let k2_all = all_gather_buf(&self.be, comm, &k2)?;
+        let (k1_all, k2_all) = match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
+            Some(dc) => {
+                let _c = tracing::info_span!("comm").entered();
+                (dc.all_gather(&self.be, &k1)?, dc.all_gather(&self.be, &k2)?)
+            }
+            None => (all_gather_buf(&self.be, comm, &k1)?, all_gather_buf(&self.be, comm, &k2)?),
+        };
         let mut idx_all = vec![0i64; n * comm.world()];
         comm.all_gather_i64(v.idx, &mut idx_all)?;
 
@@ -290,8 +299,11 @@ impl<B: Backend> Moco<B> {
                 stats: self.query_stats(&sync),
                 keep,
             };
-            let mut gs =
-                if view == 1 && last_micro && comm.world() > 1 { self.grad_sync.take() } else { None };
+            let mut gs = if view == 1 && last_micro && comm.world() > 1 && self.dev_comm.is_none() {
+                self.grad_sync.take()
+            } else {
+                None
+            };
             if let Some(g) = gs.as_mut() {
                 g.begin(self.topo.param_len());
             }
@@ -339,7 +351,10 @@ impl<B: Backend> Moco<B> {
         let _s = tracing::info_span!("optimizer").entered();
         let micro = self.micro_in_step.max(1);
         let world = comm.world();
-        if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
+        if let Some(dc) = self.dev_comm.as_ref().filter(|_| world > 1) {
+            let _c = tracing::info_span!("comm").entered();
+            dc.all_reduce_sum(&self.be, &mut self.grads)?;
+        } else if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
             // Buckets already left during the backward: send the rest and collect the sums.
             let _c = tracing::info_span!("comm").entered();
             gs.finish(&self.be, &mut self.grads)?;

@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// cpu, cuda or auto (CUDA when a driver is found).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// NCCL for the gradient all-reduce and the key all-gather between GPUs: `auto` (when
+    /// every rank can load libnccl) or `off` (the TCP ring through host memory).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    pub nccl: String,
     /// GPU number on this machine (default: the local rank, one worker per GPU).
     #[arg(long)]
     pub gpu: Option<usize>,

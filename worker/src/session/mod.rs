@@ -15,9 +15,11 @@ pub mod group;
 pub mod monitor;
 
 use crate::checkpoint::CheckpointPolicy;
+use crate::collective::nccl::Joined;
 use crate::collective::AsComm;
 use crate::error::{Result, WorkerError};
 use crate::eval::EvalTransform;
+use crate::moco::device_comm::DeviceComm;
 use crate::moco::Moco;
 use crate::report::{write_report, EvalLog, ReportInput};
 use crate::train::{train, MetricsLog, MicroBatches, Schedule, StepMetrics, Summary};
@@ -80,7 +82,25 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
                             be.device_name()
                         );
                     }
-                    return run_in_group(args, be, &cfg, dataset.clone(), &group, stop.clone());
+                    let dev_comm: Option<Box<dyn DeviceComm<_>>> = match crate::collective::nccl::join(
+                        &be,
+                        group.collective.as_ref(),
+                        args.nccl != "off",
+                    )? {
+                        Joined::Nccl(n) => {
+                            if group.rank == 0 {
+                                eprintln!("collectives: NCCL for gradients and keys between the GPUs");
+                            }
+                            Some(Box::new(n))
+                        }
+                        Joined::Ring(why) => {
+                            if group.rank == 0 && group.world > 1 {
+                                eprintln!("collectives: the TCP ring through host memory ({why})");
+                            }
+                            None
+                        }
+                    };
+                    return run_in_group(args, be, dev_comm, &cfg, dataset.clone(), &group, stop.clone());
                 }
                 // `auto` falls back to the CPU when the driver loads but the backend cannot start
                 // (no NVRTC headers, no usable GPU); `--device cuda` asked for it and fails.
@@ -94,7 +114,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
                 Err(e) => return Err(e),
             }
         }
-        run_in_group(args, Cpu { amp: cfg.amp }, &cfg, dataset.clone(), &group, stop.clone())
+        run_in_group(args, Cpu { amp: cfg.amp }, None, &cfg, dataset.clone(), &group, stop.clone())
     })();
     if let (Err(e), Some(c)) = (&result, &group.control) {
         c.error(failure_kind(e), &e.to_string());
@@ -105,6 +125,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
 fn run_in_group<B: Backend>(
     args: &TrainArgs,
     be: B,
+    dev_comm: Option<Box<dyn DeviceComm<B>>>,
     cfg: &moco_proto::TrainConfig,
     dataset: Arc<dyn crate::data::Dataset>,
     group: &group::Group,
@@ -127,7 +148,9 @@ fn run_in_group<B: Backend>(
         .unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(be, cfg, dataset.bands(), rank, world)?;
-    if let Some(gc) = &group.grad_collective {
+    moco.dev_comm = dev_comm;
+    // Bucketed host all-reduce overlapping the backward, unless a device collective does it.
+    if let Some(gc) = group.grad_collective.as_ref().filter(|_| moco.dev_comm.is_none()) {
         moco.grad_sync =
             Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
     }
