@@ -11,6 +11,8 @@
 #   selftest   gpu-bin/selftest --device cuda: every Backend op, CPU vs CUDA (fp16 and fp32)
 #   worker     gpu-bin/worker selftest --device cuda (the same through the product's CLI)
 #   train      gpu-bin/launcher --device cuda --preset optimized --vram-limit 8GiB --steps 20
+#   pair       scripts/two_ranks_one_gpu.sh: two ranks on GPU 0 over NCCL (own NCCL_HOSTID each),
+#              then the same pair with --nccl off (the TCP ring)
 #   pytorch    scripts/pytorch_reference.py at batch 64 (and 96 if time is left), if present
 #
 # Usage: OUT=/some/dir scripts/gpu_verify.sh [step ...]      (default: all steps)
@@ -31,7 +33,7 @@ mkdir -p "$logs" "$OUT/results"
 say() { echo "gpu_verify: $*" >&2; }
 
 steps=("$@")
-if [[ ${#steps[@]} == 0 ]]; then steps=(env smi selftest worker train pytorch); fi
+if [[ ${#steps[@]} == 0 ]]; then steps=(env smi selftest worker train pair pytorch); fi
 wanted() { local s; for s in "${steps[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
 
 # name|status|seconds|log
@@ -111,6 +113,12 @@ if wanted train && have_bin launcher train; then
     run_step train train-optimized.txt 300 "$bin/launcher" "${train_args[@]}"
 fi
 
+# ---- two ranks on one GPU: NCCL with per-process NCCL_HOSTID, then the ring ----
+if wanted pair && have_bin worker pair; then
+    run_step pair-nccl two-ranks-nccl.txt 120 scripts/two_ranks_one_gpu.sh "$bin" "$logs" nccl
+    run_step pair-ring two-ranks-ring.txt 120 scripts/two_ranks_one_gpu.sh "$bin" "$logs" off
+fi
+
 # ---- PyTorch reference ----
 if wanted pytorch; then
     if [[ ! -f scripts/pytorch_reference.py ]]; then
@@ -174,6 +182,16 @@ tail_of() { if [[ -f $logs/$1 ]]; then tail -n "$2" "$logs/$1"; else echo "(no l
             echo '```'
         fi
     fi
+    for mode in nccl ring; do
+        if [[ -f $logs/two-ranks-$mode.txt ]]; then
+            echo
+            echo "## Two ranks on one GPU, $mode (last lines of each rank)"
+            echo
+            echo '```'
+            tail_of "two-ranks-$mode.txt" 40
+            echo '```'
+        fi
+    done
     for batch in 64 96; do
         if [[ -f $logs/pytorch-b$batch.txt ]]; then
             echo

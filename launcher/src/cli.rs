@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Run each worker under `nsys profile` (reports in RUN_DIR/logs).
     #[arg(long)]
     pub nsys: bool,
+    /// NCCL between the GPUs for gradients and keys: `auto` (when every rank can load
+    /// libnccl) or `off` (the TCP ring through host memory).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    pub nccl: String,
     /// Most GPU memory each worker may hold, e.g. 8GiB (emulates 8 GB cards on bigger ones); a
     /// config whose memory plan does not fit is refused before any worker starts.
     #[arg(long, value_parser = moco_worker::plan::parse_vram)]

@@ -120,6 +120,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(s) = a.steps {
         args.extend(["--steps".into(), s.to_string()]);
     }
+    args.extend(["--nccl".into(), a.nccl.clone()]);
     if let Some(v) = a.vram_limit {
         args.extend(["--vram-limit".into(), format!("{v}B")]);
     }
