@@ -133,3 +133,54 @@ fn records_tolerate_a_torn_last_line_and_resumed_duplicates() {
     assert!(e.contains("evals.jsonl") && e.contains("line 2"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_later_eval_rewrite_keeps_the_sessions_summary_and_warnings() {
+    let dir = temp_dir("report-rewrite");
+    fake_run(&dir, 40);
+    let cfg = checkpoint_util::tiny_cfg();
+    let summary = moco_worker::train::Summary {
+        steps: 40,
+        first_loss: 9.0,
+        last_loss: 3.0,
+        tail_loss: 3.1,
+        images_per_sec: 180.0,
+        elapsed_s: 28.5,
+        skipped_steps: 0,
+        interrupted: true,
+    };
+    // End of training: the session's summary and the run's warnings.
+    write_report(
+        &dir,
+        &ReportInput {
+            run_id: "run-7",
+            config: Some(&cfg),
+            world: 2,
+            summary: Some(&summary),
+            warnings: vec!["queue larger than the dataset".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // `launcher eval` later: it knows neither, and must not drop them.
+    let files = write_report(
+        &dir,
+        &ReportInput { run_id: "run-7", config: Some(&cfg), world: 2, ..Default::default() },
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(&files.summary).unwrap();
+    for want in
+        ["| this session | 40 steps in 28.5 s, stopped early on request |", "- queue larger than the dataset"]
+    {
+        assert!(md.contains(want), "missing {want:?} in:\n{md}");
+    }
+    // A damaged session.json costs only those lines.
+    std::fs::write(dir.join("session.json"), "{not json").unwrap();
+    let files = write_report(
+        &dir,
+        &ReportInput { run_id: "run-7", config: Some(&cfg), world: 2, ..Default::default() },
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(&files.summary).unwrap();
+    assert!(md.contains("| steps | 40") && !md.contains("this session"), "{md}");
+}

@@ -11,6 +11,7 @@
 pub mod font;
 pub mod plots;
 pub mod records;
+pub mod session;
 pub mod summary;
 
 pub use records::{EvalLog, EvalRecord, RunRecords};
@@ -27,10 +28,29 @@ pub struct ReportFiles {
 }
 
 /// Read the run's records, draw the plots into `run_dir/plots/` and write `run_dir/summary.md`.
+/// At the end of training (`input.summary` given) the session's summary and warnings are kept
+/// in session.json; a later call without them (`launcher eval`) takes them from there.
 pub fn write_report(run_dir: &Path, input: &ReportInput<'_>) -> Result<ReportFiles> {
     let records = RunRecords::read(run_dir)?;
     let plots = plots::write_plots(run_dir, &records)?;
-    let text = summary::render(run_dir, &records, input, &plots);
+    let saved;
+    let mut input = input.clone();
+    match input.summary {
+        Some(sm) => session::save(
+            run_dir,
+            &session::SessionRecord { summary: sm.clone(), warnings: input.warnings.clone() },
+        )?,
+        None => {
+            saved = session::load(run_dir);
+            if let Some(rec) = &saved {
+                input.summary = Some(&rec.summary);
+                if input.warnings.is_empty() {
+                    input.warnings = rec.warnings.clone();
+                }
+            }
+        }
+    }
+    let text = summary::render(run_dir, &records, &input, &plots);
     let summary = summary::write_summary(run_dir, &text)?;
     Ok(ReportFiles { summary, plots })
 }

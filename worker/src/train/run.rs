@@ -72,7 +72,7 @@ impl Schedule {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub steps: u64,
     pub first_loss: f32,
