@@ -26,15 +26,26 @@ impl CudaBackend {
     /// A new buffer of `dtype` holding `data` (rounded to nearest even for fp16).
     pub(crate) fn upload(&self, dtype: Dtype, what: &str, data: &[f32]) -> Result<CudaBuf> {
         let copy_err = |e| driver_err("memcpy_htod", e);
+        // Input batches go through pinned memory (one asynchronous DMA copy); small uploads
+        // are copied from pageable memory.
+        let staged = data.len() >= super::staging::STAGE_MIN;
         let mem = match dtype {
             Dtype::F16 => {
                 let mut b = self.pool.alloc::<f16>(what, data.len())?;
-                self.stream.memcpy_htod(&to_f16(data), b.slice_mut()).map_err(copy_err)?;
+                if staged {
+                    self.staging.upload_f16(&self.ctx, &self.stream, data, b.slice_mut())?;
+                } else {
+                    self.stream.memcpy_htod(&to_f16(data), b.slice_mut()).map_err(copy_err)?;
+                }
                 Mem::F16(b)
             }
             Dtype::F32 => {
                 let mut b = self.pool.alloc::<f32>(what, data.len())?;
-                self.stream.memcpy_htod(data, b.slice_mut()).map_err(copy_err)?;
+                if staged {
+                    self.staging.upload_f32(&self.ctx, &self.stream, data, b.slice_mut())?;
+                } else {
+                    self.stream.memcpy_htod(data, b.slice_mut()).map_err(copy_err)?;
+                }
                 Mem::F32(b)
             }
         };

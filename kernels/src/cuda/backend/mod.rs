@@ -30,6 +30,7 @@ mod pointwise_ops;
 mod pool_ops;
 mod softmax_ops;
 mod stage;
+mod staging;
 
 use crate::cuda::arena::{human_bytes, MemoryStats};
 use crate::cuda::cublas::Blas;
@@ -82,6 +83,8 @@ pub struct CudaBackend {
     pool: Arc<Pool>,
     blas: Mutex<Blas>,
     dnn: Mutex<conv_ops::Dnn>,
+    /// Pinned host buffers for uploading input batches (`staging.rs`).
+    staging: staging::Staging,
     errors: Deferred,
 }
 
@@ -155,6 +158,7 @@ impl CudaBackend {
             pool,
             blas: Mutex::new(blas),
             dnn: Mutex::new(dnn),
+            staging: staging::Staging::default(),
             errors: Deferred::default(),
         })
     }

@@ -28,6 +28,20 @@ fn round_trips<X: Backend>(be: &X, act: &[f32], master: &[f32]) -> Result<Vec<f3
     Ok(out)
 }
 
+/// Three uploads of the same size in a row, read back only after all were queued: on CUDA, at
+/// full scale, they go through the two pinned staging buffers in turn, so the third reuses the
+/// first's buffer and must not disturb the copy queued from it.
+fn staged_uploads<X: Backend>(be: &X, act: &[f32]) -> Result<Vec<f32>> {
+    let shifted: Vec<f32> = act.iter().rev().copied().collect();
+    let negated: Vec<f32> = act.iter().map(|v| -v).collect();
+    let bufs = [be.act_from_host(act)?, be.act_from_host(&shifted)?, be.act_from_host(&negated)?];
+    let mut out = Vec::with_capacity(3 * act.len());
+    for b in &bufs {
+        out.extend(be.to_host(b)?);
+    }
+    Ok(out)
+}
+
 /// `copy` act -> act, master -> act (rounds under AMP) and act -> master, each between
 /// sub-ranges at odd offsets.
 fn copies<X: Backend>(be: &X, act: &[f32], master: &[f32]) -> Result<[Vec<f32>; 3]> {
@@ -63,6 +77,9 @@ pub(crate) fn run<A: Backend, B: Backend>(cx: &mut Cx<'_, A, B>) -> Result<()> {
     // Pre-rounded activations make both kinds of round trip exact in either precision.
     let (r, c) = both!(cx, round_trips(&act, &master));
     cx.compare("act_from_host/from_host/to_host/zeros/zeros_master/write/buf_len", EXACT, &r, &c);
+
+    let (r, c) = both!(cx, staged_uploads(&act));
+    cx.compare("act_from_host x3 in a row (pinned staging, reused)", EXACT, &r, &c);
 
     let (r, c) = both!(cx, copies(&act, &master));
     cx.compare("copy act->act (sub-ranges)", EXACT, &r[0], &c[0]);
