@@ -169,8 +169,8 @@ def main() -> int:
         raise SystemExit(f"--queue {args.queue} must be a multiple of 2*batch = {2 * args.batch}")
     if args.shuffle_groups < 1 or args.batch % args.shuffle_groups != 0:
         raise SystemExit(f"--shuffle-groups {args.shuffle_groups} must divide --batch {args.batch}")
-    # The presets' recipes (proto/src/presets.rs): LARS 0.6 / wd 1e-6, SGD 0.06 / 1e-4, AdamW 1.5e-4 / 0.1.
-    base_lr, wd = {"lars": (0.6, 1e-6), "sgd": (0.06, 1e-4), "adamw": (1.5e-4, 0.1)}[args.optimizer]
+    # The presets' recipes (proto/src/presets.rs): LARS 0.6 / wd 1e-6, SGD 1.0 / 1e-4 (tiny), AdamW 1.5e-4 / 0.1.
+    base_lr, wd = {"lars": (0.6, 1e-6), "sgd": (1.0, 1e-4), "adamw": (1.5e-4, 0.1)}[args.optimizer]
     lr = args.lr if args.lr is not None else base_lr * args.batch / 256
     wd = args.wd if args.wd is not None else wd
     if args.threads:
