@@ -41,6 +41,22 @@ fn binary(name: &str, env_override: &str) -> PathBuf {
 }
 
 /// The `launcher` binary of this build.
+/// The smallest real training config of these tests: `tiny` at 32 px on 128 generated 64 px
+/// tiles, batch 8, a queue of 64 keys (valid on 1, 2 or 4 ranks). Device and ranks are the
+/// caller's.
+pub const TINY_RUN: &[&str] = &[
+    "--preset",
+    "tiny",
+    "--data",
+    "synthetic:128:64",
+    "--batch",
+    "8",
+    "--queue-size",
+    "64",
+    "--image-size",
+    "32",
+];
+
 pub fn launcher() -> PathBuf {
     binary("launcher", "MOCO_LAUNCHER")
 }

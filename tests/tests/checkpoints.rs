@@ -2,7 +2,7 @@
 //! --max-restarts) continues bit for bit, a stop signal saves before exiting, --init-from
 //! says what it does not carry over, and export / eval / embed read what training wrote.
 
-use moco_tests::{assert_contains, launcher, run_launcher, TempDir};
+use moco_tests::{assert_contains, launcher, run_launcher, TempDir, TINY_RUN};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,25 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Small, quick runs: 128 synthetic tiles, batch 8, 2 workers: 8 steps per epoch.
-const QUICK: &[&str] = &[
-    "--device",
-    "cpu",
-    "--preset",
-    "tiny",
-    "--data",
-    "synthetic:128:64",
-    "--batch",
-    "8",
-    "--queue-size",
-    "64",
-    "--image-size",
-    "32",
-    "--workers",
-    "2",
-];
+const BASE: &[&str] = &["--device", "cpu", "--workers", "2"];
+
+/// `BASE` plus the shared smallest training config.
+fn quick() -> Vec<&'static str> {
+    [BASE, TINY_RUN].concat()
+}
 
 fn train(out: &Path, extra: &[&str]) -> moco_tests::Ran {
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend(extra);
     run_launcher(&args)
@@ -176,7 +166,7 @@ fn kill(pid: u32, sig: &str) {
 }
 
 fn quick_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = quick().iter().map(|s| s.to_string()).collect();
     v.extend(["--out".to_string(), out.display().to_string()]);
     v.extend(extra.iter().map(|s| s.to_string()));
     v

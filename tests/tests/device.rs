@@ -3,7 +3,7 @@
 //! CPU ranks with a note, and `--vram-limit` refuses a config whose memory plan does not fit
 //! before any worker starts. CI machines have no GPU; on one with a driver the CUDA branches run.
 
-use moco_tests::{assert_contains, run_launcher, worker, TempDir};
+use moco_tests::{assert_contains, run_launcher, worker, TempDir, TINY_RUN};
 use std::process::{Command, Stdio};
 
 fn driver() -> bool {
@@ -11,20 +11,12 @@ fn driver() -> bool {
 }
 
 /// Two quick steps of `tiny` on 128 small synthetic tiles.
-const QUICK: &[&str] = &[
-    "--preset",
-    "tiny",
-    "--data",
-    "synthetic:128:64",
-    "--batch",
-    "8",
-    "--queue-size",
-    "64",
-    "--image-size",
-    "32",
-    "--steps",
-    "2",
-];
+const BASE: &[&str] = &["--steps", "2"];
+
+/// `BASE` plus the shared smallest training config.
+fn quick() -> Vec<&'static str> {
+    [BASE, TINY_RUN].concat()
+}
 
 #[test]
 fn a_plan_over_the_vram_limit_is_refused_before_anything_starts() {
@@ -81,7 +73,7 @@ fn cuda_trains_or_is_refused_clearly() {
     let d = TempDir::new("device-cuda");
     let out = d.path().join("run");
     let mut args = vec!["--device", "cuda", "--out", out.to_str().unwrap()];
-    args.extend(QUICK);
+    args.extend(quick());
     let r = run_launcher(&args);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     if driver() {
@@ -97,7 +89,7 @@ fn cuda_trains_or_is_refused_clearly() {
     let t0 = std::time::Instant::now();
     let w = Command::new(worker())
         .args(["--device", "cuda", "--out", d.path().join("w").to_str().unwrap()])
-        .args(QUICK)
+        .args(quick())
         .env_remove("RANK")
         .env_remove("WORLD_SIZE")
         .env_remove("SLURM_PROCID")
@@ -121,7 +113,7 @@ fn gpus_without_a_driver_train_as_many_cpu_ranks() {
     let d = TempDir::new("gpus-cpu");
     let out = d.path().join("run");
     let mut args = vec!["--gpus", "2", "--out", out.to_str().unwrap()];
-    args.extend(QUICK);
+    args.extend(quick());
     let r = run_launcher(&args).expect_ok();
     assert_contains(
         &r.stderr,

@@ -2,27 +2,19 @@
 //! SIGKILL, a hung (stopped) worker, SIGINT, a busy port, strangers on the rendezvous port, and ranks started by hand
 //! and through SLURM's environment.
 
-use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
+use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir, TINY_RUN};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Small, quick runs: 128 synthetic tiles, batch 8, a queue that fits 2 workers.
-const QUICK: &[&str] = &[
-    "--device",
-    "cpu",
-    "--preset",
-    "tiny",
-    "--data",
-    "synthetic:128:64",
-    "--batch",
-    "8",
-    "--queue-size",
-    "64",
-    "--image-size",
-    "32",
-];
+const BASE: &[&str] = &["--device", "cpu"];
+
+/// `BASE` plus the shared smallest training config.
+fn quick() -> Vec<&'static str> {
+    [BASE, TINY_RUN].concat()
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -103,7 +95,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 fn two_cpu_workers_train_and_write_metrics() {
     let dir = TempDir::new("two");
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "4", "--out", out.to_str().unwrap()]);
     let r = run_launcher(&args).expect_ok();
     assert_contains(&r.stderr, &["2 worker(s)", "rank 0: pid", "rank 1: pid", "done: 4 steps"]);
@@ -119,7 +111,7 @@ fn two_cpu_workers_train_and_write_metrics() {
 fn killed_worker_stops_the_group_and_is_named() {
     let dir = TempDir::new("kill");
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_launcher(&args);
     let mut seen = Vec::new();
@@ -152,7 +144,7 @@ fn killed_worker_stops_the_group_and_is_named() {
 fn a_hung_worker_is_found_by_its_missing_heartbeat_and_the_group_stopped() {
     let dir = TempDir::new("hung");
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--heartbeat-timeout", "5"]);
     args.extend(["--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_launcher(&args);
@@ -182,7 +174,7 @@ fn a_hung_worker_is_found_by_its_missing_heartbeat_and_the_group_stopped() {
 fn sigint_finishes_the_step_and_exits_cleanly() {
     let dir = TempDir::new("sigint");
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_launcher(&args);
     let mut seen = Vec::new();
@@ -205,7 +197,7 @@ fn busy_port_is_a_clear_error() {
     let port = busy.local_addr().unwrap().port().to_string();
     let dir = TempDir::new("busy");
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "1", "--master-port", &port, "--out", out.to_str().unwrap()]);
     let e = run_launcher(&args).expect_err();
     assert_contains(&e, &["port is in use", "--master-port"]);
@@ -217,7 +209,7 @@ fn strangers_on_the_rendezvous_port_are_turned_away() {
     let port = free_port();
     let port_s = port.to_string();
     let out = dir.path().join("run");
-    let mut args = QUICK.to_vec();
+    let mut args = quick();
     args.extend(["--workers", "2", "--steps", "2", "--master-port", &port_s, "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_launcher(&args);
     // Garbage, then a well-formed frame from another run, as soon as the port is open.
@@ -257,7 +249,7 @@ fn strangers_on_the_rendezvous_port_are_turned_away() {
 
 fn worker_cmd(extra: &[&str], out: &std::path::Path) -> Command {
     let mut c = Command::new(worker());
-    c.args(QUICK).args(["--steps", "3", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
+    c.args(quick()).args(["--steps", "3", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     for v in [
         "RANK",

@@ -1,36 +1,17 @@
 //! `--trace FILE` on a training run: one Chrome-trace file per rank, every phase of the step in
 //! it, each rank its own pid.
 
-use moco_tests::{assert_contains, run_launcher, TempDir};
+use moco_tests::{assert_contains, run_launcher, TempDir, TINY_RUN};
 
 #[test]
 fn training_writes_a_chrome_trace_per_rank_with_every_phase() {
     let dir = TempDir::new("trace");
     let trace = dir.path().join("trace.json");
     let out = dir.path().join("run");
-    let r = run_launcher(&[
-        "--device",
-        "cpu",
-        "--workers",
-        "2",
-        "--preset",
-        "tiny",
-        "--data",
-        "synthetic:128:64",
-        "--batch",
-        "8",
-        "--queue-size",
-        "64",
-        "--image-size",
-        "32",
-        "--steps",
-        "3",
-        "--trace",
-        trace.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .expect_ok();
+    let mut args = vec!["--device", "cpu", "--workers", "2", "--steps", "3"];
+    args.extend(TINY_RUN);
+    args.extend(["--trace", trace.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r = run_launcher(&args).expect_ok();
     assert_contains(&r.stderr, &["done: 3 steps"]);
     assert!(!trace.exists(), "two ranks must not share one file");
     for rank in 0..2u64 {
