@@ -4,6 +4,7 @@
 //! The CUDA training path is wired here but HAS NOT RUN ON A GPU yet (no GPU in the sessions that
 //! wrote it): `worker selftest --device cuda` is the first thing to run on a GPU machine.
 
+use crate::collective::Collective;
 use crate::error::{Result, WorkerError};
 use crate::plan::report::render;
 use crate::plan::verdict::Verdict;
@@ -89,6 +90,33 @@ pub fn check_vram_limit(r: &ResolvedConfig, preset: &str, limit: Option<u64>) ->
     )))
 }
 
+/// Every rank trains on the same kind of device, or none starts: a rank left on the CPU among
+/// GPU ranks (its CUDA start failed under `--device auto`) would hold the whole group to its
+/// pace without saying so. One small all-reduce over the group's ring.
+pub fn agree_on_device(ring: &dyn Collective, on_gpu: bool) -> Result<()> {
+    let world = ring.world();
+    if world == 1 {
+        return Ok(());
+    }
+    let mut votes = [if on_gpu { 1.0f32 } else { 0.0 }];
+    ring.all_reduce_sum_f32(&mut votes)?;
+    mixed_devices(votes[0] as usize, world, ring.rank(), on_gpu)
+}
+
+/// The verdict of [`agree_on_device`] for `gpus` ranks on a GPU out of `world`.
+fn mixed_devices(gpus: usize, world: usize, rank: usize, on_gpu: bool) -> Result<()> {
+    if gpus == 0 || gpus == world {
+        return Ok(());
+    }
+    Err(config_error(format!(
+        "{gpus} of {world} ranks opened a GPU and {} would train on the CPU (this rank {rank}: {}); a mixed \
+         group runs at the CPU's pace. Look for the \"CUDA backend cannot start\" note of the CPU ranks and \
+         fix their GPU, or run every rank with --device cpu",
+        world - gpus,
+        if on_gpu { "GPU" } else { "CPU" }
+    )))
+}
+
 /// The CUDA backend of a worker on GPU `ordinal`, its arena capped at `vram_limit`.
 pub fn open_cuda(ordinal: usize, amp: bool, vram_limit: Option<u64>) -> Result<CudaBackend> {
     let options = CudaOptions { vram_limit, ..CudaOptions::default() };
@@ -117,6 +145,37 @@ mod tests {
         let driver = moco_kernels::cuda::probe_driver().is_ok();
         assert_eq!(choose_device("auto").unwrap(), if driver { Device::Cuda } else { Device::Cpu });
         assert_eq!(choose_device("cuda").is_ok(), driver);
+    }
+
+    #[test]
+    fn a_group_of_gpu_and_cpu_ranks_is_refused() {
+        assert!(mixed_devices(0, 4, 1, false).is_ok());
+        assert!(mixed_devices(4, 4, 1, true).is_ok());
+        let e = mixed_devices(3, 4, 2, false).unwrap_err().to_string();
+        assert!(
+            e.contains("3 of 4 ranks opened a GPU and 1 would train on the CPU (this rank 2: CPU)"),
+            "{e}"
+        );
+        assert!(e.contains("--device cpu"), "{e}");
+    }
+
+    #[test]
+    fn one_rank_or_all_cpu_ranks_agree_over_a_ring() {
+        let one = crate::collective::LocalCollective;
+        assert!(agree_on_device(&one, true).is_ok());
+        let out = crate::collective::on_local_ring(2, Default::default(), |ring| {
+            agree_on_device(&ring, false).is_ok()
+        })
+        .unwrap();
+        assert_eq!(out, [true, true]);
+        let out = crate::collective::on_local_ring(2, Default::default(), |ring| {
+            agree_on_device(&ring, ring.rank() == 0).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert!(
+            out.iter().all(|r| r.as_ref().is_err_and(|e| e.contains("1 of 2 ranks opened a GPU"))),
+            "{out:?}"
+        );
     }
 
     #[test]

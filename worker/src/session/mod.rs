@@ -69,6 +69,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
     trace.set_rank(group.rank, group.world);
     let result = (|| {
         let resolved = ResolvedConfig::new(&cfg, group.world, dataset.len())?;
+        let mut cuda = None;
         if device == Device::Cuda {
             device::check_vram_limit(&resolved, args.config.preset_name(), args.vram_limit)?;
             let gpu = device::gpu_ordinal(args.gpu, group.local_rank);
@@ -82,37 +83,37 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
                             be.device_name()
                         );
                     }
-                    let dev_comm: Option<Box<dyn DeviceComm<_>>> = match crate::collective::nccl::join(
-                        &be,
-                        group.collective.as_ref(),
-                        args.nccl != "off",
-                    )? {
-                        Joined::Nccl(n) => {
-                            if group.rank == 0 {
-                                eprintln!("collectives: NCCL for gradients and keys between the GPUs");
-                            }
-                            Some(Box::new(n))
-                        }
-                        Joined::Ring(why) => {
-                            if group.rank == 0 && group.world > 1 {
-                                eprintln!("collectives: the TCP ring through host memory ({why})");
-                            }
-                            None
-                        }
-                    };
-                    return run_in_group(args, be, dev_comm, &cfg, dataset.clone(), &group, stop.clone());
+                    cuda = Some(be);
                 }
                 // `auto` falls back to the CPU when the driver loads but the backend cannot start
                 // (no NVRTC headers, no usable GPU); `--device cuda` asked for it and fails.
                 Err(e) if args.device == "auto" => {
-                    if group.rank == 0 {
-                        eprintln!(
-                            "note: --device auto: the CUDA backend cannot start ({e}); training on the CPU"
-                        );
-                    }
+                    eprintln!(
+                        "note: rank {}: --device auto: the CUDA backend cannot start ({e}); training on the CPU",
+                        group.rank
+                    );
                 }
                 Err(e) => return Err(e),
             }
+        }
+        device::agree_on_device(group.collective.as_ref(), cuda.is_some())?;
+        if let Some(be) = cuda {
+            let dev_comm: Option<Box<dyn DeviceComm<_>>> =
+                match crate::collective::nccl::join(&be, group.collective.as_ref(), args.nccl != "off")? {
+                    Joined::Nccl(n) => {
+                        if group.rank == 0 {
+                            eprintln!("collectives: NCCL for gradients and keys between the GPUs");
+                        }
+                        Some(Box::new(n))
+                    }
+                    Joined::Ring(why) => {
+                        if group.rank == 0 && group.world > 1 {
+                            eprintln!("collectives: the TCP ring through host memory ({why})");
+                        }
+                        None
+                    }
+                };
+            return run_in_group(args, be, dev_comm, &cfg, dataset.clone(), &group, stop.clone());
         }
         run_in_group(args, Cpu { amp: cfg.amp }, None, &cfg, dataset.clone(), &group, stop.clone())
     })();
