@@ -18,6 +18,7 @@
 
 mod cases;
 mod harness;
+mod queue_cuda;
 mod report;
 
 #[cfg(test)]
@@ -114,6 +115,10 @@ pub fn selftest_cuda(device: usize) -> Result<Report> {
         let cpu = Cpu { amp };
         let opts = Options { scale: Scale::Full, act_fp16: amp, ..Options::default() };
         let mut part = run(&cpu, &cuda, &opts)?;
+        if amp {
+            // The queue kernel is fp16 only; once is enough.
+            part.rows.extend(queue_cuda::check(&cuda)?);
+        }
         let mem = cuda.memory();
         part.header.push(format!(
             "device {device}: {} ({}), arena peak {} live / {} reserved, {} allocations, {} reuses",
