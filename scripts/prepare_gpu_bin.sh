@@ -16,6 +16,14 @@ out="$root/gpu-bin"
 mkdir -p "$out"
 say() { echo "prepare_gpu_bin: $*" >&2; }
 
+# Keep the binaries out of commits: a fresh checkout has no .git/info/exclude entry for them.
+exclude="$(git rev-parse --git-path info/exclude 2>/dev/null || true)"
+if [[ -n $exclude ]] && ! grep -qx '/gpu-bin/' "$exclude" 2>/dev/null; then
+    mkdir -p "$(dirname "$exclude")"
+    echo '/gpu-bin/' >>"$exclude"
+    say "added /gpu-bin/ to $exclude"
+fi
+
 failed=0
 build() {
     local what="$1"
