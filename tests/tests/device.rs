@@ -22,20 +22,15 @@ fn quick() -> Vec<&'static str> {
 fn a_plan_over_the_vram_limit_is_refused_before_anything_starts() {
     let d = TempDir::new("vram-limit");
     let out = d.path().join("run");
-    let r = run_launcher(&[
-        "--device",
-        "cuda",
-        "--gpus",
-        "2",
-        "--preset",
-        "optimized",
-        "--data",
-        "synthetic",
-        "--vram-limit",
-        "4GiB",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    // `optimized` on two GPUs under a budget, with any further flags.
+    let optimized = |limit: &str, extra: &[&str]| {
+        let mut args =
+            vec!["--device", "cuda", "--gpus", "2", "--preset", "optimized", "--data", "synthetic"];
+        args.extend(["--vram-limit", limit, "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        run_launcher(&args)
+    };
+    let r = optimized("4GiB", &[]);
     assert!(!r.ok());
     assert_contains(
         &r.stderr,
@@ -49,22 +44,7 @@ fn a_plan_over_the_vram_limit_is_refused_before_anything_starts() {
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     assert!(!out.exists(), "a refused run must not create its run folder");
     // Within the limit, the plan is no obstacle: what happens next depends on the driver.
-    let r = run_launcher(&[
-        "--device",
-        "cuda",
-        "--gpus",
-        "2",
-        "--preset",
-        "optimized",
-        "--data",
-        "synthetic",
-        "--vram-limit",
-        "8GiB",
-        "--steps",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = optimized("8GiB", &["--steps", "0"]);
     assert!(!r.stderr.contains("more than --vram-limit"), "{}", r.stderr);
 }
 

@@ -8,7 +8,9 @@ use super::report::Row;
 use crate::cuda::launch::driver_err;
 use crate::cuda::CudaBackend;
 use crate::error::Result;
+use cudarc::driver::{CudaSlice, CudaStream};
 use half::f16;
+use std::sync::Arc;
 
 const ROWS: usize = 8;
 const DIM: usize = 4;
@@ -31,39 +33,70 @@ fn keys_of(step: usize) -> Vec<f32> {
     (0..B * DIM).map(|j| (step * 16 + j) as f32 / 8.0).collect()
 }
 
-pub(crate) fn check(cuda: &CudaBackend) -> Result<Vec<Row>> {
-    let s = cuda.stream();
-    let e = |what: &'static str| move |err| driver_err(what, err);
-    let mut queue = s.alloc_zeros::<f16>(ROWS * DIM).map_err(e("alloc"))?;
-    let mut queue_idx = s.clone_htod(&vec![-1i32; ROWS]).map_err(e("htod"))?;
-    let mut ptr = s.clone_htod(&[0i32]).map_err(e("htod"))?;
-    let mut error = s.clone_htod(&[0i32]).map_err(e("htod"))?;
-    let (mut want_q, mut want_i, mut want_p) = (vec![0.0f32; ROWS * DIM], vec![-1i32; ROWS], 0usize);
-    for step in 0..5 {
-        let k = keys_of(step);
-        let idx: Vec<i32> = (0..B as i32).map(|j| 100 * step as i32 + j).collect();
-        let kh: Vec<f16> = k.iter().map(|&v| f16::from_f32(v)).collect();
-        let kd = s.clone_htod(&kh).map_err(e("htod"))?;
-        let id = s.clone_htod(&idx).map_err(e("htod"))?;
+/// A queue shard on the device: keys, row indices, the write pointer and the error flag.
+struct Shard {
+    queue: CudaSlice<f16>,
+    idx: CudaSlice<i32>,
+    ptr: CudaSlice<i32>,
+    error: CudaSlice<i32>,
+}
+
+fn htod<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, data: &[T]) -> Result<CudaSlice<T>> {
+    s.clone_htod(data).map_err(|e| driver_err("htod", e))
+}
+
+fn dtoh<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, data: &CudaSlice<T>) -> Result<Vec<T>> {
+    s.clone_dtoh(data).map_err(|e| driver_err("dtoh", e))
+}
+
+impl Shard {
+    fn new(s: &Arc<CudaStream>) -> Result<Shard> {
+        Ok(Shard {
+            queue: s.alloc_zeros::<f16>(ROWS * DIM).map_err(|e| driver_err("alloc", e))?,
+            idx: htod(s, &[-1i32; ROWS])?,
+            ptr: htod(s, &[0i32])?,
+            error: htod(s, &[0i32])?,
+        })
+    }
+
+    /// One enqueue of host keys and indices, as training would issue it.
+    fn enqueue(&mut self, cuda: &CudaBackend, keys: &[f16], idx: &[i32]) -> Result<()> {
+        let s = cuda.stream();
+        let (kd, id) = (htod(s, keys)?, htod(s, idx)?);
         cuda.kernels().queue.enqueue(
             s,
             ROWS,
             DIM,
             &kd.as_view(),
             &id.as_view(),
-            &mut queue.as_view_mut(),
-            &mut queue_idx.as_view_mut(),
-            &mut ptr.as_view_mut(),
-            &mut error.as_view_mut(),
-        )?;
+            &mut self.queue.as_view_mut(),
+            &mut self.idx.as_view_mut(),
+            &mut self.ptr.as_view_mut(),
+            &mut self.error.as_view_mut(),
+        )
+    }
+
+    /// (keys as f32, row indices, pointer, error flag).
+    fn read(&self, s: &Arc<CudaStream>) -> Result<(Vec<f32>, Vec<i32>, i32, i32)> {
+        let q = dtoh(s, &self.queue)?.iter().map(|v| v.to_f32()).collect();
+        Ok((q, dtoh(s, &self.idx)?, dtoh(s, &self.ptr)?[0], dtoh(s, &self.error)?[0]))
+    }
+}
+
+pub(crate) fn check(cuda: &CudaBackend) -> Result<Vec<Row>> {
+    let s = cuda.stream();
+    let mut shard = Shard::new(s)?;
+    let (mut want_q, mut want_i, mut want_p) = (vec![0.0f32; ROWS * DIM], vec![-1i32; ROWS], 0usize);
+    for step in 0..5 {
+        let k = keys_of(step);
+        let idx: Vec<i32> = (0..B as i32).map(|j| 100 * step as i32 + j).collect();
+        let kh: Vec<f16> = k.iter().map(|&v| f16::from_f32(v)).collect();
+        shard.enqueue(cuda, &kh, &idx)?;
         want_q[want_p * DIM..(want_p + B) * DIM].copy_from_slice(&k);
         want_i[want_p..want_p + B].copy_from_slice(&idx);
         want_p = (want_p + B) % ROWS;
     }
-    let got_q: Vec<f32> = s.clone_dtoh(&queue).map_err(e("dtoh"))?.iter().map(|v| v.to_f32()).collect();
-    let got_i = s.clone_dtoh(&queue_idx).map_err(e("dtoh"))?;
-    let got_p = s.clone_dtoh(&ptr).map_err(e("dtoh"))?[0];
-    let got_e = s.clone_dtoh(&error).map_err(e("dtoh"))?[0];
+    let (got_q, got_i, got_p, got_e) = shard.read(s)?;
     let mut rows = vec![row(
         "queue_enqueue x5 into 8 rows (wraps), keys, indices and device pointer",
         got_q == want_q && got_i == want_i && got_p == want_p as i32 && got_e == 0,
@@ -71,22 +104,9 @@ pub(crate) fn check(cuda: &CudaBackend) -> Result<Vec<Row>> {
     )];
 
     // A pointer that is not a multiple of the batch: nothing written, error 2.
-    s.memcpy_htod(&[1i32], &mut ptr).map_err(e("htod"))?;
-    let kd = s.clone_htod(&vec![f16::from_f32(-1.0); B * DIM]).map_err(e("htod"))?;
-    let id = s.clone_htod(&[7i32, 7]).map_err(e("htod"))?;
-    cuda.kernels().queue.enqueue(
-        s,
-        ROWS,
-        DIM,
-        &kd.as_view(),
-        &id.as_view(),
-        &mut queue.as_view_mut(),
-        &mut queue_idx.as_view_mut(),
-        &mut ptr.as_view_mut(),
-        &mut error.as_view_mut(),
-    )?;
-    let after_q: Vec<f32> = s.clone_dtoh(&queue).map_err(e("dtoh"))?.iter().map(|v| v.to_f32()).collect();
-    let after_e = s.clone_dtoh(&error).map_err(e("dtoh"))?[0];
+    s.memcpy_htod(&[1i32], &mut shard.ptr).map_err(|e| driver_err("htod", e))?;
+    shard.enqueue(cuda, &[f16::from_f32(-1.0); B * DIM], &[7, 7])?;
+    let (after_q, _, _, after_e) = shard.read(s)?;
     rows.push(row(
         "queue_enqueue with a corrupted pointer writes nothing and flags it",
         after_q == want_q && after_e == 2,

@@ -55,6 +55,19 @@ impl StatSync for StatSyncComm<'_> {
     }
 }
 
+/// In place: `buf` becomes the sum over ranks, through host memory (zero-copy where the
+/// backend's memory is host memory).
+pub fn all_reduce_buf<B: Backend>(be: &B, comm: &dyn Comm, buf: &mut B::Buf) -> Result<()> {
+    match B::host_mut(buf) {
+        Some(host) => comm.all_reduce_sum(host),
+        None => {
+            let mut host = be.to_host(buf)?;
+            comm.all_reduce_sum(&mut host)?;
+            Ok(be.write(buf, 0, &host)?)
+        }
+    }
+}
+
 /// Every rank's `buf`, concatenated in rank order, as a device buffer.
 pub fn all_gather_buf<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Result<B::Buf> {
     if comm.world() == 1 {

@@ -6,7 +6,8 @@
 //! [`Moco::dev_comm`]: super::Moco::dev_comm
 //! [`Comm`]: super::comm::Comm
 
-use crate::collective::Collective;
+use super::comm::{all_gather_buf, all_reduce_buf};
+use crate::collective::{AsComm, Collective};
 use crate::error::Result;
 use moco_kernels::Backend;
 use std::sync::Arc;
@@ -30,21 +31,10 @@ impl<B: Backend> DeviceComm<B> for HostStaged {
     }
 
     fn all_reduce_sum(&self, be: &B, buf: &mut B::Buf) -> Result<()> {
-        match B::host_mut(buf) {
-            Some(host) => self.0.all_reduce_sum_f32(host)?,
-            None => {
-                let mut host = be.to_host(buf)?;
-                self.0.all_reduce_sum_f32(&mut host)?;
-                be.write(buf, 0, &host)?;
-            }
-        }
-        Ok(())
+        all_reduce_buf(be, &AsComm(self.0.as_ref()), buf)
     }
 
     fn all_gather(&self, be: &B, send: &B::Buf) -> Result<B::Buf> {
-        let host = be.to_host(send)?;
-        let mut recv = vec![0.0f32; host.len() * self.0.world()];
-        self.0.all_gather_f32(&host, &mut recv)?;
-        Ok(be.act_from_host(&recv)?)
+        all_gather_buf(be, &AsComm(self.0.as_ref()), send)
     }
 }

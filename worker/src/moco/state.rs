@@ -4,7 +4,7 @@
 //! backward, enqueue; and, every `accumulation` micro-batches, the gradient all-reduce, the
 //! unscale with one global inf/NaN verdict, and the optimiser.
 
-use super::comm::{all_gather_buf, Comm, StatSyncComm};
+use super::comm::{all_gather_buf, all_reduce_buf, Comm, StatSyncComm};
 use super::loss::{contrastive, CtrIn};
 use super::optim::OptimState;
 use super::queue::QueueShard;
@@ -360,14 +360,7 @@ impl<B: Backend> Moco<B> {
             gs.finish(&self.be, &mut self.grads)?;
         } else if world > 1 {
             let _c = tracing::info_span!("comm").entered();
-            match B::host_mut(&mut self.grads) {
-                Some(host) => comm.all_reduce_sum(host)?,
-                None => {
-                    let mut host = self.be.to_host(&self.grads)?;
-                    comm.all_reduce_sum(&mut host)?;
-                    self.be.write(&mut self.grads, 0, &host)?;
-                }
-            }
+            all_reduce_buf(&self.be, comm, &mut self.grads)?;
         }
         // Mean over ranks and micro-batches, and undo the loss scale, in one pass.
         let inv = 1.0 / (self.scaler.scale() * world as f32 * micro as f32);

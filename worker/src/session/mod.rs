@@ -73,7 +73,7 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
         if device == Device::Cuda {
             device::check_vram_limit(&resolved, args.config.preset_name(), args.vram_limit)?;
             let gpu = device::gpu_ordinal(args.gpu, group.local_rank);
-            match device::open_cuda(gpu, cfg.amp, args.vram_limit) {
+            match device::open_cuda(gpu, resolved.cfg.amp, args.vram_limit) {
                 Ok(be) => {
                     if group.rank == 0 {
                         eprintln!(
@@ -113,9 +113,17 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
                         None
                     }
                 };
-            return run_in_group(args, be, dev_comm, &cfg, dataset.clone(), &group, stop.clone());
+            return run_in_group(args, be, dev_comm, &resolved, dataset.clone(), &group, stop.clone());
         }
-        run_in_group(args, Cpu { amp: cfg.amp }, None, &cfg, dataset.clone(), &group, stop.clone())
+        run_in_group(
+            args,
+            Cpu { amp: resolved.cfg.amp },
+            None,
+            &resolved,
+            dataset.clone(),
+            &group,
+            stop.clone(),
+        )
     })();
     if let (Err(e), Some(c)) = (&result, &group.control) {
         c.error(failure_kind(e), &e.to_string());
@@ -127,13 +135,12 @@ fn run_in_group<B: Backend>(
     args: &TrainArgs,
     be: B,
     dev_comm: Option<Box<dyn DeviceComm<B>>>,
-    cfg: &moco_proto::TrainConfig,
+    resolved: &ResolvedConfig,
     dataset: Arc<dyn crate::data::Dataset>,
     group: &group::Group,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome> {
     let (rank, world) = (group.rank, group.world);
-    let resolved = ResolvedConfig::new(cfg, world, dataset.len())?;
     let cfg = &resolved.cfg;
     let mut warnings = resolved.warnings.clone();
     if rank == 0 {
