@@ -1,0 +1,1 @@
+//! cuBLAS stand-in (not written yet).

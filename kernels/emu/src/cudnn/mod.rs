@@ -1,0 +1,1 @@
+//! cuDNN stand-in (not written yet).

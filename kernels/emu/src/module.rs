@@ -1,0 +1,93 @@
+//! Reading a module image as the driver would: a CUBIN (ELF) from NVRTC, or PTX text. The
+//! emulator cannot run the machine code, so a module is its list of entry points, each bound
+//! to the host twin of the same name (see `kernels.rs`), and each kernel's static shared
+//! memory, which the launch checks against the device's limit.
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// Bytes of `__shared__` memory the kernel declares (the CUBIN's `.nv.shared.NAME`).
+    pub static_shared: usize,
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// The length of an ELF64 image that starts at `image` (cuModuleLoadData gets no size): the
+/// furthest end of its section header table, program header table and section contents.
+///
+/// # Safety
+/// `image` must point at a readable ELF64 image.
+pub unsafe fn elf_len(image: *const u8) -> Option<usize> {
+    // SAFETY: an ELF64 header is 64 bytes, readable per the caller's promise.
+    let hdr = unsafe { std::slice::from_raw_parts(image, 64) };
+    if &hdr[..4] != b"\x7fELF" || hdr[4] != 2 {
+        return None;
+    }
+    let phoff = read_u64(hdr, 0x20)? as usize;
+    let shoff = read_u64(hdr, 0x28)? as usize;
+    let phentsize = read_u16(hdr, 0x36)? as usize;
+    let phnum = read_u16(hdr, 0x38)? as usize;
+    let shentsize = read_u16(hdr, 0x3A)? as usize;
+    let shnum = read_u16(hdr, 0x3C)? as usize;
+    let mut end = (shoff + shnum * shentsize).max(phoff + phnum * phentsize).max(64);
+    // SAFETY: the section header table lies inside the image (its end was just computed).
+    let sh = unsafe { std::slice::from_raw_parts(image.add(shoff), shnum * shentsize) };
+    for i in 0..shnum {
+        let h = &sh[i * shentsize..(i + 1) * shentsize];
+        let kind = u32::from_le_bytes(h[4..8].try_into().ok()?);
+        const SHT_NOBITS: u32 = 8;
+        if kind != SHT_NOBITS {
+            end = end.max(read_u64(h, 24)? as usize + read_u64(h, 32)? as usize);
+        }
+    }
+    Some(end)
+}
+
+/// The entry points of a CUBIN: its global function symbols.
+pub fn cubin_entries(elf: &[u8]) -> Result<Vec<Entry>, String> {
+    let file = object::File::parse(elf).map_err(|e| format!("not a readable CUBIN: {e}"))?;
+    let mut entries = Vec::new();
+    for sym in file.symbols() {
+        if sym.kind() == SymbolKind::Text && sym.is_global() {
+            let name = sym.name().map_err(|e| format!("symbol name: {e}"))?.to_string();
+            let static_shared =
+                file.section_by_name(&format!(".nv.shared.{name}")).map(|s| s.size() as usize).unwrap_or(0);
+            entries.push(Entry { name, static_shared });
+        }
+    }
+    if entries.is_empty() {
+        return Err("the CUBIN has no global functions".into());
+    }
+    Ok(entries)
+}
+
+/// The entry points of PTX text (`.entry NAME(`); static shared memory is not read from PTX.
+pub fn ptx_entries(ptx: &str) -> Vec<Entry> {
+    ptx.lines()
+        .filter_map(|l| {
+            let rest = l.split(".entry").nth(1)?;
+            let name = rest.trim().split(|c: char| c == '(' || c.is_whitespace()).next()?;
+            (!name.is_empty()).then(|| Entry { name: name.to_string(), static_shared: 0 })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptx_entries_are_found() {
+        let ptx = ".version 9.0\n.visible .entry relu_inplace_f16(\n.param .u32 n\n)\n{}\n.visible .entry fill_f32(\n";
+        let names: Vec<_> = ptx_entries(ptx).into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["relu_inplace_f16", "fill_f32"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! NCCL stand-in (not written yet).
