@@ -167,3 +167,42 @@ pub fn plan_rows(stdout: &str) -> (Vec<(String, f64)>, f64) {
     }
     (rows, total)
 }
+
+/// The environment that puts the emulated CUDA device (kernels/emu) in front of the dynamic
+/// loader for a child process: a folder of links named like the CUDA libraries, all to this
+/// build's `libmoco_emu.so`, first on `LD_LIBRARY_PATH`, then NVRTC from NVIDIA's wheels
+/// (`MOCO_NVRTC_LIB`, set by scripts/test.sh). The loader reads `LD_LIBRARY_PATH` only when a
+/// process starts, so the emulator can only be given to child processes, never to the test
+/// process itself.
+///
+/// `cargo test --workspace` builds `libmoco_emu.so` before any test runs, because the
+/// `moco-emu` package has integration tests of its own (the same trick as for the binaries).
+pub fn emu_env() -> Vec<(String, String)> {
+    let so = bin_dir().join("libmoco_emu.so");
+    assert!(
+        so.is_file(),
+        "{} is missing: run scripts/test.sh (or `cargo test --workspace`), which builds the emulated device",
+        so.display()
+    );
+    let links = bin_dir().join("emu-lib");
+    std::fs::create_dir_all(&links).expect("create the emulator's link folder");
+    for name in ["libcuda.so", "libcuda.so.1", "libcublas.so", "libcudnn.so", "libnccl.so"] {
+        let link = links.join(name);
+        // Replace, not keep: a link from an older build may point elsewhere. Tests running
+        // at once race here; the loser's error is harmless when the link exists afterwards.
+        let _ = std::fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(&so, &link);
+        assert!(link.exists(), "could not link {} to {}", link.display(), so.display());
+    }
+    let nvrtc = std::env::var("MOCO_NVRTC_LIB").expect(
+        "MOCO_NVRTC_LIB is not set: run the tests through scripts/test.sh, which installs NVRTC \
+         from NVIDIA's wheels and exports it",
+    );
+    let mut path = format!("{}:{nvrtc}", links.display());
+    if let Ok(old) = std::env::var("LD_LIBRARY_PATH") {
+        if !old.is_empty() {
+            path = format!("{path}:{old}");
+        }
+    }
+    vec![("LD_LIBRARY_PATH".to_string(), path)]
+}

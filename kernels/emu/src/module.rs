@@ -3,7 +3,7 @@
 //! to the host twin of the same name (see `kernels.rs`), and each kernel's static shared
 //! memory, which the launch checks against the device's limit.
 
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolFlags, SymbolKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -51,12 +51,17 @@ pub unsafe fn elf_len(image: *const u8) -> Option<usize> {
     Some(end)
 }
 
-/// The entry points of a CUBIN: its global function symbols.
+/// `st_other` bit that marks a kernel entry (as opposed to a device function that NVRTC kept
+/// out of line, such as the `$__internal_..._slowpath` division helpers).
+const STO_CUDA_ENTRY: u8 = 0x10;
+
+/// The entry points of a CUBIN: its global function symbols marked as entries.
 pub fn cubin_entries(elf: &[u8]) -> Result<Vec<Entry>, String> {
     let file = object::File::parse(elf).map_err(|e| format!("not a readable CUBIN: {e}"))?;
     let mut entries = Vec::new();
     for sym in file.symbols() {
-        if sym.kind() == SymbolKind::Text && sym.is_global() {
+        let entry_flag = matches!(sym.flags(), SymbolFlags::Elf { st_other, .. } if st_other & STO_CUDA_ENTRY != 0);
+        if sym.kind() == SymbolKind::Text && sym.is_global() && entry_flag {
             let name = sym.name().map_err(|e| format!("symbol name: {e}"))?.to_string();
             let static_shared =
                 file.section_by_name(&format!(".nv.shared.{name}")).map(|s| s.size() as usize).unwrap_or(0);

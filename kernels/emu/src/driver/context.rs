@@ -264,3 +264,14 @@ pub unsafe extern "C" fn cuGetErrorName(code: CUresult, out: *mut *const c_char)
 pub unsafe extern "C" fn cuGetErrorString(code: CUresult, out: *mut *const c_char) -> CUresult {
     status("cuGetErrorString", unsafe { put(out, error_text(code).1.as_ptr().cast(), "pStr") })
 }
+
+/// NVRTC dlopen()s libcuda.so.1 and asks for the driver's private export tables; the
+/// emulator has none, and says so (NVRTC then compiles without them).
+#[no_mangle]
+pub unsafe extern "C" fn cuGetExportTable(table: *mut *const std::ffi::c_void, _id: *const CUuuid) -> CUresult {
+    if !table.is_null() {
+        // SAFETY: non-null out-pointer from the caller.
+        unsafe { table.write(std::ptr::null()) };
+    }
+    CUresult::CUDA_ERROR_NOT_FOUND
+}
