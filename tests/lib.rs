@@ -188,11 +188,12 @@ pub fn emu_env() -> Vec<(String, String)> {
     std::fs::create_dir_all(&links).expect("create the emulator's link folder");
     for name in ["libcuda.so", "libcuda.so.1", "libcublas.so", "libcudnn.so", "libnccl.so"] {
         let link = links.join(name);
-        // Replace, not keep: a link from an older build may point elsewhere. Tests running
-        // at once race here; the loser's error is harmless when the link exists afterwards.
-        let _ = std::fs::remove_file(&link);
-        let _ = std::os::unix::fs::symlink(&so, &link);
-        assert!(link.exists(), "could not link {} to {}", link.display(), so.display());
+        // Made under a temporary name and renamed over the old link: a child process that
+        // another test starts meanwhile never finds the name missing.
+        let tmp = links.join(format!("{name}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&so, &tmp).expect("make a link to the emulator");
+        std::fs::rename(&tmp, &link).expect("put the emulator's link in place");
     }
     let nvrtc = std::env::var("MOCO_NVRTC_LIB").expect(
         "MOCO_NVRTC_LIB is not set: run the tests through scripts/test.sh, which installs NVRTC \
