@@ -25,6 +25,7 @@
 pub mod arena;
 pub mod backend;
 pub mod buffer;
+pub mod emulator;
 pub mod launch;
 pub mod memory;
 pub mod module;

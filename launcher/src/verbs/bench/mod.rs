@@ -14,6 +14,7 @@
 //! with the keys of scripts/pytorch_reference.py's line (scripts/compare.sh joins them).
 //! `--trace FILE` writes the steps' Chrome trace; `--results FILE` appends a markdown section.
 
+mod emulated;
 mod report;
 pub mod steps;
 
@@ -183,6 +184,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     set(&mut fields, "load_average", json!(report::load_average()));
     set(&mut fields, "baseline_rss_bytes", json!(rss_baseline));
 
+    let a_steps = a.steps;
     let ctx = Ctx { a, cfg: &cfg, r: &r, ds, guard: &guard, loader_rate };
     let result = match device {
         "cpu" => {
@@ -207,19 +209,41 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 plan.components.iter().filter(|c| c.source == Source::Shapes).map(|c| c.bytes).sum();
             set(&mut fields, "planned_peak_bytes", json!(plan.total));
             set(&mut fields, "planned_shapes_bytes", json!(shapes));
-            match moco_worker::trace::cuda_clock::CudaClock::new(be.stream().clone(), guard.host_now_us()) {
-                Ok(clock) => guard.set_device_clock(Box::new(clock)),
-                Err(e) => eprintln!("warning: phases timed on the host, not with CUDA events: {e}"),
+            let emulated = moco_kernels::cuda::emulator::is_emulated();
+            set(&mut fields, "emulated", json!(emulated));
+            if emulated {
+                // Event timing would add host waits of its own to the counters, and the
+                // emulator's times say nothing about a GPU's anyway.
+                eprintln!("note: the CUDA libraries are the emulated device (kernels/emu): the times below are the CPU's, the counters are the step's structure");
+            } else {
+                match moco_worker::trace::cuda_clock::CudaClock::new(be.stream().clone(), guard.host_now_us()) {
+                    Ok(clock) => guard.set_device_clock(Box::new(clock)),
+                    Err(e) => eprintln!("warning: phases timed on the host, not with CUDA events: {e}"),
+                }
             }
-            ctx.measure(
+            let mut counters_before = None;
+            let measured = ctx.measure(
                 be,
                 fields.clone(),
-                &mut |m: &Moco<CudaBackend>| m.be.reset_peak(),
+                &mut |m: &Moco<CudaBackend>| {
+                    m.be.reset_peak();
+                    counters_before = moco_kernels::cuda::emulator::counters_json();
+                },
                 &|be: &CudaBackend| {
                     let mem = be.memory();
                     (mem.peak_live, "arena_peak_live", Some(mem.peak_reserved))
                 },
-            )
+            );
+            measured.map(|mut figures| {
+                let after = moco_kernels::cuda::emulator::counters_json();
+                if let (Some(b), Some(a)) = (counters_before, after) {
+                    if let Some(v) = emulated::per_step(&b, &a, a_steps) {
+                        eprint!("{}", emulated::table(&v));
+                        figures.fields.insert("emulator_per_step".into(), v);
+                    }
+                }
+                figures
+            })
         }
     };
     let figures = match result {
