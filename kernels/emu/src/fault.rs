@@ -11,6 +11,24 @@ static mut PREVIOUS: Option<libc::sigaction> = None;
 /// Exit status of a process whose device work faulted.
 pub const FAULT_EXIT: i32 = 86;
 
+extern "C" {
+    // cxx/runtime.cpp: the running CUDA thread's blockIdx and threadIdx (plain loads, so
+    // async-signal-safe); 0 when no kernel runs.
+    fn moco_emu_kernel_position(out: *mut u32) -> libc::c_int;
+    // cxx/fiber.cpp: whether addr is in the guard page of a CUDA thread's fiber stack.
+    fn moco_emu_fiber_guard_hit(addr: *const libc::c_void) -> libc::c_int;
+}
+
+/// " (block (x,y,z), thread (x,y,z))" while a kernel's CUDA thread runs, else "".
+fn kernel_position() -> String {
+    let mut p = [0u32; 6];
+    // SAFETY: p has the 6 elements the function writes; it only reads plain globals.
+    if unsafe { moco_emu_kernel_position(p.as_mut_ptr()) } == 0 {
+        return String::new();
+    }
+    format!(" (block ({},{},{}), thread ({},{},{}))", p[0], p[1], p[2], p[3], p[4], p[5])
+}
+
 fn write_stderr(s: &str) {
     // SAFETY: write(2) is async-signal-safe; the buffer is valid for its length.
     unsafe { libc::write(2, s.as_ptr().cast(), s.len()) };
@@ -23,7 +41,12 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     let label = crate::stream::RUNNING.try_lock().ok().map(|l| l.clone()).unwrap_or_default();
     if !label.is_empty() {
         let region = crate::memory::try_find_near(addr);
+        // SAFETY: a read-only scan of the fiber stack table.
+        let stack_overflow = unsafe { moco_emu_fiber_guard_hit(addr as *const libc::c_void) } != 0;
         let what = match region {
+            _ if stack_overflow => {
+                "the guard page of the CUDA thread's 64 KiB stack (stack overflow)".to_string()
+            }
             Some(r) if addr >= r.start + r.size => {
                 format!(
                     "{} bytes past the end of a {}-byte allocation at {:#x}",
@@ -44,7 +67,8 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             None => "outside every live allocation (freed, or never device memory)".to_string(),
         };
         write_stderr(&format!(
-            "moco-emu: invalid device memory access in {label}: address {addr:#x}, {what}\n"
+            "moco-emu: invalid device memory access in {label}{}: address {addr:#x}, {what}\n",
+            kernel_position()
         ));
         // SAFETY: _exit is async-signal-safe and ends the process without running handlers
         // that might touch the corrupt state.
