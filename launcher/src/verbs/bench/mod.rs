@@ -216,7 +216,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 // emulator's times say nothing about a GPU's anyway.
                 eprintln!("note: the CUDA libraries are the emulated device (kernels/emu): the times below are the CPU's, the counters are the step's structure");
             } else {
-                match moco_worker::trace::cuda_clock::CudaClock::new(be.stream().clone(), guard.host_now_us()) {
+                match moco_worker::trace::cuda_clock::CudaClock::new(be.stream().clone(), guard.host_now_us())
+                {
                     Ok(clock) => guard.set_device_clock(Box::new(clock)),
                     Err(e) => eprintln!("warning: phases timed on the host, not with CUDA events: {e}"),
                 }
