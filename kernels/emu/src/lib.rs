@@ -17,6 +17,7 @@
 //! - `module`, `kernels`: the entry names of the real CUBIN that NVRTC produced, bound to host
 //!   twins of the same `.cu` sources compiled with the system C++ compiler (`cxx/`).
 //! - `cublas`, `cudnn`: the documented semantics, written independently of the CPU reference.
+//!   `elem` holds their fp16/fp32 loads and stores, `handles` their opaque-handle tables.
 //! - `nccl`: collectives between processes (ranks are processes) over Unix sockets.
 //! - `counters`: host waits, bytes each way, launches and library calls, written as JSON.
 //!
@@ -29,8 +30,10 @@ pub mod cublas;
 pub mod cudnn;
 pub mod device;
 pub mod driver;
+pub mod elem;
 pub mod error;
 pub mod fault;
+pub mod handles;
 pub mod kernels;
 pub mod memory;
 pub mod module;
