@@ -18,7 +18,7 @@
 //!   twins of the same `.cu` sources compiled with the system C++ compiler (`cxx/`).
 //! - `cublas`, `cudnn`: the documented semantics, written independently of the CPU reference.
 //!   `elem` holds their fp16/fp32 loads and stores, `handles` their opaque-handle tables.
-//! - `nccl`: collectives between processes (ranks are processes) over Unix sockets.
+//! - `nccl`: collectives between processes (ranks are processes) over TCP on 127.0.0.1.
 //! - `counters`: host waits, bytes each way, launches and library calls, written as JSON.
 //!
 //! The exported functions are C ABI entry points whose contracts are NVIDIA's documentation;
