@@ -76,6 +76,7 @@ fn collective(api: &'static str, c: &Comm, s: cudaStream_t, a: &Args) -> Result<
     stream::run_all(stream::stream_id(s as usize)).map_err(|e| {
         Fail::new(ncclResult_t::ncclUnhandledCudaError, format!("the stream's earlier work failed: {e}"))
     })?;
+    exit_if_told(api, c.rank);
     let payload = if sb == 0 {
         Vec::new()
     } else {
@@ -228,4 +229,31 @@ pub unsafe extern "C" fn ncclReduce(
         recv: recvbuff as usize,
     };
     run("ncclReduce", comm, stream, a)
+}
+
+/// Fault injection for tests: `MOCO_EMU_NCCL_EXIT_AT=R:API:N` (e.g. `1:ncclAllReduce:2`) makes
+/// rank R's process die (as if killed: `_exit(137)`, no clean-up) when it enters its N-th call
+/// of API, after its inputs are ready and before it sends them, so its peers are left blocked
+/// in the same collective.
+fn exit_if_told(api: &str, rank: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("MOCO_EMU_NCCL_EXIT_AT") else { return };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let target = match parts[..] {
+        [r, name, k] => r.parse::<u32>().ok().zip(k.parse::<u64>().ok()).map(|(r, k)| (r, name, k)),
+        _ => None,
+    };
+    match target {
+        Some((r, name, k)) if r == rank && name == api => {
+            let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == k {
+                eprintln!("moco-emu: MOCO_EMU_NCCL_EXIT_AT={spec}: rank {rank} dies in {api} #{n}");
+                // SAFETY: _exit ends the process at once, as a SIGKILL would.
+                unsafe { libc::_exit(137) };
+            }
+        }
+        Some(_) => {}
+        None => eprintln!("moco-emu: MOCO_EMU_NCCL_EXIT_AT={spec:?} is not RANK:API:N; ignored"),
+    }
 }
