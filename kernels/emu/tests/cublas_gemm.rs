@@ -2,7 +2,8 @@
 //! (column-major, op(X) = X or X^T, C = alpha op(A) op(B) + beta C), called through the
 //! exported C functions on emulated device memory and an emulated stream.
 
-mod common;
+mod blas_common;
+use blas_common as common;
 
 use common::*;
 use cudarc::cublas::sys::{

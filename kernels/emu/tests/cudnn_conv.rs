@@ -8,7 +8,8 @@
 //! x zero outside the image; backward data and filter are its adjoints in x and in w.
 //! Host-side tensors are logical NCHW / KCRS vectors; `upload` lays them out as a case says.
 
-mod common;
+mod blas_common;
+use blas_common as common;
 
 use common::*;
 use cudarc::cudnn::sys::{
