@@ -16,6 +16,9 @@
 #   pytorch    scripts/pytorch_reference.py at batch 64 (and 96 if time is left), if present
 #
 # Usage: OUT=/some/dir scripts/gpu_verify.sh [step ...]      (default: all steps)
+# Dry run on the emulated device (CI, machines without a GPU): `eval "$(scripts/emu_env.sh)"`
+# first; with MOCO_EMU_LIB set the env step keeps that environment instead of looking for
+# NVIDIA's wheels, the card is the emulator's, and the results file says DRY RUN.
 # Environment: GPU_BIN (default gpu-bin), DEADLINE_S (default 570: the whole run, so the
 # report is written inside a 10-minute limit), TRAIN_ARGS (replaces the launcher arguments).
 set -euo pipefail
@@ -72,8 +75,13 @@ have_bin() {
     return 1
 }
 
+emulated="${MOCO_EMU_LIB:-}"
+
 # ---- env ----
-if wanted env; then
+if wanted env && [[ -n $emulated ]]; then
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >"$logs/gpu_env.txt"
+    record env "ok (emulated device from $emulated)" 0 gpu_env.txt
+elif wanted env; then
     t0=$SECONDS
     if exports="$(scripts/gpu_env.sh 2>"$logs/gpu_env.txt")"; then
         eval "$exports"
@@ -87,7 +95,11 @@ fi
 # ---- smi ----
 card="unknown card"
 driver="unknown driver"
-if wanted smi; then
+if wanted smi && [[ -n $emulated ]]; then
+    card="${MOCO_EMU_NAME:-moco-emu emulated GPU} (emulated device, kernels/emu)"
+    driver="none (emulated)"
+    record smi "skipped (emulated device: no nvidia-smi)" 0 -
+elif wanted smi; then
     if command -v nvidia-smi >/dev/null 2>&1; then
         run_step smi nvidia-smi.txt 60 nvidia-smi
         card="$(nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -n1 || echo unknown)"
@@ -121,7 +133,9 @@ fi
 
 # ---- PyTorch reference ----
 if wanted pytorch; then
-    if [[ ! -f scripts/pytorch_reference.py ]]; then
+    if [[ -n $emulated ]]; then
+        record pytorch "skipped (emulated device: PyTorch needs a real GPU)" 0 -
+    elif [[ ! -f scripts/pytorch_reference.py ]]; then
         record pytorch "skipped (no scripts/pytorch_reference.py)" 0 -
     elif ! python3 -c 'import torch, torchvision' >/dev/null 2>&1; then
         record pytorch "skipped (python3 has no torch/torchvision)" 0 -
@@ -135,9 +149,14 @@ fi
 
 # ---- the results file ----
 md="$OUT/results/gpu-$day.md"
+[[ -n $emulated ]] && md="$OUT/results/gpu-dryrun-$day.md"
 tail_of() { if [[ -f $logs/$1 ]]; then tail -n "$2" "$logs/$1"; else echo "(no log)"; fi; }
 {
-    echo "# GPU verification, $day"
+    if [[ -n $emulated ]]; then
+        echo "# GPU verification, $day: DRY RUN on the emulated device (no GPU; numbers are not GPU figures)"
+    else
+        echo "# GPU verification, $day"
+    fi
     echo
     echo "- card: $card"
     echo "- driver: $driver"

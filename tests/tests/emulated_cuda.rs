@@ -345,3 +345,58 @@ fn bench_prints_counters_per_step_and_the_peak_against_the_plan() {
     println!("optimized-shaped run at 32 px: measured {live} / planned {planned} = {ratio:.3}");
     assert!((0.95..=1.05).contains(&ratio), "measured/planned {ratio:.3} outside 5%");
 }
+
+/// scripts/gpu_verify.sh, the one script a lent GPU runs, end to end on the emulated device
+/// with small training arguments: a dry run, so that the script has no bugs of its own on the
+/// day a GPU is lent. The binaries are this build's (the script's gpu-bin/ layout).
+#[test]
+fn gpu_verify_sh_runs_end_to_end_on_the_emulator() {
+    let d = TempDir::new("emu-gpu-verify");
+    let bin = d.path().join("gpu-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let build = launcher().parent().unwrap().to_path_buf();
+    for (name, path) in [
+        ("launcher", launcher()),
+        ("worker", worker()),
+        ("selftest", build.join("examples").join("selftest")),
+    ] {
+        assert!(path.is_file(), "{} is missing (cargo test --workspace builds examples too)", path.display());
+        std::os::unix::fs::symlink(&path, bin.join(name)).unwrap();
+    }
+    let out = d.path().join("out");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let train = format!(
+        "--device cuda --preset optimized --vram-limit 8GiB --image-size 32 --batch 4 --accumulation 1 \
+         --steps 2 --data synthetic:32:32 --out {}/run-optimized",
+        out.display()
+    );
+    let pair = "--preset tiny --data synthetic:128:64 --batch 8 --queue-size 64 --image-size 32 --steps 3";
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("scripts/gpu_verify.sh")).current_dir(repo).stdin(Stdio::null());
+    for (k, v) in emu_env() {
+        cmd.env(k, v);
+    }
+    cmd.env("MOCO_EMU_LIB", "this build's libmoco_emu.so")
+        .env("GPU_BIN", &bin)
+        .env("OUT", &out)
+        .env("TRAIN_ARGS", train)
+        .env("PAIR_ARGS", pair);
+    let r = cmd.output().expect("bash runs the script");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "gpu_verify.sh failed:\n{stderr}");
+    let results =
+        std::fs::read_dir(out.join("results")).unwrap().next().expect("a results file").unwrap().path();
+    let md = std::fs::read_to_string(&results).unwrap();
+    assert!(
+        results.file_name().unwrap().to_string_lossy().starts_with("gpu-dryrun-"),
+        "{}",
+        results.display()
+    );
+    assert!(md.contains("DRY RUN on the emulated device"), "{md}");
+    for step in ["selftest", "worker", "train", "pair-nccl", "pair-ring"] {
+        assert!(md.contains(&format!("| {step} | ok |")), "step {step} did not pass:\n{md}");
+    }
+    assert!(md.contains("self-test: all") && md.contains("comparisons passed"), "{md}");
+    let nccl_log = std::fs::read_to_string(out.join("logs/two-ranks-nccl-rank0.log")).unwrap();
+    assert!(nccl_log.contains("collectives: NCCL"), "the NCCL pair used NCCL:\n{nccl_log}");
+}
