@@ -213,13 +213,20 @@ impl<B> ArenaBook<B> {
 
     fn refusal(&self, what: &str, bytes: usize, class: usize, why: &str) -> KernelError {
         let s = &self.stats;
-        let limit = match s.limit {
-            Some(l) => format!("the VRAM limit of {}", human_bytes(l)),
-            None => "the device memory".to_string(),
+        // Raising --vram-limit only helps when there is one: without it the card itself is
+        // full (found on the emulated device, whose memory size a test can shrink).
+        let (limit, advice) = match s.limit {
+            Some(l) => (
+                format!("the VRAM limit of {}", human_bytes(l)),
+                "lower the batch size, turn on recompute, or raise --vram-limit",
+            ),
+            None => (
+                "the device memory".to_string(),
+                "lower the batch size or turn on recompute (`launcher plan --vram SIZE` shows what fits)",
+            ),
         };
         KernelError::OutOfMemory(format!(
-            "{what} asked for {} ({} reserved) with {} in use (peak {}), and {why} within {limit}; \
-             lower the batch size, turn on recompute, or raise --vram-limit",
+            "{what} asked for {} ({} reserved) with {} in use (peak {}), and {why} within {limit}; {advice}",
             human_bytes(bytes as u64),
             human_bytes(class as u64),
             human_bytes(s.live),
@@ -348,6 +355,9 @@ mod tests {
             .take("c", 1 << 30, |_| Err(AllocFailure::OutOfMemory("CUDA_ERROR_OUT_OF_MEMORY".into())))
             .unwrap_err();
         assert!(matches!(&err, KernelError::OutOfMemory(m) if m.contains("device refused")), "{err}");
+        // No --vram-limit was given, so the advice must not be to raise it.
+        assert!(!err.to_string().contains("--vram-limit"), "{err}");
+        assert!(err.to_string().contains("lower the batch size"), "{err}");
     }
 
     #[test]
