@@ -60,7 +60,8 @@ pub fn cubin_entries(elf: &[u8]) -> Result<Vec<Entry>, String> {
     let file = object::File::parse(elf).map_err(|e| format!("not a readable CUBIN: {e}"))?;
     let mut entries = Vec::new();
     for sym in file.symbols() {
-        let entry_flag = matches!(sym.flags(), SymbolFlags::Elf { st_other, .. } if st_other & STO_CUDA_ENTRY != 0);
+        let entry_flag =
+            matches!(sym.flags(), SymbolFlags::Elf { st_other, .. } if st_other & STO_CUDA_ENTRY != 0);
         if sym.kind() == SymbolKind::Text && sym.is_global() && entry_flag {
             let name = sym.name().map_err(|e| format!("symbol name: {e}"))?.to_string();
             let static_shared =

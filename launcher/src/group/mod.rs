@@ -222,7 +222,11 @@ pub async fn run_once(
                                 pid: pid_of(rank),
                                 cause,
                                 tail: tail_text(&tails[rank]),
-                                restartable: !matches!(reported[rank], Some(FailureKind::Config | FailureKind::Data)),
+                                restartable: !matches!(
+                                    reported[rank],
+                                    // A diverged run diverges again from the same checkpoint.
+                                    Some(FailureKind::Config | FailureKind::Data | FailureKind::Numeric)
+                                ),
                             };
                             let score = blame(&f, reported[rank]);
                             if failure.as_ref().is_none_or(|(_, s)| score > *s) {

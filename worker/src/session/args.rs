@@ -102,6 +102,13 @@ pub struct RunArgs {
     /// Epochs between kNN evaluations with --eval-data.
     #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     pub eval_every: u64,
+    /// Stop the run as diverged after this many optimiser steps in a row were skipped for
+    /// non-finite gradients (0: never).
+    #[arg(long, default_value_t = 20, value_name = "K")]
+    pub max_skipped_steps: u64,
+    /// Stop the run as diverged when the AMP loss scale falls below this.
+    #[arg(long, default_value_t = 1.0, value_name = "SCALE")]
+    pub min_loss_scale: f32,
     /// Write a Chrome-trace JSON of every phase of every step (per rank: FILE.rank<r>.json on
     /// several ranks); open it in chrome://tracing or Perfetto.
     #[arg(long, value_name = "FILE")]
@@ -118,6 +125,10 @@ impl RunArgs {
             self.keep_last.to_string(),
             "--eval-every".into(),
             self.eval_every.to_string(),
+            "--max-skipped-steps".into(),
+            self.max_skipped_steps.to_string(),
+            "--min-loss-scale".into(),
+            self.min_loss_scale.to_string(),
         ];
         let mut path = |flag: &str, p: &Option<PathBuf>| {
             if let Some(p) = p {

@@ -157,6 +157,10 @@ fn run_in_group<B: Backend>(
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(be, cfg, dataset.bands(), rank, world)?;
     moco.dev_comm = dev_comm;
+    moco.guard.limits = crate::moco::guard::Limits {
+        max_skipped_steps: args.run.max_skipped_steps,
+        min_loss_scale: args.run.min_loss_scale,
+    };
     // Bucketed host all-reduce overlapping the backward, unless a device collective does it.
     if let Some(gc) = group.grad_collective.as_ref().filter(|_| moco.dev_comm.is_none()) {
         moco.grad_sync =

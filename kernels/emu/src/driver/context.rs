@@ -268,7 +268,10 @@ pub unsafe extern "C" fn cuGetErrorString(code: CUresult, out: *mut *const c_cha
 /// NVRTC dlopen()s libcuda.so.1 and asks for the driver's private export tables; the
 /// emulator has none, and says so (NVRTC then compiles without them).
 #[no_mangle]
-pub unsafe extern "C" fn cuGetExportTable(table: *mut *const std::ffi::c_void, _id: *const CUuuid) -> CUresult {
+pub unsafe extern "C" fn cuGetExportTable(
+    table: *mut *const std::ffi::c_void,
+    _id: *const CUuuid,
+) -> CUresult {
     if !table.is_null() {
         // SAFETY: non-null out-pointer from the caller.
         unsafe { table.write(std::ptr::null()) };
