@@ -31,6 +31,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let out =
         a.out.clone().or_else(|| a.run.resume.clone()).unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    // The run folder is ours before anything is written into it (released when we exit).
+    let lock = moco_worker::session::lock::RunLock::acquire(&out)?;
+    if let Some(p) = &lock.previous {
+        eprintln!("note: the run folder's last owner ended without releasing it (killed or crashed?): {p}");
+    }
     // A folder is cached here, once, before the workers start (they map the same cache), so the
     // report prints once and validation sees the usable tile count after skips.
     let (dataset, data_from) = match moco_worker::data::DataSpec::parse(&data)? {

@@ -6,12 +6,14 @@
 //! - `device`: which backend trains (`--device`), which GPU, the `--vram-limit` check.
 //! - `checkpoints`: where the run starts (fresh, resumed, `--init-from`) and when it saves.
 //! - `monitor`: the collapse monitor and kNN with `--eval-data` at epoch ends.
+//! - `lock`: one owner per run folder.
 
 pub mod args;
 pub mod checkpoints;
 pub mod data;
 pub mod device;
 pub mod group;
+pub mod lock;
 pub mod monitor;
 
 use crate::checkpoint::CheckpointPolicy;
@@ -67,6 +69,20 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
     let group = group::join_group(&args.group, &cfg_json, device.name(), stop.clone())?;
     trace.set_rank(group.rank, group.world);
+    // A launcher owns its run folder for its workers; started by hand or by srun, rank 0 does,
+    // before anything of the run is written there (the data cache has a lock of its own).
+    let supervised = std::env::var(group::SUPERVISED_ENV).is_ok_and(|v| v == "1");
+    let _lock = if group.rank == 0 && !supervised {
+        let l = lock::RunLock::acquire(&run_folder(args, &group.run_id))?;
+        if let Some(p) = &l.previous {
+            eprintln!(
+                "note: the run folder's last owner ended without releasing it (killed or crashed?): {p}"
+            );
+        }
+        Some(l)
+    } else {
+        None
+    };
     let result = (|| {
         let resolved = ResolvedConfig::new(&cfg, group.world, dataset.len())?;
         let mut cuda = None;
@@ -149,11 +165,7 @@ fn run_in_group<B: Backend>(
             eprintln!("warning: {w}");
         }
     }
-    let out = args
-        .out
-        .clone()
-        .or_else(|| args.run.resume.clone())
-        .unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
+    let out = run_folder(args, &group.run_id);
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(be, cfg, dataset.bands(), rank, world)?;
     moco.dev_comm = dev_comm;
@@ -326,6 +338,11 @@ fn run_in_group<B: Backend>(
         c.done();
     }
     Ok(Outcome { rank, world, summary, out })
+}
+
+/// The run folder: `--out`, else the folder `--resume` names, else `runs/<run id>`.
+pub fn run_folder(args: &TrainArgs, run_id: &str) -> PathBuf {
+    args.out.clone().or_else(|| args.run.resume.clone()).unwrap_or_else(|| PathBuf::from("runs").join(run_id))
 }
 
 /// A value that differs between runs (only rank 0's is used): marks the run folder as this run's.
