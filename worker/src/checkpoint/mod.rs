@@ -31,6 +31,7 @@ pub mod atomic;
 pub mod export;
 pub mod load;
 pub mod meta;
+pub mod pick;
 pub mod save;
 pub mod snapshot;
 pub mod tensors;
@@ -40,5 +41,6 @@ pub use load::{
     complete_checkpoints, find_latest, init_from, resume, Checkpoint, InitReport, Resumed, Weights,
 };
 pub use meta::{check_resume_config, CheckpointMeta, TopologySummary, FORMAT, VERSION};
+pub use pick::{newest_intact, pick, Pick, ResumeTarget};
 pub use save::{save, tidy, CheckpointPolicy, SaveRequest, Saved, CHECKPOINTS, LATEST, META};
 pub use snapshot::Snapshot;

@@ -34,9 +34,10 @@ pub struct GroupArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Tiles: `synthetic[:N[:SIZE]]` (procedural aerial tiles) or a folder of images.
-    #[arg(long, default_value = "synthetic")]
-    pub data: String,
+    /// Tiles: `synthetic[:N[:SIZE]]` (procedural aerial tiles) or a folder of images
+    /// [default: a resumed run's own data, else synthetic].
+    #[arg(long)]
+    pub data: Option<String>,
     /// Run folder: metrics.jsonl, checkpoints, report.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -7,6 +7,7 @@
 //! - `checkpoints`: where the run starts (fresh, resumed, `--init-from`) and when it saves.
 //! - `monitor`: the collapse monitor and kNN with `--eval-data` at epoch ends.
 //! - `lock`: one owner per run folder.
+//! - `run_data`: the data a run trains on, recorded so a resume continues on it.
 
 pub mod args;
 pub mod checkpoints;
@@ -15,8 +16,9 @@ pub mod device;
 pub mod group;
 pub mod lock;
 pub mod monitor;
+pub mod run_data;
 
-use crate::checkpoint::CheckpointPolicy;
+use crate::checkpoint::{CheckpointPolicy, ResumeTarget};
 use crate::collective::nccl::Joined;
 use crate::collective::AsComm;
 use crate::error::{Result, WorkerError};
@@ -65,7 +67,21 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
         let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
     }
     let cfg = args.config.build()?;
-    let dataset = data::open(args, &cfg)?;
+    // A run continuing in a known folder trains on its recorded data unless --data is given.
+    let known_folder =
+        args.out.clone().or_else(|| args.run.resume.as_deref().map(|r| ResumeTarget::parse(r).run_dir));
+    let mut data_flags = args.data_flags.clone();
+    let data_spec = match &known_folder {
+        Some(dir) => {
+            let (spec, notes) = run_data::resolve(dir, args.data.as_deref(), &mut data_flags)?;
+            if data::claimed_rank(args).is_none_or(|r| r == 0) {
+                notes.iter().for_each(|n| eprintln!("{n}"));
+            }
+            spec
+        }
+        None => args.data.clone().unwrap_or_else(|| "synthetic".into()),
+    };
+    let dataset = data::open(args, &data_spec, &data_flags, &cfg)?;
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
     let group = group::join_group(&args.group, &cfg_json, device.name(), stop.clone())?;
     trace.set_rank(group.rank, group.world);
@@ -73,12 +89,14 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
     // before anything of the run is written there (the data cache has a lock of its own).
     let supervised = std::env::var(group::SUPERVISED_ENV).is_ok_and(|v| v == "1");
     let _lock = if group.rank == 0 && !supervised {
-        let l = lock::RunLock::acquire(&run_folder(args, &group.run_id))?;
+        let dir = run_folder(args, &group.run_id);
+        let l = lock::RunLock::acquire(&dir)?;
         if let Some(p) = &l.previous {
             eprintln!(
                 "note: the run folder's last owner ended without releasing it (killed or crashed?): {p}"
             );
         }
+        run_data::RunData::new(&data_spec, &data_flags).save(&dir)?;
         Some(l)
     } else {
         None
@@ -190,7 +208,7 @@ fn run_in_group<B: Backend>(
         }
     };
     checkpoints::check_shared_run_folder(&out, &comm, run_nonce())?;
-    let start = checkpoints::start(&args.run, &out, &mut moco, rank, world)?;
+    let start = checkpoints::start(&args.run, &out, &mut moco, (rank, world), group.restart_count > 0)?;
     for n in &start.notes {
         tell(n);
     }
@@ -340,9 +358,12 @@ fn run_in_group<B: Backend>(
     Ok(Outcome { rank, world, summary, out })
 }
 
-/// The run folder: `--out`, else the folder `--resume` names, else `runs/<run id>`.
+/// The run folder: `--out`, else the run folder of what `--resume` names, else `runs/<run id>`.
 pub fn run_folder(args: &TrainArgs, run_id: &str) -> PathBuf {
-    args.out.clone().or_else(|| args.run.resume.clone()).unwrap_or_else(|| PathBuf::from("runs").join(run_id))
+    args.out
+        .clone()
+        .or_else(|| args.run.resume.as_deref().map(|r| crate::checkpoint::ResumeTarget::parse(r).run_dir))
+        .unwrap_or_else(|| PathBuf::from("runs").join(run_id))
 }
 
 /// A value that differs between runs (only rank 0's is used): marks the run folder as this run's.
