@@ -13,7 +13,16 @@ use moco_worker::session::run_data;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub fn run(a: &TrainArgs) -> Result<()> {
+/// How a training run that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Reached its last step.
+    Finished,
+    /// Stopped on a signal after saving: resume it with the same command.
+    Stopped,
+}
+
+pub fn run(a: &TrainArgs) -> Result<Ended> {
     // `--resume RUN_DIR` (or one of its step folders) alone continues with the run's own
     // resolved config, in its own run folder.
     let target = a.run.resume.as_deref().map(ResumeTarget::parse);
@@ -37,6 +46,16 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         .clone()
         .or_else(|| target.as_ref().map(|t| t.run_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    // Fails here, before anything is written (the folder is only read), when nothing intact is
+    // left to resume.
+    let picked = moco_worker::checkpoint::pick(
+        &out,
+        target.as_ref().and_then(|t| t.step_dir.as_deref()),
+        target.as_ref().map(|t| t.run_dir.as_path()),
+    )?;
+    for w in &picked.warnings {
+        eprintln!("warning: {w}");
+    }
     // The run folder is ours before anything is written into it (released when we exit).
     let lock = moco_worker::session::lock::RunLock::acquire(&out)?;
     if let Some(p) = &lock.previous {
@@ -140,6 +159,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     ];
     let total = r.total_steps as u64;
     let end = a.steps.map(|s| s.min(total)).unwrap_or(total);
+    if let Some(s) = a.steps.filter(|&s| s > total) {
+        eprintln!("{}", moco_worker::session::steps_past_schedule(s, total, r.cfg.epochs));
+    }
     if let Some(s) = a.steps {
         args.extend(["--steps".into(), s.to_string()]);
     }
@@ -167,15 +189,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     eprintln!("run {run_id}: {world} worker(s) on the {device}, run folder {}", out.display());
     // The workers resume by themselves (the run folder's newest checkpoint, else --resume);
     // say so here, where the user looks.
-    // Fails here, before any worker starts, when nothing intact is left to resume.
-    let picked = moco_worker::checkpoint::pick(
-        &out,
-        target.as_ref().and_then(|t| t.step_dir.as_deref()),
-        target.as_ref().map(|t| t.run_dir.as_path()),
-    )?;
-    for w in &picked.warnings {
-        eprintln!("warning: {w}");
-    }
     if let Some(ck) = &picked.checkpoint {
         eprintln!("resuming from {} (step {}, epoch {:.2})", ck.dir.display(), ck.step(), ck.meta.epoch);
     } else if let Some(init) = &a.run.init_from {
@@ -207,12 +220,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                     );
                 }
                 report_paths(&out);
-                return Ok(());
+                return Ok(Ended::Finished);
             }
             Outcome::Interrupted => {
                 eprintln!("stopped on request after step {}", progress.last.map(|m| m.step).unwrap_or(0));
                 report_paths(&out);
-                return Ok(());
+                return Ok(Ended::Stopped);
             }
             Outcome::Failed(f) => {
                 if f.restartable && spec.restart_count < a.max_restarts {

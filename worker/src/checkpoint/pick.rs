@@ -127,10 +127,12 @@ pub fn pick(out: &Path, step_dir: Option<&Path>, resume_run: Option<&Path>) -> R
         q
     };
     if q.checkpoint.is_none() {
-        return Err(crate::error::WorkerError::BadFile {
-            path: run.to_path_buf(),
-            problem: "--resume: the run has no complete checkpoint yet".into(),
-        });
+        let problem = if run.join(CHECKPOINTS).is_dir() {
+            "--resume: the run has no complete checkpoint yet"
+        } else {
+            "--resume: holds no moco-rs checkpoint (expected a run folder with checkpoints/ or a step folder)"
+        };
+        return Err(crate::error::WorkerError::BadFile { path: run.to_path_buf(), problem: problem.into() });
     }
     Ok(q)
 }

@@ -42,7 +42,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Stop after this many optimiser steps (default: the config's epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// cpu, cuda or auto (CUDA when a driver is found).
     #[arg(long, default_value = "auto")]

@@ -216,6 +216,11 @@ fn run_in_group<B: Backend>(
         tell(&format!("warning: {w}"));
     }
     warnings.extend(start.warnings.iter().cloned());
+    if rank == 0 {
+        for f in ["metrics.jsonl", crate::report::records::EVALS_FILE] {
+            crate::train::metrics::truncate_after(&out.join(f), start.step)?;
+        }
+    }
     let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
     let knn = match &args.run.eval_data {
         Some(spec) => {
@@ -249,6 +254,9 @@ fn run_in_group<B: Backend>(
     };
     let total = resolved.total_steps as u64;
     let end = args.steps.map(|s| s.min(total)).unwrap_or(total);
+    if let Some(s) = args.steps.filter(|&s| s > total && rank == 0) {
+        eprintln!("{}", steps_past_schedule(s, total, cfg.epochs));
+    }
     let mut saver = checkpoints::Saver {
         policy: CheckpointPolicy { every_epochs: args.run.checkpoint_every, keep_last: args.run.keep_last },
         run_dir: &out,
@@ -356,6 +364,14 @@ fn run_in_group<B: Backend>(
         c.done();
     }
     Ok(Outcome { rank, world, summary, out })
+}
+
+/// The note for `--steps` beyond the schedule (the lr and momentum schedules end at `total`).
+pub fn steps_past_schedule(steps: u64, total: u64, epochs: usize) -> String {
+    format!(
+        "note: --steps {steps} is past the end of the schedule ({total} steps = {epochs} epochs): the run ends at \
+         step {total}; raise --epochs to train longer"
+    )
 }
 
 /// The run folder: `--out`, else the run folder of what `--resume` names, else `runs/<run id>`.
