@@ -20,8 +20,10 @@
 //! Entry points for the trainer (all ranks call them at the same step):
 //! - `save(&moco, comm, &SaveRequest)` at `CheckpointPolicy::due` steps, at the end, and after
 //!   a stop request (SIGINT/SIGTERM/SIGUSR1 end the step; then save; then exit);
-//! - at start: `find_latest(run_dir)` (automatic resume, `--resume RUN_DIR`) then
-//!   `resume(&mut moco, &ck, rank, world)` which returns the loader's start position; or
+//! - at start: `pick(out, step_dir, resume_run)` (the newest intact checkpoint, skipping
+//!   damaged ones with a warning, or exactly a named step folder; `pick::ResumeTarget` reads
+//!   what `--resume` names) then `resume(&mut moco, &ck, rank, world)` which returns the
+//!   loader's start position; or
 //!   `Checkpoint::resolve(path)` + `init_from(&mut moco, &ck)` for `--init-from`, printing its
 //!   warning.
 //!
