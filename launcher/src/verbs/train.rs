@@ -56,11 +56,6 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
     for w in &picked.warnings {
         eprintln!("warning: {w}");
     }
-    // The run folder is ours before anything is written into it (released when we exit).
-    let lock = moco_worker::session::lock::RunLock::acquire(&out)?;
-    if let Some(p) = &lock.previous {
-        eprintln!("note: the run folder's last owner ended without releasing it (killed or crashed?): {p}");
-    }
     // A resumed run trains on its own data unless --data says otherwise.
     let record_dir = [Some(&out), target.as_ref().map(|t| &t.run_dir)]
         .into_iter()
@@ -129,6 +124,13 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
     eprint!("{}", r.summary());
     for w in &r.warnings {
         eprintln!("warning: {w}");
+    }
+    // The run folder is ours before the run writes anything into it (released when we exit);
+    // taken after the checks, so a refused run leaves no folder behind. (Caching a read-only
+    // data folder may already have used RUN/cache: the cache has its own lock.)
+    let lock = moco_worker::session::lock::RunLock::acquire(&out)?;
+    if let Some(p) = &lock.previous {
+        eprintln!("note: the run folder's last owner ended without releasing it (killed or crashed?): {p}");
     }
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)
