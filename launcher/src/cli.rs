@@ -68,7 +68,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Stop after this many optimiser steps (default: the preset's epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Rendezvous port on this machine (0: any free port).
     #[arg(long, default_value_t = 0)]

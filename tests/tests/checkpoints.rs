@@ -139,7 +139,8 @@ fn wait_for(
     false
 }
 
-fn drain(child: &mut Child, rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>) -> bool {
+/// The launcher's exit code once it ends (None: it had to be killed).
+fn drain(child: &mut Child, rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         while let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
@@ -149,11 +150,11 @@ fn drain(child: &mut Child, rx: &std::sync::mpsc::Receiver<String>, seen: &mut V
             while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
                 seen.push(l);
             }
-            return s.success();
+            return s.code();
         }
     }
     let _ = child.kill();
-    false
+    None
 }
 
 fn pid_of(seen: &[String], rank: usize) -> u32 {
@@ -197,9 +198,9 @@ fn a_crashed_group_restarts_from_the_last_checkpoint_and_ends_as_if_uninterrupte
         seen.join("\n")
     );
     kill(pid_of(&seen, 1), "-9");
-    let ok = drain(&mut child, &rx, &mut seen);
+    let code = drain(&mut child, &rx, &mut seen);
     let text = seen.join("\n");
-    assert!(ok, "{text}");
+    assert_eq!(code, Some(0), "finished after the restart:\n{text}");
     assert_contains(&text, &["killed by signal 9", "restarting the group (1/1)", "resuming from"]);
     assert_eq!(rank_hashes(&step_dir(&whole, 20)), rank_hashes(&step_dir(&crashed, 20)));
 }
@@ -215,9 +216,11 @@ fn a_stop_signal_saves_the_last_step_before_exiting() {
     assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
     // SLURM's warning before preemption goes to the job's processes: here rank 0.
     kill(pid_of(&seen, 0), "-USR1");
-    let ok = drain(&mut child, &rx, &mut seen);
+    let code = drain(&mut child, &rx, &mut seen);
     let text = seen.join("\n");
-    assert!(ok, "{text}");
+    // 75: stopped on a signal with the checkpoint saved (not finished, not failed).
+    assert_eq!(code, Some(75), "{text}");
+    assert_contains(&text, &["stopped on request"]);
     let steps = metric_steps(&out);
     let last = *steps.last().unwrap();
     assert!(last < 100000);

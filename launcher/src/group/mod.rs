@@ -173,6 +173,7 @@ pub async fn run_once(
     let mut failure: Option<(Failure, u8)> = None;
     let mut stopping_since: Option<Instant> = None;
     let mut interrupted = false;
+    let mut workers_stopped = false;
     let mut sigint =
         signal(SignalKind::interrupt()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
     let mut sigterm =
@@ -207,7 +208,14 @@ pub async fn run_once(
                     Event::Lost { rank, why } => lost[rank] = Some(why),
                     Event::Exited { rank, status } => {
                         exited[rank] = true;
-                        let ok = status.as_ref().is_ok_and(|s| s.success());
+                        // A worker that stopped on a signal (Ctrl-C reaches the whole process
+                        // group) saved its checkpoint and says so with EXIT_STOPPED.
+                        let stopped =
+                            status.as_ref().is_ok_and(|s| s.code() == Some(moco_worker::rendezvous::control::EXIT_STOPPED));
+                        // A signal sent to a worker alone (SLURM's USR1 to the job's processes)
+                        // stops the whole group too: the run ended early, not finished.
+                        workers_stopped |= stopped;
+                        let ok = stopped || status.as_ref().is_ok_and(|s| s.success());
                         if !(ok && (done[rank] || interrupted)) {
                             let cause = match &reported_msg[rank] {
                                 Some(m) => format!("{m} ({})", describe_exit(&status)),
@@ -222,7 +230,11 @@ pub async fn run_once(
                                 pid: pid_of(rank),
                                 cause,
                                 tail: tail_text(&tails[rank]),
-                                restartable: !matches!(reported[rank], Some(FailureKind::Config | FailureKind::Data)),
+                                restartable: !matches!(
+                                    reported[rank],
+                                    // A diverged run diverges again from the same checkpoint.
+                                    Some(FailureKind::Config | FailureKind::Data | FailureKind::Numeric)
+                                ),
                             };
                             let score = blame(&f, reported[rank]);
                             if failure.as_ref().is_none_or(|(_, s)| score > *s) {
@@ -271,7 +283,7 @@ pub async fn run_once(
     }
     Ok(match failure {
         Some((f, _)) => Outcome::Failed(f),
-        None if interrupted => Outcome::Interrupted,
+        None if interrupted || workers_stopped => Outcome::Interrupted,
         None => Outcome::Finished,
     })
 }

@@ -42,6 +42,6 @@ pub fn run(a: &EmbedArgs) -> Result<()> {
     let mut p = Progress::default();
     let e = embed(&be, &l.weights, &*l.ds, &l.tf, a.batch, &mut |d, t| p.show("features", d, t))?;
     write_embeddings(&e, &a.out, &l.ck.dir.display().to_string())?;
-    println!("wrote {} x {} features of {} to {}", e.len(), e.dim, l.ck.dir.display(), a.out.display());
+    say!("wrote {} x {} features of {} to {}", e.len(), e.dim, l.ck.dir.display(), a.out.display());
     Ok(())
 }

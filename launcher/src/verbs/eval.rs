@@ -59,8 +59,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let report = evaluate(&be, &l.weights, &*l.ds, &l.tf, &opts, &mut |name, done, total| {
         p.show(&format!("features ({name})"), done, total)
     })?;
-    println!("{} (step {}) on {}", l.ck.dir.display(), l.ck.step(), a.data);
-    print!("{}", report.table());
+    say!("{} (step {}) on {}", l.ck.dir.display(), l.ck.step(), a.data);
+    say_part!("{}", report.table());
     // The checkpoint's run folder (RUN/checkpoints/step-N): add the table to its summary.md.
     if let Some(run_dir) =
         l.ck.dir.parent().and_then(|c| c.parent()).filter(|r| r.join("metrics.jsonl").is_file())
@@ -76,7 +76,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 ..Default::default()
             },
         )?;
-        println!("added to {}", files.summary.display());
+        say!("added to {}", files.summary.display());
     }
     Ok(())
 }

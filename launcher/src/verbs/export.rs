@@ -35,20 +35,20 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         Format::MocoV3 => ExportFormat::MocoV3,
     };
     let n = write_export(&w, format, &a.out, &ck.dir.display().to_string())?;
-    println!("wrote {n} tensors of {} (step {}) to {}", ck.dir.display(), ck.step(), a.out.display());
+    say!("wrote {n} tensors of {} (step {}) to {}", ck.dir.display(), ck.step(), a.out.display());
     match a.format {
-        Format::Torchvision => println!(
+        Format::Torchvision => say!(
             "load it with:\n  from safetensors.torch import load_file; from torchvision.models import resnet50\n  \
              m = resnet50(); print(m.load_state_dict(load_file({:?}), strict=False))  # missing: fc.weight, fc.bias",
             a.out.display().to_string()
         ),
-        Format::MocoV3 => println!(
+        Format::MocoV3 => say!(
             "keys follow MoCo v3's MoCo_ResNet under DDP (module.base_encoder.*, module.predictor.*, \
              module.momentum_encoder.*), as its main_lincls.py reads them"
         ),
     }
     if w.topo.dims.in_channels != 3 {
-        println!(
+        say!(
             "note: the network takes {} bands; replace torchvision's conv1 with a {}-channel conv before loading",
             w.topo.dims.in_channels, w.topo.dims.in_channels
         );

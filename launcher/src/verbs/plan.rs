@@ -24,12 +24,12 @@ pub fn run(a: &PlanArgs) -> Result<()> {
             eprintln!("note: planning for {world} rank(s), the preset's own count; set --gpus N");
         }
     })?;
-    println!("{}", describe(preset, world, world_from, dataset, &data_from));
-    print!("{}", r.summary());
-    println!();
+    say!("{}", describe(preset, world, world_from, dataset, &data_from));
+    say_part!("{}", r.summary());
+    say!();
     let plan = MemoryPlan::compute(&r);
     let verdict = Verdict::new(&r.cfg, &plan, a.vram);
-    print!("{}", render(&r, preset, &plan, &verdict));
+    say_part!("{}", render(&r, preset, &plan, &verdict));
     Ok(())
 }
 

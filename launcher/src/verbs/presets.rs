@@ -7,7 +7,7 @@ use moco_proto::presets::PRESETS;
 use moco_proto::resolved::{fmt_num, optimizer_name, Batching};
 
 pub fn run(a: &PresetsArgs) -> Result<()> {
-    print!("{}", table(a.gpus));
+    say_part!("{}", table(a.gpus));
     Ok(())
 }
 

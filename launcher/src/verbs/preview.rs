@@ -47,7 +47,7 @@ pub fn run(a: &PreviewArgs) -> Result<()> {
         3 => "RGB".to_string(),
         b => format!("bands 0,1,2 of {b} as RGB"),
     };
-    println!(
+    say!(
         "wrote {}: {n} of {} tiles as [tile | view 1 | view 2] at {} px ({shown}; preset {}, epoch {})",
         a.out.display(),
         ds.len(),

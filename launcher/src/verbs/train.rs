@@ -8,14 +8,27 @@ use crate::group::progress::Progress;
 use crate::group::spawn::{worker_exe, WorkerSpec};
 use crate::group::{run_once, Outcome, Watch};
 use moco_proto::resolved::ResolvedConfig;
+use moco_worker::checkpoint::ResumeTarget;
+use moco_worker::session::run_data;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub fn run(a: &TrainArgs) -> Result<()> {
-    // `--resume RUN_DIR` alone continues with the run's own resolved config.
+/// How a training run that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Reached its last step.
+    Finished,
+    /// Stopped on a signal after saving: resume it with the same command.
+    Stopped,
+}
+
+pub fn run(a: &TrainArgs) -> Result<Ended> {
+    // `--resume RUN_DIR` (or one of its step folders) alone continues with the run's own
+    // resolved config, in its own run folder.
+    let target = a.run.resume.as_deref().map(ResumeTarget::parse);
     let mut config = a.config.clone();
-    if let Some(dir) = &a.run.resume {
-        let saved = dir.join("config.toml");
+    if let Some(t) = &target {
+        let saved = t.run_dir.join("config.toml");
         if config.preset.is_none() && config.config.is_none() && saved.is_file() {
             eprintln!("--resume: using the run's config {}", saved.display());
             config.config = Some(saved);
@@ -23,21 +36,44 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let cfg = config.build()?;
     let world = a.world();
-    let data = a.data.clone().unwrap_or_else(|| "synthetic".into());
     let run_id = format!(
         "run-{}-{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         std::process::id()
     );
-    let out =
-        a.out.clone().or_else(|| a.run.resume.clone()).unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    let out = a
+        .out
+        .clone()
+        .or_else(|| target.as_ref().map(|t| t.run_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("runs").join(&run_id));
+    // Fails here, before anything is written (the folder is only read), when nothing intact is
+    // left to resume.
+    let picked = moco_worker::checkpoint::pick(
+        &out,
+        target.as_ref().and_then(|t| t.step_dir.as_deref()),
+        target.as_ref().map(|t| t.run_dir.as_path()),
+    )?;
+    for w in &picked.warnings {
+        eprintln!("warning: {w}");
+    }
+    // A resumed run trains on its own data unless --data says otherwise.
+    let record_dir = [Some(&out), target.as_ref().map(|t| &t.run_dir)]
+        .into_iter()
+        .flatten()
+        .find(|d| d.join(run_data::RUN_DATA).is_file())
+        .unwrap_or(&out);
+    let mut data_flags = a.data_flags.clone();
+    let (data, notes) = run_data::resolve(record_dir, a.data.as_deref(), &mut data_flags)?;
+    for n in notes {
+        eprintln!("{n}");
+    }
     // A folder is cached here, once, before the workers start (they map the same cache), so the
     // report prints once and validation sees the usable tile count after skips.
     let (dataset, data_from) = match moco_worker::data::DataSpec::parse(&data)? {
         moco_worker::data::DataSpec::Path(_) => {
             let ds = moco_worker::session::data::open_data(
                 &data,
-                &a.data_flags,
+                &data_flags,
                 &cfg,
                 Some(&out.join("cache")),
                 true,
@@ -89,6 +125,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
+    // The run folder is ours before the run writes anything into it (released when we exit);
+    // taken after the checks, so a refused run leaves no folder behind. (Caching a read-only
+    // data folder may already have used RUN/cache: the cache has its own lock.)
+    let lock = moco_worker::session::lock::RunLock::acquire(&out)?;
+    if let Some(p) = &lock.previous {
+        eprintln!("note: the run folder's last owner ended without releasing it (killed or crashed?): {p}");
+    }
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| LauncherError::Spawn(format!("cannot create the run folder {}: {e}", logs.display())))?;
@@ -97,6 +140,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &config_path,
         &toml::to_string(&r.cfg).map_err(|e| LauncherError::Spawn(format!("config to TOML: {e}")))?,
     )?;
+    run_data::RunData::new(&data, &data_flags).save(&out)?;
     let config_json = moco_proto::wire::Setup::encode_config(&r.cfg)?;
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -117,6 +161,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     ];
     let total = r.total_steps as u64;
     let end = a.steps.map(|s| s.min(total)).unwrap_or(total);
+    if let Some(s) = a.steps.filter(|&s| s > total) {
+        eprintln!("{}", moco_worker::session::steps_past_schedule(s, total, r.cfg.epochs));
+    }
     if let Some(s) = a.steps {
         args.extend(["--steps".into(), s.to_string()]);
     }
@@ -124,7 +171,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(v) = a.vram_limit {
         args.extend(["--vram-limit".into(), format!("{v}B")]);
     }
-    args.extend(a.data_flags.to_args());
+    args.extend(data_flags.to_args());
     args.extend(a.run.to_args());
     let mut spec = WorkerSpec {
         exe: worker_exe()?,
@@ -144,11 +191,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     eprintln!("run {run_id}: {world} worker(s) on the {device}, run folder {}", out.display());
     // The workers resume by themselves (the run folder's newest checkpoint, else --resume);
     // say so here, where the user looks.
-    let resume_from = match moco_worker::checkpoint::find_latest(&out)? {
-        Some(ck) => Some(ck),
-        None => a.run.resume.as_deref().map(moco_worker::checkpoint::Checkpoint::resolve).transpose()?,
-    };
-    if let Some(ck) = &resume_from {
+    if let Some(ck) = &picked.checkpoint {
         eprintln!("resuming from {} (step {}, epoch {:.2})", ck.dir.display(), ck.step(), ck.meta.epoch);
     } else if let Some(init) = &a.run.init_from {
         // Fails here, before any worker starts, when the checkpoint is unusable.
@@ -179,18 +222,18 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                     );
                 }
                 report_paths(&out);
-                return Ok(());
+                return Ok(Ended::Finished);
             }
             Outcome::Interrupted => {
                 eprintln!("stopped on request after step {}", progress.last.map(|m| m.step).unwrap_or(0));
                 report_paths(&out);
-                return Ok(());
+                return Ok(Ended::Stopped);
             }
             Outcome::Failed(f) => {
                 if f.restartable && spec.restart_count < a.max_restarts {
                     spec.restart_count += 1;
                     eprintln!("{f}\nrestarting the group ({}/{})", spec.restart_count, a.max_restarts);
-                    match moco_worker::checkpoint::find_latest(&out) {
+                    match moco_worker::checkpoint::newest_intact(&out).map(|p| p.checkpoint) {
                         Ok(Some(ck)) => eprintln!("resuming from {} (step {})", ck.dir.display(), ck.step()),
                         _ => eprintln!("no checkpoint yet: the group starts again from step 0"),
                     }

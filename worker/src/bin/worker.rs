@@ -7,7 +7,7 @@
 //! ```
 
 use clap::{Parser, Subcommand};
-use moco_worker::rendezvous::control::EXIT_GROUP_BROKEN;
+use moco_worker::rendezvous::control::{EXIT_GROUP_BROKEN, EXIT_STOPPED};
 use moco_worker::session::args::TrainArgs;
 use moco_worker::WorkerError;
 use std::process::ExitCode;
@@ -92,6 +92,7 @@ fn main() -> ExitCode {
         }
     }
     match result {
+        Ok(o) if o.summary.interrupted => ExitCode::from(EXIT_STOPPED as u8),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -20,8 +20,10 @@
 //! Entry points for the trainer (all ranks call them at the same step):
 //! - `save(&moco, comm, &SaveRequest)` at `CheckpointPolicy::due` steps, at the end, and after
 //!   a stop request (SIGINT/SIGTERM/SIGUSR1 end the step; then save; then exit);
-//! - at start: `find_latest(run_dir)` (automatic resume, `--resume RUN_DIR`) then
-//!   `resume(&mut moco, &ck, rank, world)` which returns the loader's start position; or
+//! - at start: `pick(out, step_dir, resume_run)` (the newest intact checkpoint, skipping
+//!   damaged ones with a warning, or exactly a named step folder; `pick::ResumeTarget` reads
+//!   what `--resume` names) then `resume(&mut moco, &ck, rank, world)` which returns the
+//!   loader's start position; or
 //!   `Checkpoint::resolve(path)` + `init_from(&mut moco, &ck)` for `--init-from`, printing its
 //!   warning.
 //!
@@ -31,6 +33,7 @@ pub mod atomic;
 pub mod export;
 pub mod load;
 pub mod meta;
+pub mod pick;
 pub mod save;
 pub mod snapshot;
 pub mod tensors;
@@ -40,5 +43,6 @@ pub use load::{
     complete_checkpoints, find_latest, init_from, resume, Checkpoint, InitReport, Resumed, Weights,
 };
 pub use meta::{check_resume_config, CheckpointMeta, TopologySummary, FORMAT, VERSION};
+pub use pick::{newest_intact, pick, Pick, ResumeTarget};
 pub use save::{save, tidy, CheckpointPolicy, SaveRequest, Saved, CHECKPOINTS, LATEST, META};
 pub use snapshot::Snapshot;

@@ -169,6 +169,19 @@ fn write_rank_file<B: Backend>(
     let ptr = [snap.queue.as_ref().map(|q| q.ptr as i64).unwrap_or(0)];
     let mut entries = if rank == 0 { snap.shared_entries(t, &opt_steps) } else { Vec::new() };
     entries.extend(snap.local_entries(t, &ptr));
+    // Never commit a diverged state: resume, eval and export would take it for a good one.
+    for e in &entries {
+        if let super::tensors::Data::F32(d) = e.data {
+            let bad = d.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Err(WorkerError::Numeric(format!(
+                    "checkpoint of step {} not written: tensor {} holds {bad} non-finite value(s) (NaN/inf); \
+                     the run diverged, and the previous checkpoint is kept as the newest",
+                    moco.steps, e.name
+                )));
+            }
+        }
+    }
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("version".to_string(), VERSION.to_string());

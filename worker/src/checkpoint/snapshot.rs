@@ -184,11 +184,30 @@ impl Snapshot {
     }
 }
 
+/// An error naming the tensor when `v` holds NaN or inf: a checkpoint with such a tensor would
+/// load, train and export "fine" and give chance-level features, so readers refuse it by name.
+pub fn check_finite(f: &TensorFile, name: &str, v: &[f32]) -> Result<()> {
+    let bad = v.iter().filter(|x| !x.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(WorkerError::BadFile {
+        path: f.path.clone(),
+        problem: format!(
+            "tensor {name} holds {bad} non-finite value(s) (NaN/inf) of {}: the run diverged before this \
+             checkpoint was written. Use an older checkpoint of the run (its checkpoints/step-N folders)",
+            v.len()
+        ),
+    })
+}
+
 /// Read flat parameters `<prefix><name>` for every parameter with offset < `len`.
 pub fn read_params(f: &TensorFile, t: &Topology, prefix: &str, len: usize) -> Result<Vec<f32>> {
     let mut flat = vec![0.0f32; len];
     for p in t.params.iter().filter(|p| p.offset < len) {
-        let v = f.f32(&format!("{prefix}{}", p.name), Some(&stored_shape(&p.kind)))?;
+        let name = format!("{prefix}{}", p.name);
+        let v = f.f32(&name, Some(&stored_shape(&p.kind)))?;
+        check_finite(f, &name, &v)?;
         flat[p.range()].copy_from_slice(&v);
     }
     Ok(flat)
@@ -198,7 +217,9 @@ pub fn read_params(f: &TensorFile, t: &Topology, prefix: &str, len: usize) -> Re
 pub fn read_stats(f: &TensorFile, t: &Topology, prefix: &str) -> Result<Vec<f32>> {
     let mut flat = vec![0.0f32; t.stats_len];
     for (name, off, len) in &t.buffers {
-        let v = f.f32(&format!("{prefix}.{name}"), Some(&[*len]))?;
+        let name = format!("{prefix}.{name}");
+        let v = f.f32(&name, Some(&[*len]))?;
+        check_finite(f, &name, &v)?;
         flat[*off..off + len].copy_from_slice(&v);
     }
     Ok(flat)
@@ -237,6 +258,7 @@ pub fn read_local(
     let queue = match queue {
         Some((rows, dim)) => {
             let keys = f.f32("queue.keys", Some(&[rows, dim]))?;
+            check_finite(f, "queue.keys", &keys)?;
             let idx = f.i64("queue.idx", Some(&[rows]))?;
             let ptr = f.i64_scalar("queue.ptr")?;
             if ptr < 0 || ptr as usize >= rows.max(1) {

@@ -3,6 +3,7 @@
 pub mod comm;
 pub mod device_comm;
 pub mod grad_sync;
+pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod queue;

@@ -52,6 +52,8 @@ pub struct Moco<B: Backend> {
     pub micro_total: u64,
     /// Optimiser steps attempted (applied or skipped).
     pub steps: u64,
+    /// Undoes what a skipped step changed besides the weights; decides when the run diverged.
+    pub guard: super::guard::StepGuard<B>,
 }
 
 /// What one micro-batch reports.
@@ -111,6 +113,7 @@ impl<B: Backend> Moco<B> {
             micro_in_step: 0,
             micro_total: 0,
             steps: 0,
+            guard: Default::default(),
             cfg: cfg.clone(),
             topo,
             be,
@@ -207,6 +210,10 @@ impl<B: Backend> Moco<B> {
         }
         let sync = StatSyncComm(comm);
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
+        if self.micro_in_step == 0 {
+            // The forward passes below update the running statistics even if the step is skipped.
+            self.guard.begin(&self.be, &self.q_stats, &self.k_stats)?;
+        }
 
         // Query encoder, both views; tapes kept for the backward.
         let forward = tracing::info_span!("forward").entered();
@@ -331,6 +338,9 @@ impl<B: Backend> Moco<B> {
             self.be.copy(full::<B>(&k1), B::view_mut(&mut keys, 0..n * d));
             self.be.copy(full::<B>(&k2), B::view_mut(&mut keys, n * d..2 * n * d));
             let idx: Vec<i64> = v.idx.iter().chain(v.idx).copied().collect();
+            if q.rows.is_multiple_of(idx.len()) {
+                self.guard.before_enqueue(&self.be, q, idx.len())?;
+            }
             q.enqueue(&self.be, &keys, &idx)?;
         }
         self.micro_in_step += 1;
@@ -364,9 +374,16 @@ impl<B: Backend> Moco<B> {
         }
         // Mean over ranks and micro-batches, and undo the loss scale, in one pass.
         let inv = 1.0 / (self.scaler.scale() * world as f32 * micro as f32);
-        let local_bad = self.be.unscale_check(full_mut::<B>(&mut self.grads), inv);
+        let grads_bad = self.be.unscale_check(full_mut::<B>(&mut self.grads), inv);
+        // The step's forward passes updated the BN running statistics; an overflow there (weights
+        // grown huge while the normalised gradients stay finite) must not reach a checkpoint, so
+        // it skips the step too. Scaling by exactly 1.0 leaves the values as they are.
+        let stats_bad = self.be.unscale_check(full_mut::<B>(&mut self.q_stats), 1.0)
+            | self.be.unscale_check(full_mut::<B>(&mut self.k_stats), 1.0);
+        let local_bad = grads_bad || stats_bad;
         let mut flag = [if local_bad { 1.0f32 } else { 0.0 }];
         comm.all_reduce_sum(&mut flag)?;
+        let scale_used = self.scaler.scale();
         let verdict = self.scaler.update(flag[0] > 0.0);
         if verdict == ScaleVerdict::Apply {
             self.opt.step(
@@ -378,6 +395,18 @@ impl<B: Backend> Moco<B> {
                 self.cfg.weight_decay,
             );
             self.refresh_weights()?;
+            self.guard.record(None);
+        } else {
+            // Read back what went wrong (skipped steps only), then undo the step's side effects.
+            let report = super::guard::SkipReport::collect(
+                &self.topo,
+                (self.steps + 1, lr, scale_used),
+                &self.be.to_host(&self.grads)?,
+                &self.be.to_host(&self.params)?,
+                [("query", &self.be.to_host(&self.q_stats)?), ("momentum", &self.be.to_host(&self.k_stats)?)],
+            );
+            self.guard.roll_back(&self.be, &mut self.q_stats, &mut self.k_stats, self.queue.as_mut());
+            self.guard.record(Some(report));
         }
         self.be.fill(full_mut::<B>(&mut self.grads), 0.0);
         self.micro_in_step = 0;

@@ -11,6 +11,11 @@ use std::time::Duration;
 /// Exit code of a worker stopped because its group broke (peer failure, launcher gone).
 pub const EXIT_GROUP_BROKEN: i32 = 3;
 
+/// Exit code of a run stopped on request (SIGINT/SIGTERM/SIGUSR1) after saving its checkpoint:
+/// resume it later. 75 is sysexits' EX_TEMPFAIL, "try again later", which is what it means to a
+/// job script (e.g. requeue on preemption); the launcher exits with it too.
+pub const EXIT_STOPPED: i32 = 75;
+
 pub struct Control {
     writer: Arc<Mutex<TcpStream>>,
     token: u64,

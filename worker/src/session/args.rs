@@ -34,14 +34,15 @@ pub struct GroupArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Tiles: `synthetic[:N[:SIZE]]` (procedural aerial tiles) or a folder of images.
-    #[arg(long, default_value = "synthetic")]
-    pub data: String,
+    /// Tiles: `synthetic[:N[:SIZE]]` (procedural aerial tiles) or a folder of images
+    /// [default: a resumed run's own data, else synthetic].
+    #[arg(long)]
+    pub data: Option<String>,
     /// Run folder: metrics.jsonl, checkpoints, report.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Stop after this many optimiser steps (default: the config's epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// cpu, cuda or auto (CUDA when a driver is found).
     #[arg(long, default_value = "auto")]
@@ -102,6 +103,13 @@ pub struct RunArgs {
     /// Epochs between kNN evaluations with --eval-data.
     #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     pub eval_every: u64,
+    /// Stop the run as diverged after this many optimiser steps in a row were skipped for
+    /// non-finite gradients (0: never).
+    #[arg(long, default_value_t = 20, value_name = "K")]
+    pub max_skipped_steps: u64,
+    /// Stop the run as diverged when the AMP loss scale falls below this.
+    #[arg(long, default_value_t = 1.0, value_name = "SCALE")]
+    pub min_loss_scale: f32,
     /// Write a Chrome-trace JSON of every phase of every step (per rank: FILE.rank<r>.json on
     /// several ranks); open it in chrome://tracing or Perfetto.
     #[arg(long, value_name = "FILE")]
@@ -118,6 +126,10 @@ impl RunArgs {
             self.keep_last.to_string(),
             "--eval-every".into(),
             self.eval_every.to_string(),
+            "--max-skipped-steps".into(),
+            self.max_skipped_steps.to_string(),
+            "--min-loss-scale".into(),
+            self.min_loss_scale.to_string(),
         ];
         let mut path = |flag: &str, p: &Option<PathBuf>| {
             if let Some(p) = p {

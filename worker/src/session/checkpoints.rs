@@ -2,7 +2,7 @@
 //! run's weights) and when it saves (every N epochs, at the end, after a stop request).
 
 use super::args::RunArgs;
-use crate::checkpoint::{self, Checkpoint, CheckpointPolicy, SaveRequest};
+use crate::checkpoint::{self, Checkpoint, CheckpointPolicy, ResumeTarget, SaveRequest};
 use crate::data::{BandStats, SamplerPos};
 use crate::error::{Result, WorkerError};
 use crate::moco::comm::Comm;
@@ -86,25 +86,24 @@ pub fn check_shared_run_folder(out: &Path, comm: &dyn Comm, nonce: i64) -> Resul
     Err(WorkerError::BadFile { path: out.to_path_buf(), problem })
 }
 
-/// Restore `moco` as the flags say. The newest checkpoint already in the run folder `out` comes
-/// first (automatic resume; it is also how `--max-restarts` continues from the last
-/// checkpoint, with the same flags), then `--resume RUN_DIR`, then `--init-from CHECKPOINT`
-/// (weights only), else a fresh start.
+/// Restore `moco` as the flags say: `--resume RUN/checkpoints/step-N` resumes exactly that
+/// step (not after a restart: the group then continues from its own newest checkpoint); else
+/// the newest intact checkpoint already in the run folder `out` (automatic resume, also how
+/// `--max-restarts` continues), then the one of `--resume RUN_DIR`, then `--init-from
+/// CHECKPOINT` (weights only), else a fresh start. A damaged newest checkpoint is skipped with
+/// a warning.
 pub fn start<B: Backend>(
     run: &RunArgs,
     out: &Path,
     moco: &mut Moco<B>,
-    rank: usize,
-    world: usize,
+    (rank, world): (usize, usize),
+    restarted: bool,
 ) -> Result<Start> {
-    let (found, from_out) = match checkpoint::find_latest(out)? {
-        Some(ck) => (Some(ck), true),
-        None => match &run.resume {
-            Some(dir) => (Some(Checkpoint::resolve(dir)?), false),
-            None => (None, false),
-        },
-    };
-    if let Some(ck) = found {
+    let target = run.resume.as_deref().map(ResumeTarget::parse);
+    let step_dir = target.as_ref().and_then(|t| t.step_dir.as_deref()).filter(|_| !restarted);
+    let picked = checkpoint::pick(out, step_dir, target.as_ref().map(|t| t.run_dir.as_path()))?;
+    if let Some(ck) = picked.checkpoint {
+        let from_out = ck.dir.starts_with(out);
         let r = checkpoint::resume(moco, &ck, rank, world)?;
         let mut notes =
             vec![format!("resuming from {} (step {}, epoch {:.2})", ck.dir.display(), r.step, r.epoch)];
@@ -116,7 +115,17 @@ pub fn start<B: Backend>(
                 out.display()
             ));
         }
-        return Ok(Start { data_position: r.data_position, step: r.step, notes, warnings: r.warnings });
+        let mut warnings = picked.warnings;
+        warnings.extend(r.warnings);
+        if step_dir.is_some() && from_out && rank == 0 {
+            // The named step is the run's head now: a restart of this group, or the next plain
+            // resume, continues from it (or from what this session saves), not from the newer
+            // checkpoints of the abandoned history, which stay on disk.
+            let name = ck.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let pointer = out.join(checkpoint::CHECKPOINTS).join(checkpoint::LATEST);
+            checkpoint::atomic::write_text_atomic(&pointer, "checkpoint pointer", &format!("{name}\n"))?;
+        }
+        return Ok(Start { data_position: r.data_position, step: r.step, notes, warnings });
     }
     if let Some(path) = &run.init_from {
         let ck = Checkpoint::resolve(path)?;

@@ -12,18 +12,23 @@ use std::sync::Arc;
 /// Seed of the synthetic tiles: fixed, so runs with different training seeds see the same data.
 pub const SYNTHETIC_SEED: u64 = 0x5EED_DA7A;
 
-/// Open the tiles named by `--data` for this worker. A folder is cached on first use (one
-/// worker builds, the others wait for it: `data::folder::lock`); only the first rank prints
-/// the dataset report.
-pub fn open(args: &TrainArgs, cfg: &TrainConfig) -> Result<Arc<dyn Dataset>> {
-    let rank = args.group.rank.or_else(|| {
+/// The rank this worker was given by flag or environment before joining (None: unknown yet).
+pub fn claimed_rank(args: &TrainArgs) -> Option<u32> {
+    args.group.rank.or_else(|| {
         moco_proto::env::LaunchEnv::from_process()
             .ok()
             .filter(|e| e.source != moco_proto::env::EnvSource::None)
             .map(|e| e.rank)
-    });
+    })
+}
+
+/// Open the tiles `spec` (with the folder flags `flags`) for this worker. A folder is cached
+/// on first use (one worker builds, the others wait for it: `data::folder::lock`); only the
+/// first rank prints the dataset report.
+pub fn open(args: &TrainArgs, spec: &str, flags: &DataArgs, cfg: &TrainConfig) -> Result<Arc<dyn Dataset>> {
+    let rank = claimed_rank(args);
     let fallback = args.out.as_ref().map(|o| o.join("cache"));
-    open_data(&args.data, &args.data_flags, cfg, fallback.as_deref(), rank.is_none_or(|r| r == 0))
+    open_data(spec, flags, cfg, fallback.as_deref(), rank.is_none_or(|r| r == 0))
 }
 
 /// Open `spec` (`synthetic...` or a folder) with the folder flags `flags`; `fallback` is where

@@ -6,15 +6,19 @@
 //! - `device`: which backend trains (`--device`), which GPU, the `--vram-limit` check.
 //! - `checkpoints`: where the run starts (fresh, resumed, `--init-from`) and when it saves.
 //! - `monitor`: the collapse monitor and kNN with `--eval-data` at epoch ends.
+//! - `lock`: one owner per run folder.
+//! - `run_data`: the data a run trains on, recorded so a resume continues on it.
 
 pub mod args;
 pub mod checkpoints;
 pub mod data;
 pub mod device;
 pub mod group;
+pub mod lock;
 pub mod monitor;
+pub mod run_data;
 
-use crate::checkpoint::CheckpointPolicy;
+use crate::checkpoint::{CheckpointPolicy, ResumeTarget};
 use crate::collective::nccl::Joined;
 use crate::collective::AsComm;
 use crate::error::{Result, WorkerError};
@@ -63,10 +67,40 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
         let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
     }
     let cfg = args.config.build()?;
-    let dataset = data::open(args, &cfg)?;
+    // A run continuing in a known folder trains on its recorded data unless --data is given.
+    let known_folder =
+        args.out.clone().or_else(|| args.run.resume.as_deref().map(|r| ResumeTarget::parse(r).run_dir));
+    let mut data_flags = args.data_flags.clone();
+    let data_spec = match &known_folder {
+        Some(dir) => {
+            let (spec, notes) = run_data::resolve(dir, args.data.as_deref(), &mut data_flags)?;
+            if data::claimed_rank(args).is_none_or(|r| r == 0) {
+                notes.iter().for_each(|n| eprintln!("{n}"));
+            }
+            spec
+        }
+        None => args.data.clone().unwrap_or_else(|| "synthetic".into()),
+    };
+    let dataset = data::open(args, &data_spec, &data_flags, &cfg)?;
     let cfg_json = moco_proto::wire::Setup::encode_config(&cfg)?;
     let group = group::join_group(&args.group, &cfg_json, device.name(), stop.clone())?;
     trace.set_rank(group.rank, group.world);
+    // A launcher owns its run folder for its workers; started by hand or by srun, rank 0 does,
+    // before anything of the run is written there (the data cache has a lock of its own).
+    let supervised = std::env::var(group::SUPERVISED_ENV).is_ok_and(|v| v == "1");
+    let _lock = if group.rank == 0 && !supervised {
+        let dir = run_folder(args, &group.run_id);
+        let l = lock::RunLock::acquire(&dir)?;
+        if let Some(p) = &l.previous {
+            eprintln!(
+                "note: the run folder's last owner ended without releasing it (killed or crashed?): {p}"
+            );
+        }
+        run_data::RunData::new(&data_spec, &data_flags).save(&dir)?;
+        Some(l)
+    } else {
+        None
+    };
     let result = (|| {
         let resolved = ResolvedConfig::new(&cfg, group.world, dataset.len())?;
         let mut cuda = None;
@@ -149,14 +183,14 @@ fn run_in_group<B: Backend>(
             eprintln!("warning: {w}");
         }
     }
-    let out = args
-        .out
-        .clone()
-        .or_else(|| args.run.resume.clone())
-        .unwrap_or_else(|| PathBuf::from("runs").join(&group.run_id));
+    let out = run_folder(args, &group.run_id);
     let comm = AsComm(group.collective.as_ref());
     let mut moco = Moco::new(be, cfg, dataset.bands(), rank, world)?;
     moco.dev_comm = dev_comm;
+    moco.guard.limits = crate::moco::guard::Limits {
+        max_skipped_steps: args.run.max_skipped_steps,
+        min_loss_scale: args.run.min_loss_scale,
+    };
     // Bucketed host all-reduce overlapping the backward, unless a device collective does it.
     if let Some(gc) = group.grad_collective.as_ref().filter(|_| moco.dev_comm.is_none()) {
         moco.grad_sync =
@@ -174,7 +208,7 @@ fn run_in_group<B: Backend>(
         }
     };
     checkpoints::check_shared_run_folder(&out, &comm, run_nonce())?;
-    let start = checkpoints::start(&args.run, &out, &mut moco, rank, world)?;
+    let start = checkpoints::start(&args.run, &out, &mut moco, (rank, world), group.restart_count > 0)?;
     for n in &start.notes {
         tell(n);
     }
@@ -182,6 +216,11 @@ fn run_in_group<B: Backend>(
         tell(&format!("warning: {w}"));
     }
     warnings.extend(start.warnings.iter().cloned());
+    if rank == 0 {
+        for f in ["metrics.jsonl", crate::report::records::EVALS_FILE] {
+            crate::train::metrics::truncate_after(&out.join(f), start.step)?;
+        }
+    }
     let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
     let knn = match &args.run.eval_data {
         Some(spec) => {
@@ -215,6 +254,9 @@ fn run_in_group<B: Backend>(
     };
     let total = resolved.total_steps as u64;
     let end = args.steps.map(|s| s.min(total)).unwrap_or(total);
+    if let Some(s) = args.steps.filter(|&s| s > total && rank == 0) {
+        eprintln!("{}", steps_past_schedule(s, total, cfg.epochs));
+    }
     let mut saver = checkpoints::Saver {
         policy: CheckpointPolicy { every_epochs: args.run.checkpoint_every, keep_last: args.run.keep_last },
         run_dir: &out,
@@ -322,6 +364,22 @@ fn run_in_group<B: Backend>(
         c.done();
     }
     Ok(Outcome { rank, world, summary, out })
+}
+
+/// The note for `--steps` beyond the schedule (the lr and momentum schedules end at `total`).
+pub fn steps_past_schedule(steps: u64, total: u64, epochs: usize) -> String {
+    format!(
+        "note: --steps {steps} is past the end of the schedule ({total} steps = {epochs} epochs): the run ends at \
+         step {total}; raise --epochs to train longer"
+    )
+}
+
+/// The run folder: `--out`, else the run folder of what `--resume` names, else `runs/<run id>`.
+pub fn run_folder(args: &TrainArgs, run_id: &str) -> PathBuf {
+    args.out
+        .clone()
+        .or_else(|| args.run.resume.as_deref().map(|r| crate::checkpoint::ResumeTarget::parse(r).run_dir))
+        .unwrap_or_else(|| PathBuf::from("runs").join(run_id))
 }
 
 /// A value that differs between runs (only rank 0's is used): marks the run folder as this run's.

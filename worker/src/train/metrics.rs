@@ -54,6 +54,33 @@ impl MetricsLog {
     }
 }
 
+/// Drop the rows of `file` (JSON lines with a `step`) after `step`: a run resumed from an
+/// older checkpoint redoes those steps, and their rows would otherwise appear twice (plots and
+/// summaries read the file as one history). A torn last line of a killed run goes too.
+/// Rewritten atomically; a missing file is fine.
+pub fn truncate_after(file: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(WorkerError::io(format!("reading {}", file.display()), e)),
+    };
+    let keep = |l: &&str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+            .is_some_and(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::checkpoint::atomic::write_text_atomic(file, "the metrics history", &out)
+}
+
 /// Peak resident set size of this process in bytes (Linux; 0 where unknown).
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

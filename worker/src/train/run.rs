@@ -153,6 +153,8 @@ pub fn train<B: Backend>(
             },
         };
         on_step(&metrics, moco, &*data)?;
+        // Every rank has the same skip history (one global verdict), so all stop here together.
+        moco.guard.check(moco.cfg.amp, moco.scaler.scale(), moco.cfg.base_lr)?;
         if group_stops {
             interrupted = moco.steps < end_step;
             break;

@@ -252,7 +252,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Err(e) if is_out_of_memory(&e) => {
             fields.insert("fits".into(), json!(false));
             fields.insert("error".into(), json!(e.to_string()));
-            println!("{}", Value::Object(fields));
+            say!("{}", Value::Object(fields));
             eprintln!("error: {e}");
             eprintln!(
                 "the run does not fit{}",
@@ -269,9 +269,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             guard.lost()
         );
     }
-    print!("{}", figures.table());
+    say_part!("{}", figures.table());
     let line = figures.json();
-    println!("{line}");
+    say!("{line}");
     if let Some(path) = &a.results {
         let command: Vec<String> = std::env::args().collect();
         append(path, &figures.markdown(&command.join(" "), &report::machine_line()))?;

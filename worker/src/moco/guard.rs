@@ -1,0 +1,273 @@
+//! Skipped steps change nothing, and a run that keeps skipping stops with a diagnosis.
+//!
+//! The loss scaler skips an optimiser step whose gradients are not finite, but the forward
+//! passes of that step have already updated the BN running statistics and the micro-batches
+//! have already enqueued their keys: left alone, a diverging step writes NaN/inf into state the
+//! weights never see again until a checkpoint carries it to `eval` or `export`. The guard
+//! remembers the BN statistics at the start of each step and the queue rows each enqueue
+//! overwrites (both on the device, so there is no host wait), and puts them back on a skip.
+//!
+//! The momentum encoder's EMA of a skipped step is kept: it moves the key encoder toward the
+//! query weights, which a skip leaves unchanged and finite, so it cannot bring in a NaN; undoing
+//! it would need a second momentum encoder in GPU memory (as in MoCo v3 with PyTorch's
+//! GradScaler, whose momentum update does not look at the scaler either).
+//!
+//! A single skip is normal under AMP (the scale was too high); many in a row, or a loss scale
+//! driven below a floor, mean the run diverged, and `check` turns that into an error naming the
+//! tensors that went non-finite, the step, lr and scale, and what to try.
+
+use super::queue::QueueShard;
+use crate::error::{Result, WorkerError};
+use crate::model::views::{full, full_mut};
+use crate::model::Topology;
+use moco_kernels::Backend;
+
+/// When a run counts as diverged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Stop after this many consecutive skipped steps (0: never).
+    pub max_skipped_steps: u64,
+    /// Stop when the AMP loss scale falls below this.
+    pub min_loss_scale: f32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 20 skips in a row: the AMP scale starts at 2^16, so a healthy run that only had its
+        // scale too high recovers within ~16 skips; 20 leaves margin and still stops within
+        // seconds of a divergence. A scale below 1 means the gradients overflow fp16 even
+        // unscaled, which no further halving fixes.
+        Limits { max_skipped_steps: 20, min_loss_scale: 1.0 }
+    }
+}
+
+/// What went wrong in a skipped step (collected on skipped steps only: it reads the gradients,
+/// weights and statistics back to the host).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SkipReport {
+    /// The step (1-based) that was skipped.
+    pub step: u64,
+    pub lr: f32,
+    /// The loss scale the step ran with (before the scaler halved it).
+    pub scale: f32,
+    /// Parameters whose gradient held NaN/inf.
+    pub grads: Vec<String>,
+    /// BN running statistics the step's forward passes made non-finite (put back since).
+    pub stats: Vec<String>,
+    /// Weights that are non-finite themselves.
+    pub weights: Vec<String>,
+    /// The largest |weight| and its tensor.
+    pub largest_weight: (String, f32),
+}
+
+/// The state `Moco` keeps to undo a skipped step.
+pub struct StepGuard<B: Backend> {
+    pub limits: Limits,
+    q_stats: Option<B::Buf>,
+    k_stats: Option<B::Buf>,
+    /// Buffers for overwritten queue rows, reused from step to step.
+    pool: Vec<B::Buf>,
+    /// This step's enqueues, oldest first: (pointer before, dataset indices the rows held).
+    journal: Vec<(usize, Vec<i64>)>,
+    /// Consecutive skipped steps so far, and the first of them.
+    pub skipped_in_a_row: u64,
+    pub first_skipped: u64,
+    pub last_skip: Option<SkipReport>,
+}
+
+impl<B: Backend> Default for StepGuard<B> {
+    fn default() -> Self {
+        StepGuard {
+            limits: Limits::default(),
+            q_stats: None,
+            k_stats: None,
+            pool: Vec::new(),
+            journal: Vec::new(),
+            skipped_in_a_row: 0,
+            first_skipped: 0,
+            last_skip: None,
+        }
+    }
+}
+
+/// A device buffer of `len` values of the same kind `from_host` makes (what the statistics and
+/// the queue are), so `copy` between them is exact.
+fn like<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
+    Ok(be.from_host(&vec![0.0f32; len])?)
+}
+
+impl<B: Backend> StepGuard<B> {
+    /// At the first micro-batch of a step: remember the BN running statistics.
+    pub fn begin(&mut self, be: &B, q_stats: &B::Buf, k_stats: &B::Buf) -> Result<()> {
+        self.journal.clear();
+        for (saved, live) in [(&mut self.q_stats, q_stats), (&mut self.k_stats, k_stats)] {
+            if saved.as_ref().is_none_or(|s| B::buf_len(s) != B::buf_len(live)) {
+                *saved = Some(like(be, B::buf_len(live))?);
+            }
+            if let Some(s) = saved.as_mut() {
+                be.copy(full::<B>(live), full_mut::<B>(s));
+            }
+        }
+        Ok(())
+    }
+
+    /// Before `rows` keys are enqueued into `q`: remember the rows they overwrite.
+    pub fn before_enqueue(&mut self, be: &B, q: &QueueShard<B>, rows: usize) -> Result<()> {
+        let n = self.journal.len();
+        let len = rows * q.dim;
+        if self.pool.len() <= n {
+            self.pool.push(like(be, len)?);
+        }
+        if B::buf_len(&self.pool[n]) != len {
+            self.pool[n] = like(be, len)?;
+        }
+        let start = q.ptr * q.dim;
+        be.copy(B::view(&q.keys, start..start + len), full_mut::<B>(&mut self.pool[n]));
+        self.journal.push((q.ptr, q.idx[q.ptr..q.ptr + rows].to_vec()));
+        Ok(())
+    }
+
+    /// Put back the statistics and queue rows of the step being skipped, newest enqueue first.
+    pub fn roll_back(
+        &mut self,
+        be: &B,
+        q_stats: &mut B::Buf,
+        k_stats: &mut B::Buf,
+        queue: Option<&mut QueueShard<B>>,
+    ) {
+        for (saved, live) in [(&self.q_stats, q_stats), (&self.k_stats, k_stats)] {
+            if let Some(s) = saved {
+                be.copy(full::<B>(s), full_mut::<B>(live));
+            }
+        }
+        if let Some(q) = queue {
+            for (n, (ptr, idx)) in self.journal.iter().enumerate().rev() {
+                let start = ptr * q.dim;
+                let len = idx.len() * q.dim;
+                be.copy(full::<B>(&self.pool[n]), B::view_mut(&mut q.keys, start..start + len));
+                q.idx[*ptr..ptr + idx.len()].copy_from_slice(idx);
+                q.ptr = *ptr;
+            }
+        }
+        self.journal.clear();
+    }
+
+    /// Record a step's verdict (`report` is Some for a skipped step).
+    pub fn record(&mut self, report: Option<SkipReport>) {
+        self.journal.clear();
+        match report {
+            Some(r) => {
+                if self.skipped_in_a_row == 0 {
+                    self.first_skipped = r.step;
+                }
+                self.skipped_in_a_row += 1;
+                self.last_skip = Some(r);
+            }
+            None => self.skipped_in_a_row = 0,
+        }
+    }
+
+    /// An error when the run has diverged: too many skips in a row, or (AMP) a scale below the
+    /// floor. `scale` is the scale after the latest step.
+    pub fn check(&self, amp: bool, scale: f32, base_lr: f32) -> Result<()> {
+        let Some(r) = &self.last_skip else { return Ok(()) };
+        let max = self.limits.max_skipped_steps;
+        let too_many = max > 0 && self.skipped_in_a_row >= max;
+        let too_small = amp && scale < self.limits.min_loss_scale;
+        if !(too_many || too_small) || self.skipped_in_a_row == 0 {
+            return Ok(());
+        }
+        let why = if too_many {
+            format!(
+                "{} optimiser steps in a row were skipped (steps {}-{}) because their gradients or BN statistics were not \
+                 finite (limit: --max-skipped-steps {max})",
+                self.skipped_in_a_row, self.first_skipped, r.step
+            )
+        } else {
+            format!(
+                "the AMP loss scale fell to {scale:e}, below --min-loss-scale {:e}, after {} skipped step(s) \
+                 in a row (steps {}-{}): the gradients overflow even without scaling",
+                self.limits.min_loss_scale, self.skipped_in_a_row, self.first_skipped, r.step
+            )
+        };
+        Err(WorkerError::Numeric(format!(
+            "training diverged: {why}. At step {}: lr {:.3e}, loss scale {}; {}. The skipped steps changed \
+             no weights, BN statistics or queue, and no checkpoint holds NaN/inf: the newest one holds the \
+             last finite state. Try: a lower --base-lr (now {base_lr}), a longer \
+             --warmup-epochs, {}or check the data for broken tiles",
+            r.step,
+            r.lr,
+            r.scale,
+            r.describe(),
+            if amp { "--no-amp (fp32), " } else { "" }
+        )))
+    }
+}
+
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+impl SkipReport {
+    /// Gather what went non-finite, from host copies of the step's tensors.
+    pub fn collect(
+        topo: &Topology,
+        (step, lr, scale): (u64, f32, f32),
+        grads: &[f32],
+        params: &[f32],
+        stats: [(&str, &[f32]); 2],
+    ) -> SkipReport {
+        let bad = |v: &[f32]| v.iter().any(|x| !x.is_finite());
+        let mut r = SkipReport { step, lr, scale, ..Default::default() };
+        for p in &topo.params {
+            if bad(&grads[p.range()]) {
+                r.grads.push(p.name.clone());
+            }
+            let w = &params[p.range()];
+            if bad(w) {
+                r.weights.push(p.name.clone());
+            }
+            let m = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            if m > r.largest_weight.1 || r.largest_weight.0.is_empty() {
+                r.largest_weight = (p.name.clone(), m);
+            }
+        }
+        for (enc, s) in stats {
+            for (name, off, len) in &topo.buffers {
+                if bad(&s[*off..off + len]) {
+                    r.stats.push(format!("{enc}.{name}"));
+                }
+            }
+        }
+        r
+    }
+
+    /// One sentence of what was non-finite.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.grads.is_empty() {
+            parts.push(format!(
+                "non-finite gradients in {} tensor(s): {}",
+                self.grads.len(),
+                list(&self.grads)
+            ));
+        }
+        if !self.stats.is_empty() {
+            parts.push(format!(
+                "the forward pass made {} BN running statistic(s) non-finite (put back): {}",
+                self.stats.len(),
+                list(&self.stats)
+            ));
+        }
+        if !self.weights.is_empty() {
+            parts.push(format!("non-finite weights: {}", list(&self.weights)));
+        }
+        parts.push(format!("largest |weight| {:.3e} in {}", self.largest_weight.1, self.largest_weight.0));
+        parts.join("; ")
+    }
+}
