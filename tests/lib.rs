@@ -175,10 +175,12 @@ pub fn plan_rows(stdout: &str) -> (Vec<(String, f64)>, f64) {
 /// process starts, so the emulator can only be given to child processes, never to the test
 /// process itself.
 ///
-/// `cargo test --workspace` builds `libmoco_emu.so` before any test runs, because the
+/// `cargo test --workspace` builds `deps/libmoco_emu.so` before any test runs, because the
 /// `moco-emu` package has integration tests of its own (the same trick as for the binaries).
 pub fn emu_env() -> Vec<(String, String)> {
-    let so = bin_dir().join("libmoco_emu.so");
+    // `cargo test` leaves the cdylib in deps/ (only `cargo build` also copies it up a level,
+    // and that copy may be older): deps/ is this build's.
+    let so = bin_dir().join("deps").join("libmoco_emu.so");
     assert!(
         so.is_file(),
         "{} is missing: run scripts/test.sh (or `cargo test --workspace`), which builds the emulated device",
@@ -206,4 +208,54 @@ pub fn emu_env() -> Vec<(String, String)> {
         }
     }
     vec![("LD_LIBRARY_PATH".to_string(), path)]
+}
+
+/// Starts `exe ARGS` in the background with stdout discarded; its stderr lines arrive on the
+/// returned channel (a thread forwards them until the process closes its stderr).
+pub fn spawn_stderr_lines<S: AsRef<std::ffi::OsStr>>(
+    exe: &std::path::Path,
+    args: &[S],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} starts: {e}", exe.display()));
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Collects lines from `rx` into `seen` until one contains `needle` (true) or the stream
+/// closes or `timeout` passes (false).
+pub fn wait_for_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    timeout: std::time::Duration,
+    seen: &mut Vec<String>,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let hit = l.contains(needle);
+                seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }

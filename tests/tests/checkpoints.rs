@@ -2,11 +2,12 @@
 //! --max-restarts) continues bit for bit, a stop signal saves before exiting, --init-from
 //! says what it does not carry over, and export / eval / embed read what training wrote.
 
-use moco_tests::{assert_contains, launcher, run_launcher, TempDir, TINY_RUN};
+use moco_tests::{
+    assert_contains, launcher, run_launcher, spawn_stderr_lines, wait_for_line, TempDir, TINY_RUN,
+};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Small, quick runs: 128 synthetic tiles, batch 8, 2 workers: 8 steps per epoch.
@@ -95,50 +96,6 @@ fn resume_through_the_launcher_is_bit_identical() {
     assert!(split.join("summary.md").is_file() && split.join("plots/loss.png").is_file());
 }
 
-/// Start the launcher in the background; its stderr lines arrive on a channel.
-fn spawn_launcher(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(launcher())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("launcher starts");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Lines until one contains `needle` or the launcher's stderr closes / the timeout passes.
-fn wait_for(
-    rx: &std::sync::mpsc::Receiver<String>,
-    needle: &str,
-    timeout: Duration,
-    seen: &mut Vec<String>,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
 /// The launcher's exit code once it ends (None: it had to be killed).
 fn drain(child: &mut Child, rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -179,12 +136,12 @@ fn a_crashed_group_restarts_from_the_last_checkpoint_and_ends_as_if_uninterrupte
     let (whole, crashed) = (dir.path().join("whole"), dir.path().join("crashed"));
     // 8 steps per epoch: checkpoints at 8 and 16, the end at 20.
     train(&whole, &["--steps", "20", "--checkpoint-every", "1"]).expect_ok();
-    let (mut child, rx) = spawn_launcher(&quick_args(
-        &crashed,
-        &["--steps", "20", "--checkpoint-every", "1", "--max-restarts", "1"],
-    ));
+    let (mut child, rx) = spawn_stderr_lines(
+        &launcher(),
+        &quick_args(&crashed, &["--steps", "20", "--checkpoint-every", "1", "--max-restarts", "1"]),
+    );
     let mut seen = Vec::new();
-    assert!(wait_for(&rx, "rank 1: pid", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
+    assert!(wait_for_line(&rx, "rank 1: pid", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
     // Wait for the first checkpoint, then kill rank 1 as a crash would.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !step_dir(&crashed, 8).join("meta.json").is_file() && Instant::now() < deadline {
@@ -211,9 +168,9 @@ fn a_stop_signal_saves_the_last_step_before_exiting() {
     let out = dir.path().join("run");
     // --checkpoint-every 0: only the end and signals save.
     let (mut child, rx) =
-        spawn_launcher(&quick_args(&out, &["--steps", "100000", "--checkpoint-every", "0"]));
+        spawn_stderr_lines(&launcher(), &quick_args(&out, &["--steps", "100000", "--checkpoint-every", "0"]));
     let mut seen = Vec::new();
-    assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
+    assert!(wait_for_line(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
     // SLURM's warning before preemption goes to the job's processes: here rank 0.
     kill(pid_of(&seen, 0), "-USR1");
     let code = drain(&mut child, &rx, &mut seen);

@@ -2,8 +2,10 @@
 //! SIGKILL, a hung (stopped) worker, SIGINT, a busy port, strangers on the rendezvous port, and ranks started by hand
 //! and through SLURM's environment.
 
-use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir, TINY_RUN};
-use std::io::{BufRead, BufReader, Read, Write};
+use moco_tests::{
+    assert_contains, launcher, run_launcher, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN,
+};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,50 +29,6 @@ fn alive(pid: u32) -> bool {
 
 fn kill(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
-}
-
-/// Start the launcher in the background; its stderr lines arrive on a channel.
-fn spawn_launcher(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(launcher())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("launcher starts");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Collect lines until one contains `needle` (or the timeout), returning everything seen.
-fn wait_for(
-    rx: &std::sync::mpsc::Receiver<String>,
-    needle: &str,
-    timeout: Duration,
-    seen: &mut Vec<String>,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 fn pids(seen: &[String]) -> Vec<u32> {
@@ -113,10 +71,10 @@ fn killed_worker_stops_the_group_and_is_named() {
     let out = dir.path().join("run");
     let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
-    let (mut child, rx) = spawn_launcher(&args);
+    let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     let mut seen = Vec::new();
     assert!(
-        wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen),
+        wait_for_line(&rx, "step 1/", Duration::from_secs(60), &mut seen),
         "no progress:\n{}",
         seen.join("\n")
     );
@@ -147,9 +105,9 @@ fn a_hung_worker_is_found_by_its_missing_heartbeat_and_the_group_stopped() {
     let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--heartbeat-timeout", "5"]);
     args.extend(["--out", out.to_str().unwrap()]);
-    let (mut child, rx) = spawn_launcher(&args);
+    let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     let mut seen = Vec::new();
-    assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
+    assert!(wait_for_line(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
     let p = pids(&seen);
     assert_eq!(p.len(), 2, "{seen:?}");
     // SIGSTOP: the process lives on but neither trains nor beats, as a worker stuck in a driver
@@ -176,9 +134,9 @@ fn sigint_finishes_the_step_and_exits_cleanly() {
     let out = dir.path().join("run");
     let mut args = quick();
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
-    let (mut child, rx) = spawn_launcher(&args);
+    let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     let mut seen = Vec::new();
-    assert!(wait_for(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
+    assert!(wait_for_line(&rx, "step 1/", Duration::from_secs(60), &mut seen), "{}", seen.join("\n"));
     kill(child.id(), "-INT");
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("the launcher stops after SIGINT");
     while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -212,7 +170,7 @@ fn strangers_on_the_rendezvous_port_are_turned_away() {
     let out = dir.path().join("run");
     let mut args = quick();
     args.extend(["--workers", "2", "--steps", "2", "--master-port", &port_s, "--out", out.to_str().unwrap()]);
-    let (mut child, rx) = spawn_launcher(&args);
+    let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     // Garbage, then a well-formed frame from another run, as soon as the port is open.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut sent = 0;

@@ -1,10 +1,9 @@
 //! The run folder through the real binaries: one owner at a time (a launcher, or rank 0 of
 //! workers started by hand).
 
-use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir, TINY_RUN};
-use std::io::{BufRead, BufReader};
+use moco_tests::{assert_contains, launcher, run_launcher, spawn_stderr_lines, worker, TempDir, TINY_RUN};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -14,27 +13,6 @@ fn args(out: &Path, extra: &[&str]) -> Vec<String> {
     v.extend(["--out".to_string(), out.display().to_string()]);
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-/// Start `exe` in the background; its stderr lines arrive on a channel.
-fn spawn(exe: &Path, args: &[String]) -> (Child, Receiver<String>) {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("launcher starts");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
 }
 
 /// Read lines until one contains `needle` (panics with what was seen after 60 s).
@@ -67,7 +45,8 @@ fn a_second_launcher_on_a_busy_run_folder_is_refused_and_told_who_holds_it() {
     let dir = TempDir::new("lock");
     let out = dir.path().join("run");
     // Long enough to still be training when the second launcher starts.
-    let (mut first, rx) = spawn(&launcher(), &args(&out, &["--epochs", "1000", "--checkpoint-every", "0"]));
+    let (mut first, rx) =
+        spawn_stderr_lines(&launcher(), &args(&out, &["--epochs", "1000", "--checkpoint-every", "0"]));
     wait_for(&rx, " loss ");
     let err = run_launcher(&args(&out, &["--steps", "2"]).iter().map(|s| s.as_str()).collect::<Vec<_>>())
         .expect_err();
@@ -94,7 +73,7 @@ fn a_hand_started_rank_0_owns_the_folder_and_a_killed_owner_does_not_block_it() 
     let mut a: Vec<String> = TINY_RUN.iter().map(|s| s.to_string()).collect();
     a.extend(["--device", "cpu", "--epochs", "1000", "--checkpoint-every", "0", "--out"].map(String::from));
     a.push(out.display().to_string());
-    let (mut worker, rx) = spawn(&worker(), &a);
+    let (mut worker, rx) = spawn_stderr_lines(&worker(), &a);
     wait_for(&rx, " loss ");
     let quick = args(&out, &["--steps", "2"]);
     let quick: Vec<&str> = quick.iter().map(|s| s.as_str()).collect();
