@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
+/// How long a cleanly exited worker's control line may take to deliver its last messages.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 /// How the group is watched.
 pub struct Watch {
     /// A worker that sends no heartbeat for this long is considered hung.
@@ -170,6 +173,12 @@ pub async fn run_once(
     let mut reported: Vec<Option<FailureKind>> = vec![None; world];
     let mut reported_msg: Vec<Option<String>> = vec![None; world];
     let mut lost: Vec<Option<String>> = vec![None; world];
+    // A worker's exit and its last control messages (Done above all) reach this loop from two
+    // tasks, so the exit can arrive first. A clean exit without Done is therefore judged only
+    // once that worker's control line has been read to its end (or after DRAIN_WAIT).
+    let mut drained = vec![false; world];
+    let mut deferred: Vec<Option<(Instant, std::io::Result<std::process::ExitStatus>)>> =
+        (0..world).map(|_| None).collect();
     let mut failure: Option<(Failure, u8)> = None;
     let mut stopping_since: Option<Instant> = None;
     let mut interrupted = false;
@@ -205,8 +214,19 @@ pub async fn run_once(
                         _ => {}
                     },
                     // The exit (or the heartbeat check) tells what happened; keep the why.
-                    Event::Lost { rank, why } => lost[rank] = Some(why),
+                    Event::Lost { rank, why } => {
+                        lost[rank] = Some(why);
+                        drained[rank] = true;
+                        if let Some((_, status)) = deferred[rank].take() {
+                            let _ = ev_tx.send(Event::Exited { rank, status });
+                        }
+                    }
                     Event::Exited { rank, status } => {
+                        let clean = status.as_ref().is_ok_and(|s| s.success());
+                        if clean && !done[rank] && !interrupted && !drained[rank] {
+                            deferred[rank] = Some((Instant::now(), status));
+                            continue;
+                        }
                         exited[rank] = true;
                         // A worker that stopped on a signal (Ctrl-C reaches the whole process
                         // group) saved its checkpoint and says so with EXIT_STOPPED.
@@ -254,6 +274,14 @@ pub async fn run_once(
                 }
             }
             _ = tick.tick() => {
+                for (rank, d) in deferred.iter_mut().enumerate() {
+                    if d.as_ref().is_some_and(|(at, _)| at.elapsed() > DRAIN_WAIT) {
+                        drained[rank] = true;
+                        if let Some((_, status)) = d.take() {
+                            let _ = ev_tx.send(Event::Exited { rank, status });
+                        }
+                    }
+                }
                 if let Some(since) = stopping_since {
                     if since.elapsed() > watch_cfg.grace {
                         let _ = kill_tx.send(true);
