@@ -13,4 +13,11 @@ cd "$(dirname "$0")/.."
 # about 175 MB into .venv-cuda; later runs reuse it.
 eval "$(scripts/setup_nvrtc.sh)"
 
+# TensorBoard from PyPI (about 35 MB into .venv-tb, once): tests/tests/tensorboard.rs reads the
+# run folder's events files back with TensorBoard's own reader. MOCO_NO_TENSORBOARD=1 leaves it
+# out (the test then checks the files with the Rust reader only and says so).
+if [[ "${MOCO_NO_TENSORBOARD:-}" != 1 ]]; then
+    eval "$(scripts/setup_tensorboard.sh)"
+fi
+
 cargo test --workspace "$@"

@@ -2,10 +2,12 @@
 //!
 //! - `config`: `TrainConfig`, every knob of a run.
 //! - `presets`: the named presets, each value with its reason.
+//! - `aug_policies`: the named augmentation policies (`--aug`), sets of the `[aug]` keys.
 //! - `validate` / `resolved`: checks that tell the user what to do, and the derived values.
 //! - `wire`: versioned, length-prefixed messages between launcher and workers.
 //! - `env`: the environment-variable contract (RANK, WORLD_SIZE, SLURM_*, ...).
 
+pub mod aug_policies;
 pub mod config;
 pub mod env;
 pub mod error;

@@ -211,7 +211,7 @@ fn paper() -> TrainConfig {
         // The paper's 32 GB V100s did not need it.
         recompute: false,
         // BYOL's recipe as MoCo v3 uses it, without the seeds' satellite additions.
-        aug: AugConfig { vflip_p: 0.0, rot90: false, noise_std: 0.0, ..AugConfig::default() },
+        aug: crate::aug_policies::POLICY_MOCO_V3.config(),
         seed: 0,
     }
 }

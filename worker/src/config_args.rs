@@ -11,7 +11,7 @@ use crate::error::{Result, WorkerError};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use moco_proto::config::{BnMode, Optimizer, TrainConfig};
-use moco_proto::{presets, ProtoError};
+use moco_proto::{aug_policies, presets, ProtoError};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, Args)]
@@ -113,6 +113,10 @@ pub struct ConfigArgs {
     pub no_recompute: bool,
 
     // ---- augmentation ----
+    /// Named augmentation policy: replaces the preset's [aug] keys; the --config file and the
+    /// flags below still change single keys (moco-v3, moco-v3-aerial, aerial, light).
+    #[arg(long, value_name = "POLICY")]
+    pub aug: Option<String>,
     /// Smallest random-resized-crop area fraction.
     #[arg(long)]
     pub crop_min: Option<f32>,
@@ -191,9 +195,13 @@ impl ConfigArgs {
         self.preset.as_deref().unwrap_or(presets::DEFAULT_PRESET)
     }
 
-    /// preset -> TOML file -> flags. Errors name the unknown preset, the file and its bad key.
+    /// preset -> `--aug` policy -> TOML file -> flags. Errors name the unknown preset or
+    /// policy, the file and its bad key.
     pub fn build(&self) -> Result<TrainConfig> {
         let mut cfg = presets::get(self.preset_name())?;
+        if let Some(policy) = &self.aug {
+            cfg.aug = aug_policies::get(policy)?;
+        }
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| WorkerError::io(format!("reading config file {}", path.display()), e))?;
@@ -321,6 +329,29 @@ mod tests {
         let e = build(&["--config", p]).unwrap_err().to_string();
         assert!(e.contains("batch_size") && e.contains("c.toml"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_aug_policy_replaces_the_presets_keys_and_the_file_and_flags_still_win() {
+        let c = build(&["--preset", "tiny", "--aug", "light"]).unwrap();
+        assert_eq!(c.aug, aug_policies::get("light").unwrap());
+        assert_eq!(c.batch, 32, "a policy touches only [aug]");
+        let dir = std::env::temp_dir().join(format!("moco-config-aug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.toml");
+        std::fs::write(&path, "[aug]\ngrayscale_p = 0.3\nnoise_std = 0.1\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = build(&["--aug", "aerial", "--config", p, "--noise-std", "0.05", "--no-rot90"]).unwrap();
+        let want = moco_proto::config::AugConfig {
+            grayscale_p: 0.3,
+            noise_std: 0.05,
+            rot90: false,
+            ..aug_policies::get("aerial").unwrap()
+        };
+        assert_eq!(c.aug, want);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = build(&["--aug", "strong"]).unwrap_err().to_string();
+        assert!(e.contains("strong") && e.contains("moco-v3-aerial"), "{e}");
     }
 
     #[test]

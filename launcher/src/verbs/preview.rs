@@ -1,7 +1,7 @@
 //! `launcher preview`: a PNG grid of a few tiles, each beside its two augmented views, so a user
 //! sees what the network will see before a long run. Opens `--data` exactly as training does
 //! (a folder is cached on first use and its report printed), with the preset's crop size and
-//! augmentations.
+//! augmentations, or those of `--aug POLICY` and single [aug] flags.
 
 use crate::error::Result;
 use clap::Args;
@@ -48,11 +48,12 @@ pub fn run(a: &PreviewArgs) -> Result<()> {
         b => format!("bands 0,1,2 of {b} as RGB"),
     };
     say!(
-        "wrote {}: {n} of {} tiles as [tile | view 1 | view 2] at {} px ({shown}; preset {}, epoch {})",
+        "wrote {}: {n} of {} tiles as [tile | view 1 | view 2] at {} px ({shown}; preset {}, aug {}, epoch {})",
         a.out.display(),
         ds.len(),
         cfg.image_size,
         a.config.preset_name(),
+        a.config.aug.as_deref().unwrap_or("of the preset"),
         a.epoch
     );
     Ok(())

@@ -31,6 +31,13 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
         let saved = t.run_dir.join("config.toml");
         if config.preset.is_none() && config.config.is_none() && saved.is_file() {
             eprintln!("--resume: using the run's config {}", saved.display());
+            if let Some(policy) = config.aug.take() {
+                // The saved file holds every [aug] key, and it comes after the policy.
+                eprintln!(
+                    "note: --aug {policy} is ignored on a resume: the run's config keeps its [aug] keys \
+                     (single [aug] flags still apply)"
+                );
+            }
             config.config = Some(saved);
         }
     }

@@ -5,6 +5,7 @@
 //! - `plots`: loss, lr and momentum, loss scale, throughput, kNN, collapse (plotters, bitmap).
 //! - `font`: the bundled font plotters draws text with (no system fonts needed).
 //! - `summary`: summary.md.
+//! - `tensorboard`: TensorBoard events files (scalars per step and per evaluation).
 //!
 //! Entry point for the end of training (rank 0) and for `launcher eval`: `write_report`.
 
@@ -13,6 +14,7 @@ pub mod plots;
 pub mod records;
 pub mod session;
 pub mod summary;
+pub mod tensorboard;
 
 pub use records::{EvalLog, EvalRecord, RunRecords};
 pub use summary::ReportInput;

@@ -220,8 +220,14 @@ fn run_in_group<B: Backend>(
         for f in ["metrics.jsonl", crate::report::records::EVALS_FILE] {
             crate::train::metrics::truncate_after(&out.join(f), start.step)?;
         }
+        // The events files are a view for TensorBoard, not the run's record: one that cannot be
+        // read must not stop a resume.
+        if let Err(e) = crate::report::tensorboard::truncate_after(&out, start.step) {
+            tell(&format!("warning: TensorBoard events left as they are: {e}"));
+        }
     }
     let mut log = if rank == 0 { Some(MetricsLog::open(&out)?) } else { None };
+    let mut tb = if rank == 0 { Some(crate::report::tensorboard::TbLog::create(&out)?) } else { None };
     let knn = match &args.run.eval_data {
         Some(spec) => {
             let ds = data::open_data(spec, &args.data_flags, cfg, Some(&out.join("cache")), rank == 0)?;
@@ -238,6 +244,7 @@ fn run_in_group<B: Backend>(
         warning: None,
         warnings: Vec::new(),
         last_knn: None,
+        fresh: None,
     };
 
     let mut loader =
@@ -278,6 +285,12 @@ fn run_in_group<B: Backend>(
         // Epoch-end measurements and checkpoints: every rank, at the same step.
         for line in monitor.after_step(moco, &comm)? {
             tell(&line);
+        }
+        if let Some(tb) = tb.as_mut() {
+            tb.write_step(m)?;
+            if let Some(r) = monitor.fresh.take() {
+                tb.write_eval(&r)?;
+            }
         }
         if let Some(pos) = data.position() {
             let before = saver.last_saved;
@@ -341,6 +354,7 @@ fn run_in_group<B: Backend>(
             if summary.interrupted { " (stopped early on request)" } else { "" }
         );
         drop(log);
+        drop(tb);
         drop(monitor);
         let report = write_report(
             &out,

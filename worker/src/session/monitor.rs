@@ -51,6 +51,8 @@ pub struct Monitor {
     /// Every warning of this session (the report lists them).
     pub warnings: Vec<String>,
     pub last_knn: Option<f32>,
+    /// The record of this step's evaluation, until the caller takes it (TensorBoard).
+    pub fresh: Option<EvalRecord>,
 }
 
 impl Monitor {
@@ -90,13 +92,10 @@ impl Monitor {
         self.warning = warning.clone();
         if let Some(log) = self.log.as_mut() {
             if collapse.is_some() || knn.is_some() {
-                log.write(&EvalRecord {
-                    step: moco.steps,
-                    epoch: epoch as f64,
-                    knn_top1: knn,
-                    collapse,
-                    warning,
-                })?;
+                let r =
+                    EvalRecord { step: moco.steps, epoch: epoch as f64, knn_top1: knn, collapse, warning };
+                log.write(&r)?;
+                self.fresh = Some(r);
             }
         }
         Ok(lines)
