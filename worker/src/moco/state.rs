@@ -54,6 +54,18 @@ pub struct Moco<B: Backend> {
     pub steps: u64,
     /// Undoes what a skipped step changed besides the weights; decides when the run diverged.
     pub guard: super::guard::StepGuard<B>,
+    /// The step's scalars on the device, read by the host once per optimiser step (the only
+    /// host wait of a step): `[0]` the inf/NaN flag, then the two loss terms of each
+    /// micro-batch (`[1 + 2 * micro + term]`).
+    pub metrics: B::Buf,
+}
+
+/// Index of the inf/NaN flag in [`Moco::metrics`].
+const FLAG: usize = 0;
+
+/// Index of loss term `t` of micro-batch `micro` in [`Moco::metrics`].
+fn loss_slot(micro: usize, t: usize) -> usize {
+    1 + 2 * micro + t
 }
 
 /// What one micro-batch reports.
@@ -70,6 +82,8 @@ pub struct StepOut {
     pub applied: bool,
     /// Loss scale after the update.
     pub scale: f32,
+    /// Sum over the step's micro-batches of their loss (`MicroOut::loss`), in micro-batch order.
+    pub loss_sum: f32,
 }
 
 /// A two-view micro-batch as the step consumes it: NHWC f32, normalised.
@@ -114,6 +128,7 @@ impl<B: Backend> Moco<B> {
             micro_total: 0,
             steps: 0,
             guard: Default::default(),
+            metrics: be.zeros_master(loss_slot(cfg.accumulation.max(1), 0))?,
             cfg: cfg.clone(),
             topo,
             be,
@@ -148,9 +163,10 @@ impl<B: Backend> Moco<B> {
         }
     }
 
-    /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view. Under shuffle BN the
-    /// samples are permuted before the encoder and the keys un-permuted after it.
-    fn keys(&mut self, comm: &StatSyncComm<'_>, x: &[f32], v: &Views<'_>, view: u64) -> Result<B::Buf> {
+    /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view whose images `x` are
+    /// already on the device. Under shuffle BN the samples are permuted before the encoder and
+    /// the keys un-permuted after it, both by row copies on the device.
+    fn keys(&mut self, comm: &StatSyncComm<'_>, x: B::Buf, v: &Views<'_>, view: u64) -> Result<B::Buf> {
         let n = v.n;
         let per = v.size * v.size * v.channels;
         let (stats, perm) = match self.cfg.bn_mode {
@@ -165,13 +181,14 @@ impl<B: Backend> Moco<B> {
         };
         let input = match &perm {
             Some(p) => {
-                let mut shuffled = vec![0.0f32; x.len()];
+                let mut shuffled = self.be.zeros(B::buf_len(&x))?;
                 for (dst, &src) in p.iter().enumerate() {
-                    shuffled[dst * per..(dst + 1) * per].copy_from_slice(&x[src * per..(src + 1) * per]);
+                    let (from, to) = (src * per..(src + 1) * per, dst * per..(dst + 1) * per);
+                    self.be.copy(B::view(&x, from), B::view_mut(&mut shuffled, to));
                 }
-                self.be.act_from_host(&shuffled)?
+                shuffled
             }
-            None => self.be.act_from_host(x)?,
+            None => x,
         };
         let weights = self.key_weights.as_ref().unwrap_or(&self.key_params);
         let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats, keep: Keep::Nothing };
@@ -182,20 +199,49 @@ impl<B: Backend> Moco<B> {
         self.be.l2norm_fwd(n, d, full::<B>(&k), full_mut::<B>(&mut kn), full_mut::<B>(&mut norm));
         match perm {
             Some(p) => {
-                let shuffled = self.be.to_host(&kn)?;
-                let mut keys = vec![0.0f32; shuffled.len()];
+                // Un-permute on the device, one row copy each (exact in any precision), so the
+                // keys never make a host round trip.
+                let mut keys = self.be.zeros(B::buf_len(&kn))?;
                 for (dst, &src) in p.iter().enumerate() {
-                    keys[src * d..(src + 1) * d].copy_from_slice(&shuffled[dst * d..(dst + 1) * d]);
+                    self.be.copy(
+                        B::view(&kn, dst * d..(dst + 1) * d),
+                        B::view_mut(&mut keys, src * d..(src + 1) * d),
+                    );
                 }
-                Ok(self.be.act_from_host(&keys)?)
+                Ok(keys)
             }
             None => Ok(kn),
         }
     }
 
-    /// Forward and backward of one micro-batch; gradients accumulate into `self.grads`.
-    /// `momentum` is this optimiser step's EMA coefficient (applied on its first micro-batch).
+    /// Forward and backward of one micro-batch, reading its loss back (a host wait: tests and
+    /// tools; training uses [`Moco::queue_micro_batch`] and the loss in [`StepOut`]).
     pub fn micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<MicroOut> {
+        let micro = self.micro_in_step;
+        self.queue_micro_batch(comm, v, momentum)?;
+        let m = self.be.to_host(&self.metrics)?;
+        let terms = [m[loss_slot(micro, 0)], m[loss_slot(micro, 1)]];
+        self.check_loss(terms)?;
+        Ok(MicroOut { loss: terms[0] + terms[1], loss_terms: terms })
+    }
+
+    /// A non-finite loss without AMP is a diverged run (with AMP the scaler handles it).
+    fn check_loss(&self, terms: [f32; 2]) -> Result<()> {
+        let loss = terms[0] + terms[1];
+        if !loss.is_finite() && !self.cfg.amp {
+            return Err(WorkerError::Numeric(format!(
+                "the loss became {loss} at step {} without AMP: lower --base-lr or check the data",
+                self.steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward and backward of one micro-batch; gradients accumulate into `self.grads` and the
+    /// loss terms into `self.metrics`, with no host wait (the step's one read is in
+    /// [`Moco::optimizer_step`]). `momentum` is this optimiser step's EMA coefficient (applied on
+    /// its first micro-batch).
+    pub fn queue_micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<()> {
         let (n, d) = (v.n, self.cfg.dim);
         let per = v.size * v.size * v.channels;
         if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
@@ -218,9 +264,15 @@ impl<B: Backend> Moco<B> {
         // Query encoder, both views; tapes kept for the backward.
         let forward = tracing::info_span!("forward").entered();
         let mut q_out = Vec::with_capacity(2);
+        let mut key_inputs = Vec::with_capacity(2);
         for x in [v.x1, v.x2] {
             let _s = tracing::info_span!("query_forward").entered();
             let input = self.be.act_from_host(x)?;
+            // The momentum encoder takes the same images: a device copy, so that each view
+            // crosses to the device once per micro-batch.
+            let mut key_in = self.be.zeros(B::buf_len(&input))?;
+            self.be.copy(full::<B>(&input), full_mut::<B>(&mut key_in));
+            key_inputs.push(key_in);
             let weights = self.weights.as_ref().unwrap_or(&self.params);
             let ctx = Ctx {
                 be: &self.be,
@@ -247,8 +299,13 @@ impl<B: Backend> Moco<B> {
             }
         }
         let key_forward = tracing::info_span!("key_forward").entered();
-        let k1 = self.keys(&sync, v.x1, v, 1)?;
-        let k2 = self.keys(&sync, v.x2, v, 2)?;
+        let mut key_inputs = key_inputs.into_iter();
+        let (x1, x2) = (key_inputs.next(), key_inputs.next());
+        let (Some(x1), Some(x2)) = (x1, x2) else {
+            return Err(WorkerError::Data("a micro-batch without two views".into()));
+        };
+        let k1 = self.keys(&sync, x1, v, 1)?;
+        let k2 = self.keys(&sync, x2, v, 2)?;
         drop(key_forward);
         let (k1_all, k2_all) = match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
             Some(dc) => {
@@ -263,7 +320,7 @@ impl<B: Backend> Moco<B> {
         // Symmetric loss: ctr(q1, k2) + ctr(q2, k1).
         let loss_span = tracing::info_span!("loss").entered();
         let grad_scale = self.scaler.scale();
-        let mut terms = [0.0f32; 2];
+        self.reserve_loss_slots(self.micro_in_step + 1)?;
         let mut dqs = Vec::with_capacity(2);
         for (t, (qn, _, _)) in q_out.iter().enumerate() {
             let k_all = if t == 0 { &k2_all } else { &k1_all };
@@ -277,8 +334,9 @@ impl<B: Backend> Moco<B> {
                 mask_own: self.cfg.mask_own,
                 grad_scale,
             };
-            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref())?;
-            terms[t] = out.loss;
+            let slot = loss_slot(self.micro_in_step, t);
+            let loss_out = B::view_mut(&mut self.metrics, slot..slot + 1);
+            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref(), loss_out)?;
             dqs.push(out.dq);
         }
         drop((loss_span, forward));
@@ -345,14 +403,20 @@ impl<B: Backend> Moco<B> {
         }
         self.micro_in_step += 1;
         self.micro_total += 1;
-        let loss = terms[0] + terms[1];
-        if !loss.is_finite() && !self.cfg.amp {
-            return Err(WorkerError::Numeric(format!(
-                "the loss became {loss} at step {} without AMP: lower --base-lr or check the data",
-                self.steps
-            )));
+        Ok(())
+    }
+
+    /// Grow `metrics` to hold the loss terms of `micros` micro-batches (more micro-batches per
+    /// step than the configured accumulation: tests that drive the step by hand).
+    fn reserve_loss_slots(&mut self, micros: usize) -> Result<()> {
+        let need = loss_slot(micros, 0);
+        let have = B::buf_len(&self.metrics);
+        if need > have {
+            let mut grown = self.be.zeros_master(need)?;
+            self.be.copy(full::<B>(&self.metrics), B::view_mut(&mut grown, 0..have));
+            self.metrics = grown;
         }
-        Ok(MicroOut { loss, loss_terms: terms })
+        Ok(())
     }
 
     /// All-reduce the accumulated gradients, unscale them with one global inf/NaN verdict, and
@@ -372,29 +436,65 @@ impl<B: Backend> Moco<B> {
             let _c = tracing::info_span!("comm").entered();
             all_reduce_buf(&self.be, comm, &mut self.grads)?;
         }
-        // Mean over ranks and micro-batches, and undo the loss scale, in one pass.
+        // Mean over ranks and micro-batches, and undo the loss scale, in one pass. The verdict is
+        // a device flag that the optimiser reads itself: nothing waits for it here.
         let inv = 1.0 / (self.scaler.scale() * world as f32 * micro as f32);
-        let grads_bad = self.be.unscale_check(full_mut::<B>(&mut self.grads), inv);
+        self.be.fill(B::view_mut(&mut self.metrics, FLAG..FLAG + 1), 0.0);
+        let be = &self.be;
+        be.unscale_check(full_mut::<B>(&mut self.grads), inv, B::view_mut(&mut self.metrics, FLAG..FLAG + 1));
         // The step's forward passes updated the BN running statistics; an overflow there (weights
         // grown huge while the normalised gradients stay finite) must not reach a checkpoint, so
         // it skips the step too. Scaling by exactly 1.0 leaves the values as they are.
-        let stats_bad = self.be.unscale_check(full_mut::<B>(&mut self.q_stats), 1.0)
-            | self.be.unscale_check(full_mut::<B>(&mut self.k_stats), 1.0);
-        let local_bad = grads_bad || stats_bad;
-        let mut flag = [if local_bad { 1.0f32 } else { 0.0 }];
-        comm.all_reduce_sum(&mut flag)?;
+        for stats in [&mut self.q_stats, &mut self.k_stats] {
+            be.unscale_check(full_mut::<B>(stats), 1.0, B::view_mut(&mut self.metrics, FLAG..FLAG + 1));
+        }
+        if !self.cfg.amp && self.micro_in_step > 0 {
+            // Without AMP a non-finite loss stops the run (`check_loss`); flagging it here
+            // keeps the optimiser from applying that step first. The metrics buffer holds the
+            // flag and then the losses, so the losses are scaled by 1.0 in place, unchanged.
+            let (flag, losses) = (FLAG..FLAG + 1, loss_slot(0, 0)..loss_slot(self.micro_in_step, 0));
+            let mut copy = be.zeros_master(losses.len())?;
+            be.copy(B::view(&self.metrics, losses), full_mut::<B>(&mut copy));
+            be.unscale_check(full_mut::<B>(&mut copy), 1.0, B::view_mut(&mut self.metrics, flag));
+        }
+        if world > 1 {
+            // One verdict for all ranks: any rank's overflow skips the step everywhere.
+            let _c = tracing::info_span!("comm").entered();
+            let mut flag = self.be.zeros_master(1)?;
+            self.be.copy(B::view(&self.metrics, FLAG..FLAG + 1), full_mut::<B>(&mut flag));
+            match self.dev_comm.as_ref() {
+                Some(dc) => dc.all_reduce_sum(&self.be, &mut flag)?,
+                None => all_reduce_buf(&self.be, comm, &mut flag)?,
+            }
+            self.be.copy(full::<B>(&flag), B::view_mut(&mut self.metrics, FLAG..FLAG + 1));
+        }
+        self.opt.step(
+            &self.be,
+            &self.topo.params,
+            &mut self.params,
+            &self.grads,
+            lr,
+            self.cfg.weight_decay,
+            Some((&self.metrics, FLAG)),
+        );
+        // A skipped step left the masters as they were, so this rebuilds the same copies.
+        self.refresh_weights()?;
+
+        // The step's one host wait: the verdict and the loss terms, after all of its work.
+        let m = self.be.to_host(&self.metrics)?;
+        let skipped = m[FLAG] > 0.0;
+        if skipped {
+            self.opt.unstep();
+        }
+        let mut loss_sum = 0.0f32;
+        for micro in 0..self.micro_in_step {
+            let terms = [m[loss_slot(micro, 0)], m[loss_slot(micro, 1)]];
+            self.check_loss(terms)?;
+            loss_sum += terms[0] + terms[1];
+        }
         let scale_used = self.scaler.scale();
-        let verdict = self.scaler.update(flag[0] > 0.0);
+        let verdict = self.scaler.update(skipped);
         if verdict == ScaleVerdict::Apply {
-            self.opt.step(
-                &self.be,
-                &self.topo.params,
-                &mut self.params,
-                &self.grads,
-                lr,
-                self.cfg.weight_decay,
-            );
-            self.refresh_weights()?;
             self.guard.record(None);
         } else {
             // Read back what went wrong (skipped steps only), then undo the step's side effects.
@@ -411,6 +511,6 @@ impl<B: Backend> Moco<B> {
         self.be.fill(full_mut::<B>(&mut self.grads), 0.0);
         self.micro_in_step = 0;
         self.steps += 1;
-        Ok(StepOut { applied: verdict == ScaleVerdict::Apply, scale: self.scaler.scale() })
+        Ok(StepOut { applied: verdict == ScaleVerdict::Apply, scale: self.scaler.scale(), loss_sum })
     }
 }
