@@ -237,3 +237,15 @@ extern "C" __global__ void bn_running_update(int c, const float* mean, const flo
         running[c + ch] = (1.0f - momentum) * running[c + ch] + momentum * var[ch] * unbias;
     }
 }
+
+// SplitBatchNorm's running-statistics input (shuffle BN on the key side): y[ch] = the average
+// over the g groups of x[k, ch], x = [g, c], accumulated in group order as x / g, exactly as the
+// CPU reference does, so the groups' statistics never leave the device.
+extern "C" __global__ void bn_group_mean(int groups, int c, const float* x, float* y) {
+    const float g = (float)groups;
+    for (int ch = grid_start(); ch < c; ch += grid_stride()) {
+        float acc = 0.0f;
+        for (int k = 0; k < groups; ++k) acc += x[k * c + ch] / g;
+        y[ch] = acc;
+    }
+}

@@ -7,12 +7,14 @@
 // launch. The copy pointer may be null: then only the fp32 master is written (the `Backend`
 // op set, which refreshes the copy with a separate `copy`, and fp32 training).
 //
-// The steps take `skip`, a device int (may be null): when it is non-zero the step does nothing.
+// The steps take `skip`, a device float (may be null): when it is non-zero the step does nothing.
 // Pointing it at the (all-reduced) inf/NaN flag lets a step with overflowed gradients be
 // skipped without the host reading the flag first, so the step needs no host synchronisation.
 #include "common.cuh"
 
-__device__ __forceinline__ bool skipped(const int* skip) { return skip != nullptr && *skip != 0; }
+// Flags are fp32 (0 or 1), as PyTorch's found_inf is: they share buffers and collectives with
+// the step's other scalars (the loss terms), and one read brings all of them to the host.
+__device__ __forceinline__ bool skipped(const float* skip) { return skip != nullptr && *skip != 0.0f; }
 
 // theta_k = m * theta_k + (1 - m) * theta_q, and theta_k16 = fp16(theta_k) (theta_k16 may be null).
 extern "C" __global__ void ema_f32(int n, float m, const float* theta_q, float* theta_k,
@@ -24,10 +26,10 @@ extern "C" __global__ void ema_f32(int n, float m, const float* theta_q, float* 
     }
 }
 
-// g *= inv_scale; sets *found_inf = 1 if any element is inf or NaN before or after scaling.
+// g *= inv_scale; sets *found_inf = 1.0f if any element is inf or NaN before or after scaling.
 // The host zeroes found_inf before the first unscale of a step; every bucket's unscale then
 // ORs into the same flag, which is all-reduced (max) across ranks for one verdict.
-extern "C" __global__ void unscale_check_f32(int n, float inv_scale, float* g, int* found_inf) {
+extern "C" __global__ void unscale_check_f32(int n, float inv_scale, float* g, float* found_inf) {
     bool bad = false;
     for (int i = grid_start(); i < n; i += grid_stride()) {
         const float before = g[i];
@@ -35,13 +37,14 @@ extern "C" __global__ void unscale_check_f32(int n, float inv_scale, float* g, i
         bad |= !isfinite(before) || !isfinite(after);
         g[i] = after;
     }
-    // One atomic per warp that saw a bad value, not one per element.
-    if (__any_sync(MOCO_FULL_MASK, bad) && (threadIdx.x & 31) == 0) atomicOr(found_inf, 1);
+    // One store per warp that saw a bad value, not one per element; every writer stores the same
+    // 1.0f, so the race between warps is benign (PyTorch's unscale kernel does the same).
+    if (__any_sync(MOCO_FULL_MASK, bad) && (threadIdx.x & 31) == 0) *found_inf = 1.0f;
 }
 
 // PyTorch SGD: d = g + wd * p; mu = momentum * mu + d; p -= lr * mu.
 extern "C" __global__ void sgd_step_f32(int n, float lr, float momentum, float wd,
-                                        const int* skip, float* p, const float* g, float* mu,
+                                        const float* skip, float* p, const float* g, float* mu,
                                         __half* p16) {
     if (skipped(skip)) return;
     for (int i = grid_start(); i < n; i += grid_stride()) {
@@ -132,7 +135,7 @@ extern "C" __global__ void lars_trust(int n_seg, float eta, const int* adapt,
 // trust comes from lars_trust, on the device: no host round trip. Grid: block_start[n_seg].
 extern "C" __global__ void lars_step_f32(int n_seg, const int* seg_start, const int* block_start,
                                         int chunk, const int* adapt, const float* trust,
-                                        float lr, float momentum, float wd, const int* skip,
+                                        float lr, float momentum, float wd, const float* skip,
                                         float* p, const float* g, float* mu, __half* p16) {
     if (skipped(skip)) return;
     const int b = blockIdx.x;
@@ -156,7 +159,7 @@ extern "C" __global__ void lars_step_f32(int n_seg, const int* seg_start, const 
 // computed on the host in double (1-based step).
 extern "C" __global__ void adamw_step_f32(int n, float lr, float beta1, float beta2, float eps,
                                           float wd, float bias_c1, float bias_c2,
-                                          const int* skip, float* p, const float* g, float* m,
+                                          const float* skip, float* p, const float* g, float* m,
                                           float* v, __half* p16) {
     if (skipped(skip)) return;
     const float step_size = lr / bias_c1;
@@ -176,10 +179,11 @@ extern "C" __global__ void adamw_step_f32(int n, float lr, float beta1, float be
 
 // The LARS step of ONE tensor with its trust ratio computed on the host (the `Backend`
 // op set's lars_step): d = (g + wd p) * trust; mu = momentum mu + d; p -= lr mu. Excluded 1-D
-// tensors pass trust = 1 and wd = 0. p16 may be null.
+// tensors pass trust = 1 and wd = 0. p16 may be null; a non-zero skip makes it a no-op.
 extern "C" __global__ void lars_step_scalar_f32(int n, float lr, float momentum, float wd,
-                                                float trust, float* p, const float* g, float* mu,
-                                                __half* p16) {
+                                                float trust, const float* skip, float* p,
+                                                const float* g, float* mu, __half* p16) {
+    if (skipped(skip)) return;
     for (int i = grid_start(); i < n; i += grid_stride()) {
         const float d = (g[i] + wd * p[i]) * trust;
         const float u = momentum * mu[i] + d;

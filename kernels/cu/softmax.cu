@@ -127,3 +127,42 @@ extern "C" __global__ void gather_cols_f32(int rows, int cols, const float* logi
         out[r] = (label >= 0 && label < cols) ? logits[r * cols + label] : 0.0f;
     }
 }
+
+// The distributed log-sum-exp: lse[r] over `parts` blocks of columns from each block's per-row
+// (max, sum-exp) pair. max and sum are [parts][rows]. A part whose
+// max is -inf saw only masked cells and contributes nothing; a row with no part left gives
+// -inf. The sum runs in double and in part order (the batch-key block, then the queue shards in
+// rank order), as the CPU reference does, so every rank combines the same way.
+extern "C" __global__ void lse_combine_f32(int rows, int parts, const float* max, const float* sum,
+                                           float* lse) {
+    for (int r = grid_start(); r < rows; r += grid_stride()) {
+        float mx = moco_neg_inf();
+        for (int p = 0; p < parts; ++p) {
+            const float m = max[p * rows + r];
+            if (m != moco_neg_inf()) mx = fmaxf(mx, m);
+        }
+        if (mx == moco_neg_inf()) {
+            lse[r] = mx;
+            continue;
+        }
+        double s = 0.0;
+        for (int p = 0; p < parts; ++p) {
+            const float m = max[p * rows + r];
+            if (m == moco_neg_inf()) continue;
+            s += (double)sum[p * rows + r] * exp((double)(m - mx));
+        }
+        lse[r] = mx + (float)log(s);
+    }
+}
+
+// out[0] = ((sum over rows of (lse[r] - pos[r]), in double, in row order) / rows) * factor: one
+// term's mean cross-entropy (factor = the loss's 2T), kept on the device until the step's
+// metrics are read. One thread does the sum, so its order is the CPU reference's; rows is a
+// local batch (a few hundred at most).
+extern "C" __global__ void xent_loss_f32(int rows, const float* lse, const float* pos, float factor,
+                                         float* out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double acc = 0.0;
+    for (int r = 0; r < rows; ++r) acc += (double)(lse[r] - pos[r]);
+    out[0] = (float)(acc / (double)rows) * factor;
+}

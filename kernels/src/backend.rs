@@ -14,8 +14,9 @@
 //!   Ops that produce a PARAMETER gradient (`*_bwd_filter`, `linear_bwd_weight`, the BN
 //!   gamma/beta sums added by the caller) ACCUMULATE into it, so two views and several
 //!   micro-batches sum into one gradient buffer that the optimiser step clears.
-//! - Reductions that the caller needs on the host (norms, loss pieces, the inf/NaN verdict)
-//!   return host values.
+//! - Results of the training step stay on the device (loss pieces, the log-sum-exp, the loss
+//!   value, the inf/NaN flag), so a step reads the host only once, for its metrics. The few
+//!   reductions that return host values (`sumsq`, `unscale_check`) wait for the device.
 
 use crate::error::Result;
 use crate::shapes::{ConvShape, PoolShape};
@@ -158,6 +159,11 @@ pub trait Backend: Send + Sync {
         running: Self::ViewMut<'_>,
     );
 
+    /// y `[c]` = the average of the `groups` rows of x `[groups, c]`, accumulated in group order
+    /// as `x / groups` (SplitBatchNorm: the key side's shuffle-BN groups update the running
+    /// statistics with the average of their statistics, computed without leaving the device).
+    fn bn_group_mean(&self, groups: usize, c: usize, x: Self::View<'_>, y: Self::ViewMut<'_>);
+
     // ---- elementwise ----
     fn relu_inplace(&self, x: Self::ViewMut<'_>);
     /// dx = dy where y > 0 else 0 (y is the ReLU output).
@@ -236,25 +242,62 @@ pub trait Backend: Send + Sync {
 
     // ---- softmax cross-entropy pieces (the distributed log-sum-exp is assembled from these) ----
     /// Per row of logits `[rows, cols]`: max and sum(exp(l - max)), skipping -inf entries
-    /// (masked). A fully masked row gives max = -inf, sum = 0. Results are copied to the host.
-    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: Self::View<'_>) -> (Vec<f32>, Vec<f32>);
+    /// (masked), into `max[rows]` and `sum[rows]` (fp32). A fully masked row gives max = -inf,
+    /// sum = 0.
+    fn row_max_sumexp(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: Self::View<'_>,
+        max: Self::ViewMut<'_>,
+        sum: Self::ViewMut<'_>,
+    );
+    /// The distributed log-sum-exp: lse[r] over `parts` blocks of columns from each block's
+    /// (max, sum-exp) pair of row r; `max` and `sum` are `[parts][rows]`. Parts with max = -inf
+    /// contribute nothing; the sum runs in f64 in part order.
+    fn lse_combine(
+        &self,
+        rows: usize,
+        parts: usize,
+        max: Self::View<'_>,
+        sum: Self::View<'_>,
+        lse: Self::ViewMut<'_>,
+    );
+    /// out[0] = factor * mean over rows of (lse - pos), summed in f64 in row order: one loss
+    /// term, left on the device.
+    fn xent_loss(
+        &self,
+        rows: usize,
+        lse: Self::View<'_>,
+        pos: Self::View<'_>,
+        factor: f32,
+        out: Self::ViewMut<'_>,
+    );
     /// Set logits[r, c] = -inf for every (r, c) in `cells` (host list).
     fn mask_cells(&self, cols: usize, logits: Self::ViewMut<'_>, cells: &[(u32, u32)]);
     /// dlogits = scale * (exp(logits - lse[row]) - onehot(label[row])), label -1 = none in this
-    /// block; -inf logits give 0. `lse` and `labels` are host slices of length rows.
+    /// block; -inf logits give 0. `lse` (fp32, on the device) and `labels` (host) have `rows`
+    /// entries.
     #[allow(clippy::too_many_arguments)]
     fn softmax_xent_bwd(
         &self,
         rows: usize,
         cols: usize,
         logits: Self::View<'_>,
-        lse: &[f32],
+        lse: Self::View<'_>,
         labels: &[i32],
         scale: f32,
         dlogits: Self::ViewMut<'_>,
     );
-    /// logits[r, label[r]] for rows with label >= 0 (else 0), to the host.
-    fn gather_cols(&self, rows: usize, cols: usize, logits: Self::View<'_>, labels: &[i32]) -> Vec<f32>;
+    /// out[r] = logits[r, label[r]] for rows with label >= 0 (else 0); out is fp32 `[rows]`.
+    fn gather_cols(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: Self::View<'_>,
+        labels: &[i32],
+        out: Self::ViewMut<'_>,
+    );
 
     // ---- optimiser pieces on flat fp32 buffers ----
     /// Sum of squares (in f64) of x, to the host: LARS norms, gradient norms.
@@ -263,9 +306,13 @@ pub trait Backend: Send + Sync {
     fn sumsq_axpy(&self, alpha: f32, x: Self::View<'_>, y: Self::View<'_>) -> f64;
     /// theta_k = m * theta_k + (1 - m) * theta_q.
     fn ema(&self, m: f32, theta_q: Self::View<'_>, theta_k: Self::ViewMut<'_>);
-    /// g *= inv_scale; returns true if any element of g is inf or NaN (before or after).
-    fn unscale_check(&self, g: Self::ViewMut<'_>, inv_scale: f32) -> bool;
-    /// PyTorch SGD: d = g + wd*p; mu = momentum*mu + d; p -= lr * mu.
+    /// g *= inv_scale; sets `found[0]` (fp32, on the device) to 1 if any element of g is inf
+    /// or NaN (before or after), and leaves it as it was otherwise, so several calls OR into
+    /// one flag that the caller zeroed.
+    fn unscale_check(&self, g: Self::ViewMut<'_>, inv_scale: f32, found: Self::ViewMut<'_>);
+    /// PyTorch SGD: d = g + wd*p; mu = momentum*mu + d; p -= lr * mu. The optimiser steps do
+    /// nothing when `skip` (one fp32 flag on the device, e.g. the inf/NaN verdict) is non-zero,
+    /// so an overflowed step is skipped without the host reading the verdict first.
     #[allow(clippy::too_many_arguments)]
     fn sgd_step(
         &self,
@@ -275,6 +322,7 @@ pub trait Backend: Send + Sync {
         p: Self::ViewMut<'_>,
         g: Self::View<'_>,
         mu: Self::ViewMut<'_>,
+        skip: Option<Self::View<'_>>,
     );
     /// LARS with a precomputed trust ratio: d = (g + wd*p) * trust; mu = momentum*mu + d;
     /// p -= lr * mu. (trust = 1 and wd = 0 for the excluded 1-D tensors.)
@@ -288,6 +336,26 @@ pub trait Backend: Send + Sync {
         p: Self::ViewMut<'_>,
         g: Self::View<'_>,
         mu: Self::ViewMut<'_>,
+        skip: Option<Self::View<'_>>,
+    );
+    /// LARS on every tensor of a flat buffer in one call (MoCo v3's LARS and its exclusions):
+    /// tensor s is the next `tensors[s].0` elements of p, g and mu. An adapting tensor
+    /// (`tensors[s].1`) steps with d = (g + wd*p) * trust, trust = eta * |p| / |g + wd*p| (f64
+    /// norms; 1 when either is 0); an excluded one (BN gammas/betas) with wd = 0 and trust = 1;
+    /// then mu = momentum*mu + d; p -= lr * mu. The norms and trust ratios stay on the device
+    /// (one segmented reduction); nothing changes when `skip` is set.
+    #[allow(clippy::too_many_arguments)]
+    fn lars_step_all(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        eta: f64,
+        tensors: &[(usize, bool)],
+        p: Self::ViewMut<'_>,
+        g: Self::View<'_>,
+        mu: Self::ViewMut<'_>,
+        skip: Option<Self::View<'_>>,
     );
     /// PyTorch AdamW (decoupled wd; bias correction with 1-based `step`).
     #[allow(clippy::too_many_arguments)]
@@ -303,5 +371,6 @@ pub trait Backend: Send + Sync {
         g: Self::View<'_>,
         m: Self::ViewMut<'_>,
         v: Self::ViewMut<'_>,
+        skip: Option<Self::View<'_>>,
     );
 }

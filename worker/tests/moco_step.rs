@@ -120,8 +120,9 @@ fn ctr_loss(
         mask_own: mask,
         grad_scale: 1.0,
     };
-    let out = contrastive(&Cpu { amp: false }, comm, &inp, Some(queue)).unwrap();
-    (out.loss, out.dq)
+    let mut loss = [0.0f32];
+    let out = contrastive(&Cpu { amp: false }, comm, &inp, Some(queue), &mut loss).unwrap();
+    (loss[0], out.dq)
 }
 
 fn shard(keys: &[f32], idx: &[i64], d: usize) -> QueueShard<Cpu> {
@@ -514,8 +515,13 @@ fn device_collective_path_equals_the_host_path() {
                 m.optimizer_step(&comm, 0.5).unwrap();
             }
             if device_path {
-                // Per rank: 2 key all-gathers per micro-batch, 1 gradient all-reduce per step.
-                assert_eq!(calls[0].load(Ordering::SeqCst), 2, "gradient all-reduces on the device path");
+                // Per rank: 2 key all-gathers per micro-batch; per step, 1 gradient all-reduce and
+                // 1 of the inf/NaN verdict (a device flag, so it never visits the host).
+                assert_eq!(
+                    calls[0].load(Ordering::SeqCst),
+                    4,
+                    "gradient and verdict all-reduces on the device path"
+                );
                 assert_eq!(calls[1].load(Ordering::SeqCst), 8, "key all-gathers on the device path");
             }
             let q = m.queue.as_ref().unwrap();

@@ -148,7 +148,7 @@ fn unscale_check_scales_and_flags_inf_and_nan_with_a_warp_vote() {
             g[i] = v;
         }
         let before = g.clone();
-        let mut flag = [0i32];
+        let mut flag = [0f32];
         launch(
             "unscale_check_f32",
             elems(n, 8),
@@ -156,7 +156,7 @@ fn unscale_check_scales_and_flags_inf_and_nan_with_a_warp_vote() {
             &[I(n as i32), F(inv_scale), p(&mut g), p(&mut flag)],
         )
         .unwrap();
-        assert_eq!(flag[0], want_flag, "flag for {bad:?} x {inv_scale}");
+        assert_eq!(flag[0], want_flag as f32, "flag for {bad:?} x {inv_scale}");
         for i in 0..n {
             let want = before[i] * inv_scale;
             assert!(g[i] == want || (g[i].is_nan() && want.is_nan()), "g[{i}] = {}, want {want}", g[i]);

@@ -132,6 +132,9 @@ impl Backend for Cpu {
     ) {
         batchnorm::bn_running_update(c, mean, var, count, momentum, running);
     }
+    fn bn_group_mean(&self, groups: usize, c: usize, x: &[f32], y: &mut [f32]) {
+        batchnorm::bn_group_mean(groups, c, x, y);
+    }
 
     fn relu_inplace(&self, x: &mut [f32]) {
         elementwise::relu_inplace(x);
@@ -190,8 +193,16 @@ impl Backend for Cpu {
         l2norm::l2norm_bwd(n, d, y, norm, dy, dx);
     }
 
-    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        softmax::row_max_sumexp(rows, cols, logits)
+    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: &[f32], max: &mut [f32], sum: &mut [f32]) {
+        let (mx, s) = softmax::row_max_sumexp(rows, cols, logits);
+        max.copy_from_slice(&mx);
+        sum.copy_from_slice(&s);
+    }
+    fn lse_combine(&self, rows: usize, parts: usize, max: &[f32], sum: &[f32], lse: &mut [f32]) {
+        softmax::lse_combine(rows, parts, max, sum, lse);
+    }
+    fn xent_loss(&self, rows: usize, lse: &[f32], pos: &[f32], factor: f32, out: &mut [f32]) {
+        softmax::xent_loss(rows, lse, pos, factor, out);
     }
     fn mask_cells(&self, cols: usize, logits: &mut [f32], cells: &[(u32, u32)]) {
         softmax::mask_cells(cols, logits, cells);
@@ -208,8 +219,8 @@ impl Backend for Cpu {
     ) {
         softmax::softmax_xent_bwd(rows, cols, logits, lse, labels, scale, dlogits);
     }
-    fn gather_cols(&self, rows: usize, cols: usize, logits: &[f32], labels: &[i32]) -> Vec<f32> {
-        softmax::gather_cols(rows, cols, logits, labels)
+    fn gather_cols(&self, rows: usize, cols: usize, logits: &[f32], labels: &[i32], out: &mut [f32]) {
+        out.copy_from_slice(&softmax::gather_cols(rows, cols, logits, labels));
     }
 
     fn sumsq(&self, x: &[f32]) -> f64 {
@@ -221,11 +232,24 @@ impl Backend for Cpu {
     fn ema(&self, m: f32, theta_q: &[f32], theta_k: &mut [f32]) {
         optim::ema(m, theta_q, theta_k);
     }
-    fn unscale_check(&self, g: &mut [f32], inv_scale: f32) -> bool {
-        optim::unscale_check(g, inv_scale)
+    fn unscale_check(&self, g: &mut [f32], inv_scale: f32, found: &mut [f32]) {
+        if optim::unscale_check(g, inv_scale) {
+            found[0] = 1.0;
+        }
     }
-    fn sgd_step(&self, lr: f32, momentum: f32, wd: f32, p: &mut [f32], g: &[f32], mu: &mut [f32]) {
-        optim::sgd_step(lr, momentum, wd, p, g, mu);
+    fn sgd_step(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        p: &mut [f32],
+        g: &[f32],
+        mu: &mut [f32],
+        skip: Option<&[f32]>,
+    ) {
+        if !skipped(skip) {
+            optim::sgd_step(lr, momentum, wd, p, g, mu);
+        }
     }
     fn lars_step(
         &self,
@@ -236,8 +260,27 @@ impl Backend for Cpu {
         p: &mut [f32],
         g: &[f32],
         mu: &mut [f32],
+        skip: Option<&[f32]>,
     ) {
-        optim::lars_step(lr, momentum, wd, trust, p, g, mu);
+        if !skipped(skip) {
+            optim::lars_step(lr, momentum, wd, trust, p, g, mu);
+        }
+    }
+    fn lars_step_all(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        eta: f64,
+        tensors: &[(usize, bool)],
+        p: &mut [f32],
+        g: &[f32],
+        mu: &mut [f32],
+        skip: Option<&[f32]>,
+    ) {
+        if !skipped(skip) {
+            optim::lars_step_all(lr, momentum, wd, eta, tensors, p, g, mu);
+        }
     }
     fn adamw_step(
         &self,
@@ -251,7 +294,15 @@ impl Backend for Cpu {
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
+        skip: Option<&[f32]>,
     ) {
-        optim::adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v);
+        if !skipped(skip) {
+            optim::adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v);
+        }
     }
+}
+
+/// Whether an optimiser step's device flag says to skip it (the CUDA kernels' `skipped`).
+fn skipped(skip: Option<&[f32]>) -> bool {
+    skip.is_some_and(|s| s[0] != 0.0)
 }

@@ -201,6 +201,21 @@ pub fn bn_bwd_apply(
     );
 }
 
+/// y `[c]` = the average over `groups` of x `[groups, c]`: f32, group order, each term x / groups
+/// (the order the model used when it averaged shuffle-BN groups on the host).
+pub fn bn_group_mean(groups: usize, c: usize, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), groups * c, "bn_group_mean: x must be [{groups}, {c}]");
+    assert_eq!(y.len(), c, "bn_group_mean: y must have {c} elements");
+    let g = groups as f32;
+    for (ch, out) in y.iter_mut().enumerate() {
+        let mut acc = 0.0f32;
+        for k in 0..groups {
+            acc += x[k * c + ch] / g;
+        }
+        *out = acc;
+    }
+}
+
 /// running = (1 - momentum) * running + momentum * batch stat, with the batch variance made
 /// unbiased (var * count / (count - 1)) as PyTorch does; computed in f64. `running` is `[2c]`:
 /// the running mean, then the running variance. With count = 1 (which PyTorch rejects in

@@ -156,3 +156,40 @@ pub fn adamw_step(
             }
         });
 }
+
+/// LARS over the tensors of a flat buffer (tensor s: the next `tensors[s].0` elements), one
+/// tensor at a time: an adapting tensor gets trust = eta |p| / |g + wd p| from f64 norms (1 when
+/// either is 0) and decay wd; an excluded one trust 1 and no decay; then [`lars_step`].
+#[allow(clippy::too_many_arguments)]
+pub fn lars_step_all(
+    lr: f32,
+    momentum: f32,
+    wd: f32,
+    eta: f64,
+    tensors: &[(usize, bool)],
+    p: &mut [f32],
+    g: &[f32],
+    mu: &mut [f32],
+) {
+    let total: usize = tensors.iter().map(|t| t.0).sum();
+    assert!(
+        p.len() == total && g.len() == total && mu.len() == total,
+        "lars_step_all: the tensors cover {total} elements, the buffers {}/{}/{}",
+        p.len(),
+        g.len(),
+        mu.len()
+    );
+    let mut start = 0;
+    for &(len, adapt) in tensors {
+        let r = start..start + len;
+        start += len;
+        let (decay, trust) = if adapt {
+            let pn = sumsq(&p[r.clone()]).sqrt();
+            let dn = sumsq_axpy(wd, &p[r.clone()], &g[r.clone()]).sqrt();
+            (wd, if pn > 0.0 && dn > 0.0 { (eta * pn / dn) as f32 } else { 1.0 })
+        } else {
+            (0.0, 1.0)
+        };
+        lars_step(lr, momentum, decay, trust, &mut p[r.clone()], &g[r.clone()], &mut mu[r]);
+    }
+}

@@ -103,3 +103,35 @@ pub fn gather_cols(rows: usize, cols: usize, logits: &[f32], labels: &[i32]) -> 
         })
         .collect()
 }
+
+/// The distributed log-sum-exp of each row from per-block (max, sum-exp) pairs, `max` and `sum`
+/// `[parts][rows]`. Parts whose max is -inf (only masked
+/// cells) contribute nothing; a row with none left gives -inf. The sum runs in f64 in part
+/// order, so every rank and backend combines the blocks the same way.
+pub fn lse_combine(rows: usize, parts: usize, max: &[f32], sum: &[f32], lse: &mut [f32]) {
+    assert!(
+        max.len() == parts * rows && sum.len() == parts * rows,
+        "lse_combine: max and sum must be [{parts}][{rows}]"
+    );
+    assert_eq!(lse.len(), rows, "lse_combine: lse must have {rows} entries");
+    for (r, out) in lse.iter_mut().enumerate() {
+        let pair = |p: usize| (max[p * rows + r], sum[p * rows + r]);
+        let live = || (0..parts).map(pair).filter(|(m, _)| *m != f32::NEG_INFINITY);
+        let mx = live().map(|p| p.0).fold(f32::NEG_INFINITY, f32::max);
+        if mx == f32::NEG_INFINITY {
+            *out = f32::NEG_INFINITY;
+            continue;
+        }
+        let s: f64 = live().map(|(m, s)| s as f64 * ((m - mx) as f64).exp()).sum();
+        *out = mx + s.ln() as f32;
+    }
+}
+
+/// out[0] = factor * (sum over rows of (lse - pos), in f64, in row order) / rows: one term of the
+/// MoCo loss (factor = 2T) from its per-row log-sum-exp and positive logit.
+pub fn xent_loss(rows: usize, lse: &[f32], pos: &[f32], factor: f32, out: &mut [f32]) {
+    assert!(lse.len() == rows && pos.len() == rows, "xent_loss: lse and pos must have {rows} entries");
+    assert_eq!(out.len(), 1, "xent_loss: out is one value");
+    let sum: f64 = lse.iter().zip(pos).map(|(l, p)| (*l - *p) as f64).sum();
+    out[0] = (sum / rows as f64) as f32 * factor;
+}

@@ -27,6 +27,7 @@ pub static BWD_APPLY: KernelPairDef =
     kernel_pair!("bn_bwd_apply", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr]);
 pub static RUNNING_UPDATE: KernelDef =
     KernelDef { name: "bn_running_update", params: &[I32, Ptr, Ptr, I32, F32, Ptr] };
+pub static GROUP_MEAN: KernelDef = KernelDef { name: "bn_group_mean", params: &[I32, I32, Ptr, Ptr] };
 
 pub static DEFS: &[&KernelDef] = &[
     &STATS_PARTIAL.f16,
@@ -40,6 +41,7 @@ pub static DEFS: &[&KernelDef] = &[
     &BWD_APPLY.f16,
     &BWD_APPLY.f32,
     &RUNNING_UPDATE,
+    &GROUP_MEAN,
 ];
 
 /// Channels per block and row lanes per block of the `*_partial` kernels (BN_TILE_C and
@@ -88,6 +90,7 @@ pub struct BatchNorm {
     bwd_reduce_finalize: Kernel,
     bwd_apply: KernelPair,
     running_update: Kernel,
+    group_mean: Kernel,
 }
 
 fn partial_config(c: usize, chunks: usize) -> LaunchConfig {
@@ -128,6 +131,7 @@ impl BatchNorm {
             bwd_reduce_finalize: Kernel::load(module, &BWD_REDUCE_FINALIZE)?,
             bwd_apply: KernelPair::load(module, &BWD_APPLY)?,
             running_update: Kernel::load(module, &RUNNING_UPDATE)?,
+            group_mean: Kernel::load(module, &GROUP_MEAN)?,
         })
     }
 
@@ -406,6 +410,24 @@ impl BatchNorm {
                 running
             )
         }
+    }
+
+    /// y `[c]` = the average of the `groups` rows of x `[groups, c]` (shuffle BN's groups).
+    pub fn group_mean(
+        &self,
+        stream: &CudaStream,
+        groups: usize,
+        c: usize,
+        x: &CudaView<'_, f32>,
+        y: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "bn_group_mean";
+        let g_i = to_i32(OP, "groups", groups)?;
+        let c_i = to_i32(OP, "c", c)?;
+        expect_len(OP, "x", x.len(), groups * c)?;
+        expect_len(OP, "y", y.len(), c)?;
+        // SAFETY: x holds groups * c floats and y c floats (checked above).
+        unsafe { launch!(stream, &self.group_mean, self.grid.elems(c), &g_i, &c_i, x, y) }
     }
 }
 

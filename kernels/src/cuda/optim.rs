@@ -2,8 +2,8 @@
 //! on flat fp32 master weights (each optionally writing the fp16 copy in the same pass), and
 //! the sums of squares for LARS. Compiled, not yet run on a GPU.
 //!
-//! Device flags are `int`s in device memory: `found_inf` (set by `unscale_check`, zeroed by
-//! the caller before a step) and `skip` (optional; a non-zero value makes a step a no-op), so
+//! Device flags are fp32 0/1 values in device memory: `found_inf` (set by `unscale_check`,
+//! zeroed by the caller before a step) and `skip` (optional; non-zero makes a step a no-op), so
 //! a step with overflowed gradients can be skipped without the host reading the flag.
 
 use crate::cuda::launch::{expect_len, to_i32, Grid, Kernel, KernelDef, Param::*, BLOCK};
@@ -35,7 +35,7 @@ pub static ADAMW_STEP: KernelDef = KernelDef {
 };
 
 pub static LARS_STEP_SCALAR: KernelDef =
-    KernelDef { name: "lars_step_scalar_f32", params: &[I32, F32, F32, F32, F32, Ptr, Ptr, Ptr, Ptr] };
+    KernelDef { name: "lars_step_scalar_f32", params: &[I32, F32, F32, F32, F32, Ptr, Ptr, Ptr, Ptr, Ptr] };
 pub static SUMSQ_RANGE_PARTIAL: KernelDef =
     KernelDef { name: "sumsq_partial_f32", params: &[I32, I32, F32, Ptr, Ptr, Ptr] };
 
@@ -195,14 +195,14 @@ impl Optim {
         }
     }
 
-    /// g *= inv_scale; ORs 1 into `found_inf` (one device int) if any element is inf/NaN
+    /// g *= inv_scale; sets `found_inf` (one device float) to 1 if any element is inf/NaN
     /// before or after. The caller zeroes `found_inf` once per step.
     pub fn unscale_check(
         &self,
         stream: &CudaStream,
         inv_scale: f32,
         g: &mut CudaViewMut<'_, f32>,
-        found_inf: &mut CudaViewMut<'_, i32>,
+        found_inf: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         const OP: &str = "unscale_check";
         let n = to_i32(OP, "g", g.len())?;
@@ -210,8 +210,8 @@ impl Optim {
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: g holds n floats and found_inf one int (checked above); the kernel only
-        // atomically ORs into found_inf[0].
+        // SAFETY: g holds n floats and found_inf one float (checked above); the kernel only
+        // stores 1.0 into found_inf[0].
         unsafe {
             launch!(stream, &self.unscale_check, self.grid.elems(n as usize), &n, &inv_scale, g, found_inf)
         }
@@ -226,7 +226,7 @@ impl Optim {
         lr: f32,
         momentum: f32,
         wd: f32,
-        skip: Option<&CudaView<'_, i32>>,
+        skip: Option<&CudaView<'_, f32>>,
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         mu: &mut CudaViewMut<'_, f32>,
@@ -245,7 +245,7 @@ impl Optim {
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: p, g, mu hold n floats, p16 (when given) n fp16 values, skip (when given) one int
+        // SAFETY: p, g, mu hold n floats, p16 (when given) n fp16 values, skip (when given) one float
         // (checked above); an absent skip is passed as null, which the kernel tests.
         unsafe {
             launch!(
@@ -373,7 +373,7 @@ impl Optim {
         lr: f32,
         momentum: f32,
         wd: f32,
-        skip: Option<&CudaView<'_, i32>>,
+        skip: Option<&CudaView<'_, f32>>,
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         mu: &mut CudaViewMut<'_, f32>,
@@ -438,7 +438,7 @@ impl Optim {
         eps: f32,
         wd: f32,
         step: u64,
-        skip: Option<&CudaView<'_, i32>>,
+        skip: Option<&CudaView<'_, f32>>,
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         m: &mut CudaViewMut<'_, f32>,
@@ -496,6 +496,7 @@ impl Optim {
         momentum: f32,
         wd: f32,
         trust: f32,
+        skip: Option<&CudaView<'_, f32>>,
         p: &mut CudaViewMut<'_, f32>,
         g: &CudaView<'_, f32>,
         mu: &mut CudaViewMut<'_, f32>,
@@ -508,11 +509,14 @@ impl Optim {
         if let Some(c) = &p16 {
             expect_len(OP, "p16", c.len(), p.len())?;
         }
+        if let Some(s) = skip {
+            check_flag(OP, "skip", s.len())?;
+        }
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: p, g, mu hold n floats and p16 (when given) n fp16 values (checked above);
-        // an absent copy is passed as null, which the kernel tests.
+        // SAFETY: p, g, mu hold n floats, p16 (when given) n fp16 values and skip (when given)
+        // one float (checked above); absent pointers are passed as null, which the kernel tests.
         unsafe {
             launch!(
                 stream,
@@ -523,6 +527,7 @@ impl Optim {
                 &momentum,
                 &wd,
                 &trust,
+                skip,
                 p,
                 g,
                 mu,

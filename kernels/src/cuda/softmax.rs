@@ -23,9 +23,19 @@ pub static MASK_OWN_IMAGE: KernelDef =
     KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 pub static XENT_BWD: KernelPairDef = kernel_pair!("softmax_xent_bwd", [I32, I32, Ptr, Ptr, Ptr, F32, Ptr]);
 pub static GATHER_COLS: KernelDef = KernelDef { name: "gather_cols_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
+pub static LSE_COMBINE: KernelDef = KernelDef { name: "lse_combine_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
+pub static XENT_LOSS: KernelDef = KernelDef { name: "xent_loss_f32", params: &[I32, Ptr, Ptr, F32, Ptr] };
 
-pub static DEFS: &[&KernelDef] =
-    &[&ROW_MAX_SUMEXP, &MASK_CELLS, &MASK_OWN_IMAGE, &XENT_BWD.f16, &XENT_BWD.f32, &GATHER_COLS];
+pub static DEFS: &[&KernelDef] = &[
+    &ROW_MAX_SUMEXP,
+    &MASK_CELLS,
+    &MASK_OWN_IMAGE,
+    &XENT_BWD.f16,
+    &XENT_BWD.f32,
+    &GATHER_COLS,
+    &LSE_COMBINE,
+    &XENT_LOSS,
+];
 
 /// The softmax kernels of one device.
 #[derive(Debug)]
@@ -36,6 +46,8 @@ pub struct Softmax {
     mask_own_image: Kernel,
     xent_bwd: KernelPair,
     gather_cols: Kernel,
+    lse_combine: Kernel,
+    xent_loss: Kernel,
 }
 
 impl Softmax {
@@ -47,6 +59,8 @@ impl Softmax {
             mask_own_image: Kernel::load(module, &MASK_OWN_IMAGE)?,
             xent_bwd: KernelPair::load(module, &XENT_BWD)?,
             gather_cols: Kernel::load(module, &GATHER_COLS)?,
+            lse_combine: Kernel::load(module, &LSE_COMBINE)?,
+            xent_loss: Kernel::load(module, &XENT_LOSS)?,
         })
     }
 
@@ -202,5 +216,49 @@ impl Softmax {
         // SAFETY: logits hold rows*cols floats, labels and out rows entries (checked above);
         // the kernel reads logits only for labels in [0, cols).
         unsafe { launch!(stream, &self.gather_cols, self.grid.elems(rows), &r, &c, logits, labels, out) }
+    }
+
+    /// lse `[rows]` from `parts` blocks' per-row maxima and sum-exps, each `[parts][rows]`.
+    pub fn lse_combine(
+        &self,
+        stream: &CudaStream,
+        rows: usize,
+        parts: usize,
+        max: &CudaView<'_, f32>,
+        sum: &CudaView<'_, f32>,
+        lse: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "lse_combine";
+        let p = to_i32(OP, "parts", parts)?;
+        to_i32(OP, "max", parts * rows)?;
+        expect_len(OP, "max", max.len(), parts * rows)?;
+        expect_len(OP, "sum", sum.len(), parts * rows)?;
+        expect_len(OP, "lse", lse.len(), rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let r = rows as i32;
+        // SAFETY: max and sum hold parts*rows floats, lse rows floats (checked above).
+        unsafe { launch!(stream, &self.lse_combine, self.grid.elems(rows), &r, &p, max, sum, lse) }
+    }
+
+    /// out `[1]` = factor * mean over rows of (lse - pos).
+    pub fn xent_loss(
+        &self,
+        stream: &CudaStream,
+        rows: usize,
+        lse: &CudaView<'_, f32>,
+        pos: &CudaView<'_, f32>,
+        factor: f32,
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "xent_loss";
+        let r = to_i32(OP, "rows", rows)?;
+        expect_len(OP, "lse", lse.len(), rows)?;
+        expect_len(OP, "pos", pos.len(), rows)?;
+        expect_len(OP, "out", out.len(), 1)?;
+        // SAFETY: lse and pos hold rows floats, out one (checked above); only thread 0 of
+        // block 0 reads or writes.
+        unsafe { launch!(stream, &self.xent_loss, self.grid.elems(1), &r, lse, pos, &factor, out) }
     }
 }

@@ -160,6 +160,9 @@ impl Backend for Broken {
     ) {
         self.inner.bn_running_update(c, mean, var, count, momentum, running)
     }
+    fn bn_group_mean(&self, groups: usize, c: usize, x: &[f32], y: &mut [f32]) {
+        self.inner.bn_group_mean(groups, c, x, y)
+    }
     fn relu_inplace(&self, x: &mut [f32]) {
         self.inner.relu_inplace(x)
     }
@@ -211,8 +214,14 @@ impl Backend for Broken {
     fn l2norm_bwd(&self, n: usize, d: usize, y: &[f32], norm: &[f32], dy: &[f32], dx: &mut [f32]) {
         self.inner.l2norm_bwd(n, d, y, norm, dy, dx)
     }
-    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        self.inner.row_max_sumexp(rows, cols, logits)
+    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: &[f32], max: &mut [f32], sum: &mut [f32]) {
+        self.inner.row_max_sumexp(rows, cols, logits, max, sum)
+    }
+    fn lse_combine(&self, rows: usize, parts: usize, max: &[f32], sum: &[f32], lse: &mut [f32]) {
+        self.inner.lse_combine(rows, parts, max, sum, lse)
+    }
+    fn xent_loss(&self, rows: usize, lse: &[f32], pos: &[f32], factor: f32, out: &mut [f32]) {
+        self.inner.xent_loss(rows, lse, pos, factor, out)
     }
     fn mask_cells(&self, cols: usize, logits: &mut [f32], cells: &[(u32, u32)]) {
         self.inner.mask_cells(cols, logits, cells)
@@ -232,8 +241,8 @@ impl Backend for Broken {
             negate(dlogits);
         }
     }
-    fn gather_cols(&self, rows: usize, cols: usize, logits: &[f32], labels: &[i32]) -> Vec<f32> {
-        self.inner.gather_cols(rows, cols, logits, labels)
+    fn gather_cols(&self, rows: usize, cols: usize, logits: &[f32], labels: &[i32], out: &mut [f32]) {
+        self.inner.gather_cols(rows, cols, logits, labels, out)
     }
     fn sumsq(&self, x: &[f32]) -> f64 {
         self.inner.sumsq(x)
@@ -244,12 +253,24 @@ impl Backend for Broken {
     fn ema(&self, m: f32, theta_q: &[f32], theta_k: &mut [f32]) {
         self.inner.ema(m, theta_q, theta_k)
     }
-    fn unscale_check(&self, g: &mut [f32], inv_scale: f32) -> bool {
-        let bad = self.inner.unscale_check(g, inv_scale);
-        bad != (self.flip == Flip::UnscaleCheck)
+    fn unscale_check(&self, g: &mut [f32], inv_scale: f32, found: &mut [f32]) {
+        let mut bad = [0.0f32];
+        self.inner.unscale_check(g, inv_scale, &mut bad);
+        if (bad[0] != 0.0) != (self.flip == Flip::UnscaleCheck) {
+            found[0] = 1.0;
+        }
     }
-    fn sgd_step(&self, lr: f32, momentum: f32, wd: f32, p: &mut [f32], g: &[f32], mu: &mut [f32]) {
-        self.inner.sgd_step(lr, momentum, wd, p, g, mu)
+    fn sgd_step(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        p: &mut [f32],
+        g: &[f32],
+        mu: &mut [f32],
+        skip: Option<&[f32]>,
+    ) {
+        self.inner.sgd_step(lr, momentum, wd, p, g, mu, skip)
     }
     fn lars_step(
         &self,
@@ -260,10 +281,25 @@ impl Backend for Broken {
         p: &mut [f32],
         g: &[f32],
         mu: &mut [f32],
+        skip: Option<&[f32]>,
     ) {
         // The bug: the update goes the wrong way.
         let lr = if self.flip == Flip::LarsStep { -lr } else { lr };
-        self.inner.lars_step(lr, momentum, wd, trust, p, g, mu)
+        self.inner.lars_step(lr, momentum, wd, trust, p, g, mu, skip)
+    }
+    fn lars_step_all(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        eta: f64,
+        tensors: &[(usize, bool)],
+        p: &mut [f32],
+        g: &[f32],
+        mu: &mut [f32],
+        skip: Option<&[f32]>,
+    ) {
+        self.inner.lars_step_all(lr, momentum, wd, eta, tensors, p, g, mu, skip)
     }
     fn adamw_step(
         &self,
@@ -277,7 +313,8 @@ impl Backend for Broken {
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
+        skip: Option<&[f32]>,
     ) {
-        self.inner.adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v)
+        self.inner.adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v, skip)
     }
 }

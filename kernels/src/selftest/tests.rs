@@ -17,6 +17,7 @@ const OPS: &[&str] = &[
     "bn_bwd_reduce",
     "bn_bwd_apply",
     "bn_running_update",
+    "bn_group_mean",
     "relu_inplace",
     "relu_bwd",
     "add_inplace",
@@ -35,6 +36,8 @@ const OPS: &[&str] = &[
     "l2norm_fwd",
     "l2norm_bwd",
     "row_max_sumexp",
+    "lse_combine",
+    "xent_loss",
     "mask_cells",
     "softmax_xent_bwd",
     "gather_cols",
@@ -44,6 +47,7 @@ const OPS: &[&str] = &[
     "unscale_check",
     "sgd_step",
     "lars_step",
+    "lars_step_all",
     "adamw_step",
 ];
 

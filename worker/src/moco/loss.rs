@@ -13,10 +13,9 @@ use crate::error::Result;
 use crate::model::views::{full, full_mut};
 use moco_kernels::Backend;
 
-/// Loss of one term and the gradient of the (scaled) loss with respect to the local queries.
+/// The gradient of one term's (scaled) loss with respect to the local queries; the term's loss
+/// itself is written to the device slot the caller hands in.
 pub struct CtrOut<B: Backend> {
-    /// Mean over the local rows, times 2T.
-    pub loss: f32,
     /// d(grad_scale * loss)/dq, `[n, dim]`.
     pub dq: B::Buf,
 }
@@ -37,36 +36,51 @@ pub struct CtrIn<'a, B: Backend> {
     pub grad_scale: f32,
 }
 
-/// (max, sum of exp(x - max)) of a set of (max, sum) pairs; -inf maxima contribute nothing.
-fn combine(pairs: impl Iterator<Item = (f32, f32)>) -> f32 {
-    let pairs: Vec<(f32, f32)> = pairs.filter(|(m, _)| *m != f32::NEG_INFINITY).collect();
-    let mx = pairs.iter().map(|p| p.0).fold(f32::NEG_INFINITY, f32::max);
-    if mx == f32::NEG_INFINITY {
-        return f32::NEG_INFINITY;
-    }
-    // Accumulate in f64 in a fixed order (batch block first, then shards in rank order).
-    let s: f64 = pairs.iter().map(|&(m, s)| s as f64 * ((m - mx) as f64).exp()).sum();
-    mx + s.ln() as f32
+/// Every rank's fp32 `buf` in rank order, through the host `Comm` (world > 1 only: a single
+/// rank keeps its buffer and needs no exchange). fp32 on purpose: the (max, sum-exp) pairs and
+/// the log-sum-exp must not be rounded to the activation precision on the way.
+fn all_gather_f32<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Result<Vec<f32>> {
+    let send = be.to_host(buf)?;
+    let mut recv = vec![0.0f32; send.len() * comm.world()];
+    comm.all_gather(&send, &mut recv)?;
+    Ok(recv)
 }
 
+/// One term: its mean loss times 2T goes to `loss_out` (one fp32 element, on the device), and
+/// the gradient with respect to the local queries is returned. With one rank nothing is read
+/// back to the host; with several, the pairs, the log-sum-exp and the queue gradient cross the
+/// host `Comm`.
 pub fn contrastive<B: Backend>(
     be: &B,
     comm: &dyn Comm,
     inp: &CtrIn<'_, B>,
     queue: Option<&QueueShard<B>>,
+    loss_out: B::ViewMut<'_>,
 ) -> Result<CtrOut<B>> {
     let (n, d) = (inp.n, inp.dim);
     let (rank, world) = (comm.rank(), comm.world());
     let nw = n * world;
     let inv_t = 1.0 / inp.temperature;
     let labels: Vec<i32> = (0..n).map(|i| (i + n * rank) as i32).collect();
+    // (max, sum-exp) of each local row per block of columns, [parts][n]: the batch block, then
+    // every rank's queue shard in rank order (the order the log-sum-exp combines them in).
+    let parts = 1 + if queue.is_some() { world } else { 0 };
+    let mut maxes = be.zeros_master(parts * n)?;
+    let mut sums = be.zeros_master(parts * n)?;
 
     // Batch block: local queries against every rank's keys.
     let mut logits_b = be.zeros_master(n * nw)?;
     be.linear_fwd(n, d, nw, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
-    let (mb, sb) = be.row_max_sumexp(n, nw, full::<B>(&logits_b));
-    let pos = be.gather_cols(n, nw, full::<B>(&logits_b), &labels);
+    be.row_max_sumexp(
+        n,
+        nw,
+        full::<B>(&logits_b),
+        B::view_mut(&mut maxes, 0..n),
+        B::view_mut(&mut sums, 0..n),
+    );
+    let mut pos = be.zeros_master(n)?;
+    be.gather_cols(n, nw, full::<B>(&logits_b), &labels, full_mut::<B>(&mut pos));
 
     // Queue block: every rank's queries against this rank's shard.
     let shard_part = match queue {
@@ -86,60 +100,89 @@ pub fn contrastive<B: Backend>(
                 let cells = qs.own_image_cells(inp.q_idx_all);
                 be.mask_cells(qs.rows, full_mut::<B>(&mut logits_q), &cells);
             }
-            let (mq, sq) = be.row_max_sumexp(nw, qs.rows, full::<B>(&logits_q));
-            let mut pairs: Vec<f32> = mq.into_iter().chain(sq).collect();
-            let mut all_pairs = vec![0.0f32; pairs.len() * world];
-            comm.all_gather(&pairs, &mut all_pairs)?;
-            pairs.clear();
-            Some((logits_q, all_pairs, q_all))
+            if world == 1 {
+                let (mv, sv) = (B::view_mut(&mut maxes, n..2 * n), B::view_mut(&mut sums, n..2 * n));
+                be.row_max_sumexp(nw, qs.rows, full::<B>(&logits_q), mv, sv);
+            } else {
+                // Pairs for all nw gathered rows; each rank takes its own rows from every shard.
+                let mut shard = be.zeros_master(2 * nw)?;
+                {
+                    let mut mq = be.zeros_master(nw)?;
+                    let mut sq = be.zeros_master(nw)?;
+                    be.row_max_sumexp(
+                        nw,
+                        qs.rows,
+                        full::<B>(&logits_q),
+                        full_mut::<B>(&mut mq),
+                        full_mut::<B>(&mut sq),
+                    );
+                    be.copy(full::<B>(&mq), B::view_mut(&mut shard, 0..nw));
+                    be.copy(full::<B>(&sq), B::view_mut(&mut shard, nw..2 * nw));
+                }
+                let all = all_gather_f32(be, comm, &shard)?;
+                let (mut m_host, mut s_host) = (Vec::with_capacity(world * n), Vec::with_capacity(world * n));
+                for r in 0..world {
+                    let own = r * 2 * nw + n * rank;
+                    m_host.extend_from_slice(&all[own..own + n]);
+                    s_host.extend_from_slice(&all[own + nw..own + nw + n]);
+                }
+                be.write(&mut maxes, n, &m_host)?;
+                be.write(&mut sums, n, &s_host)?;
+            }
+            Some((logits_q, q_all))
         }
         None => None,
     };
 
-    // Log-sum-exp of each local row over the batch block and every shard, in rank order.
-    let lse: Vec<f32> = (0..n)
-        .map(|i| {
-            let g = n * rank + i;
-            let shards = shard_part.iter().flat_map(|(_, all, _)| {
-                (0..world).map(move |r| (all[r * 2 * nw + g], all[r * 2 * nw + nw + g]))
-            });
-            combine(std::iter::once((mb[i], sb[i])).chain(shards))
-        })
-        .collect();
-    let loss_rows: f64 = lse.iter().zip(&pos).map(|(l, p)| (*l - *p) as f64).sum();
-    let loss = (loss_rows / n as f64) as f32 * 2.0 * inp.temperature;
+    // Log-sum-exp of each local row over the batch block and every shard, in rank order, and
+    // the term's loss: mean of (lse - positive logit), times 2T.
+    let mut lse = be.zeros_master(n)?;
+    be.lse_combine(n, parts, full::<B>(&maxes), full::<B>(&sums), full_mut::<B>(&mut lse));
+    be.xent_loss(n, full::<B>(&lse), full::<B>(&pos), 2.0 * inp.temperature, loss_out);
 
     // d(loss)/d(logit) = 2T/N * (softmax - onehot); logits carry 1/T, so d(loss)/dq =
     // 2/N * (softmax - onehot) . k. The AMP loss scale is folded in.
     let scale = inp.grad_scale * 2.0 / n as f32;
     let mut dlogits = be.zeros(n * nw)?;
-    be.softmax_xent_bwd(n, nw, full::<B>(&logits_b), &lse, &labels, scale, full_mut::<B>(&mut dlogits));
+    be.softmax_xent_bwd(
+        n,
+        nw,
+        full::<B>(&logits_b),
+        full::<B>(&lse),
+        &labels,
+        scale,
+        full_mut::<B>(&mut dlogits),
+    );
     let mut dq = be.zeros(n * d)?;
     be.linear_bwd_data(n, d, nw, full::<B>(&dlogits), full::<B>(inp.k_all), full_mut::<B>(&mut dq));
     drop(dlogits);
 
-    if let (Some(qs), Some((logits_q, _, _))) = (queue, shard_part) {
-        let mut lse_all = vec![0.0f32; nw];
-        comm.all_gather(&lse, &mut lse_all)?;
+    if let (Some(qs), Some((logits_q, _))) = (queue, shard_part) {
+        let lse_all = if world == 1 { lse } else { be.from_host(&all_gather_f32(be, comm, &lse)?)? };
         let none = vec![-1i32; nw];
         let mut dl = be.zeros(nw * qs.rows)?;
         be.softmax_xent_bwd(
             nw,
             qs.rows,
             full::<B>(&logits_q),
-            &lse_all,
+            full::<B>(&lse_all),
             &none,
             scale,
             full_mut::<B>(&mut dl),
         );
         let mut dq_all = be.zeros(nw * d)?;
         be.linear_bwd_data(nw, d, qs.rows, full::<B>(&dl), full::<B>(&qs.keys), full_mut::<B>(&mut dq_all));
-        // Sum every shard's contribution for each query row and hand the rows to their owner.
-        let send = be.to_host(&dq_all)?;
-        let mut mine = vec![0.0f32; n * d];
-        comm.reduce_scatter_sum(&send, &mut mine)?;
-        let mine = be.act_from_host(&mine)?;
-        be.add_inplace(full::<B>(&mine), full_mut::<B>(&mut dq));
+        if world == 1 {
+            // This rank owns every gathered row: its shard's contribution is the whole sum.
+            be.add_inplace(full::<B>(&dq_all), full_mut::<B>(&mut dq));
+        } else {
+            // Sum every shard's contribution for each query row and hand the rows to their owner.
+            let send = be.to_host(&dq_all)?;
+            let mut mine = vec![0.0f32; n * d];
+            comm.reduce_scatter_sum(&send, &mut mine)?;
+            let mine = be.act_from_host(&mine)?;
+            be.add_inplace(full::<B>(&mine), full_mut::<B>(&mut dq));
+        }
     }
-    Ok(CtrOut { loss, dq })
+    Ok(CtrOut { dq })
 }

@@ -10,5 +10,6 @@ pub mod queue;
 pub mod scaler;
 pub mod schedule;
 pub mod state;
+pub mod step_end;
 
 pub use state::{MicroOut, Moco, StepOut, Views};

@@ -30,7 +30,10 @@ impl<B: Backend> OptimState<B> {
         Ok(OptimState { kind, m: be.zeros_master(len)?, v: be.zeros_master(v_len)?, steps: 0 })
     }
 
-    /// One update of `params` from (already unscaled, averaged) `grads`.
+    /// One update of `params` from (already unscaled, averaged) `grads`, which does nothing on
+    /// the device when `skip` (the step's inf/NaN verdict, a device flag) is set; the caller
+    /// then undoes the step count with [`OptimState::unstep`] once it has read the verdict.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         be: &B,
@@ -39,7 +42,10 @@ impl<B: Backend> OptimState<B> {
         grads: &B::Buf,
         lr: f32,
         wd: f32,
+        skip: Option<(&B::Buf, usize)>,
     ) {
+        // The flag is element `i` of a device buffer; each launch gets its own view of it.
+        let flag = || skip.map(|(buf, i)| B::view(buf, i..i + 1));
         self.steps += 1;
         let n = B::buf_len(params);
         match self.kind {
@@ -51,6 +57,7 @@ impl<B: Backend> OptimState<B> {
                 B::view_mut(params, 0..n),
                 B::view(grads, 0..n),
                 B::view_mut(&mut self.m, 0..n),
+                flag(),
             ),
             // MoCo v3 hands AdamW every parameter with one weight decay.
             Optimizer::Adamw => be.adamw_step(
@@ -64,31 +71,37 @@ impl<B: Backend> OptimState<B> {
                 B::view(grads, 0..n),
                 B::view_mut(&mut self.m, 0..n),
                 B::view_mut(&mut self.v, 0..n),
+                flag(),
             ),
             Optimizer::Lars => {
-                for p in specs {
-                    let r = p.range();
-                    // LARS excludes 1-D tensors (BN gammas/betas) from decay and adaptation.
-                    let (decay, trust) = if p.kind.is_matrix() {
-                        let pn = be.sumsq(B::view(params, r.clone())).sqrt();
-                        let dn =
-                            be.sumsq_axpy(wd, B::view(params, r.clone()), B::view(grads, r.clone())).sqrt();
-                        let trust = if pn > 0.0 && dn > 0.0 { (TRUST * pn / dn) as f32 } else { 1.0 };
-                        (wd, trust)
-                    } else {
-                        (0.0, 1.0)
-                    };
-                    be.lars_step(
-                        lr,
-                        MOMENTUM,
-                        decay,
-                        trust,
-                        B::view_mut(params, r.clone()),
-                        B::view(grads, r.clone()),
-                        B::view_mut(&mut self.m, r),
-                    );
-                }
+                // One call for every tensor: the norms and trust ratios stay on the device.
+                // LARS excludes 1-D tensors (BN gammas/betas) from decay and adaptation.
+                let tensors: Vec<(usize, bool)> =
+                    specs.iter().map(|p| (p.range().len(), p.kind.is_matrix())).collect();
+                debug_assert!(
+                    specs.windows(2).all(|w| w[0].range().end == w[1].range().start)
+                        && specs.first().is_none_or(|p| p.range().start == 0)
+                        && specs.last().is_none_or(|p| p.range().end == n),
+                    "the parameter tensors tile the flat buffer"
+                );
+                be.lars_step_all(
+                    lr,
+                    MOMENTUM,
+                    wd,
+                    TRUST,
+                    &tensors,
+                    B::view_mut(params, 0..n),
+                    B::view(grads, 0..n),
+                    B::view_mut(&mut self.m, 0..n),
+                    flag(),
+                );
             }
         }
+    }
+
+    /// A step that its skip flag turned into a no-op on the device is not counted (AdamW's
+    /// bias correction counts applied steps).
+    pub fn unstep(&mut self) {
+        self.steps -= 1;
     }
 }

@@ -4,11 +4,12 @@
 //! backward, enqueue; and, every `accumulation` micro-batches, the gradient all-reduce, the
 //! unscale with one global inf/NaN verdict, and the optimiser.
 
-use super::comm::{all_gather_buf, all_reduce_buf, Comm, StatSyncComm};
+use super::comm::{all_gather_buf, Comm, StatSyncComm};
 use super::loss::{contrastive, CtrIn};
 use super::optim::OptimState;
 use super::queue::QueueShard;
-use super::scaler::{LossScaler, ScaleVerdict};
+use super::scaler::LossScaler;
+use super::step_end::loss_slot;
 use crate::error::{Result, WorkerError};
 use crate::model::bn::BnStats;
 use crate::model::params::{init_params, init_stats};
@@ -54,6 +55,10 @@ pub struct Moco<B: Backend> {
     pub steps: u64,
     /// Undoes what a skipped step changed besides the weights; decides when the run diverged.
     pub guard: super::guard::StepGuard<B>,
+    /// The step's scalars on the device, read by the host once per optimiser step (the only
+    /// host wait of a step): `[0]` the inf/NaN flag, then the two loss terms of each
+    /// micro-batch (`[1 + 2 * micro + term]`).
+    pub metrics: B::Buf,
 }
 
 /// What one micro-batch reports.
@@ -70,6 +75,8 @@ pub struct StepOut {
     pub applied: bool,
     /// Loss scale after the update.
     pub scale: f32,
+    /// Sum over the step's micro-batches of their loss (`MicroOut::loss`), in micro-batch order.
+    pub loss_sum: f32,
 }
 
 /// A two-view micro-batch as the step consumes it: NHWC f32, normalised.
@@ -114,6 +121,7 @@ impl<B: Backend> Moco<B> {
             micro_total: 0,
             steps: 0,
             guard: Default::default(),
+            metrics: be.zeros_master(loss_slot(cfg.accumulation.max(1), 0))?,
             cfg: cfg.clone(),
             topo,
             be,
@@ -148,9 +156,10 @@ impl<B: Backend> Moco<B> {
         }
     }
 
-    /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view. Under shuffle BN the
-    /// samples are permuted before the encoder and the keys un-permuted after it.
-    fn keys(&mut self, comm: &StatSyncComm<'_>, x: &[f32], v: &Views<'_>, view: u64) -> Result<B::Buf> {
+    /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view whose images `x` are
+    /// already on the device. Under shuffle BN the samples are permuted before the encoder and
+    /// the keys un-permuted after it, both by row copies on the device.
+    fn keys(&mut self, comm: &StatSyncComm<'_>, x: B::Buf, v: &Views<'_>, view: u64) -> Result<B::Buf> {
         let n = v.n;
         let per = v.size * v.size * v.channels;
         let (stats, perm) = match self.cfg.bn_mode {
@@ -165,13 +174,14 @@ impl<B: Backend> Moco<B> {
         };
         let input = match &perm {
             Some(p) => {
-                let mut shuffled = vec![0.0f32; x.len()];
+                let mut shuffled = self.be.zeros(B::buf_len(&x))?;
                 for (dst, &src) in p.iter().enumerate() {
-                    shuffled[dst * per..(dst + 1) * per].copy_from_slice(&x[src * per..(src + 1) * per]);
+                    let (from, to) = (src * per..(src + 1) * per, dst * per..(dst + 1) * per);
+                    self.be.copy(B::view(&x, from), B::view_mut(&mut shuffled, to));
                 }
-                self.be.act_from_host(&shuffled)?
+                shuffled
             }
-            None => self.be.act_from_host(x)?,
+            None => x,
         };
         let weights = self.key_weights.as_ref().unwrap_or(&self.key_params);
         let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats, keep: Keep::Nothing };
@@ -182,20 +192,49 @@ impl<B: Backend> Moco<B> {
         self.be.l2norm_fwd(n, d, full::<B>(&k), full_mut::<B>(&mut kn), full_mut::<B>(&mut norm));
         match perm {
             Some(p) => {
-                let shuffled = self.be.to_host(&kn)?;
-                let mut keys = vec![0.0f32; shuffled.len()];
+                // Un-permute on the device, one row copy each (exact in any precision), so the
+                // keys never make a host round trip.
+                let mut keys = self.be.zeros(B::buf_len(&kn))?;
                 for (dst, &src) in p.iter().enumerate() {
-                    keys[src * d..(src + 1) * d].copy_from_slice(&shuffled[dst * d..(dst + 1) * d]);
+                    self.be.copy(
+                        B::view(&kn, dst * d..(dst + 1) * d),
+                        B::view_mut(&mut keys, src * d..(src + 1) * d),
+                    );
                 }
-                Ok(self.be.act_from_host(&keys)?)
+                Ok(keys)
             }
             None => Ok(kn),
         }
     }
 
-    /// Forward and backward of one micro-batch; gradients accumulate into `self.grads`.
-    /// `momentum` is this optimiser step's EMA coefficient (applied on its first micro-batch).
+    /// Forward and backward of one micro-batch, reading its loss back (a host wait: tests and
+    /// tools; training uses [`Moco::queue_micro_batch`] and the loss in [`StepOut`]).
     pub fn micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<MicroOut> {
+        let micro = self.micro_in_step;
+        self.queue_micro_batch(comm, v, momentum)?;
+        let m = self.be.to_host(&self.metrics)?;
+        let terms = [m[loss_slot(micro, 0)], m[loss_slot(micro, 1)]];
+        self.check_loss(terms)?;
+        Ok(MicroOut { loss: terms[0] + terms[1], loss_terms: terms })
+    }
+
+    /// A non-finite loss without AMP is a diverged run (with AMP the scaler handles it).
+    pub(super) fn check_loss(&self, terms: [f32; 2]) -> Result<()> {
+        let loss = terms[0] + terms[1];
+        if !loss.is_finite() && !self.cfg.amp {
+            return Err(WorkerError::Numeric(format!(
+                "the loss became {loss} at step {} without AMP: lower --base-lr or check the data",
+                self.steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward and backward of one micro-batch; gradients accumulate into `self.grads` and the
+    /// loss terms into `self.metrics`, with no host wait (the step's one read is in
+    /// [`Moco::optimizer_step`]). `momentum` is this optimiser step's EMA coefficient (applied on
+    /// its first micro-batch).
+    pub fn queue_micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<()> {
         let (n, d) = (v.n, self.cfg.dim);
         let per = v.size * v.size * v.channels;
         if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
@@ -218,9 +257,15 @@ impl<B: Backend> Moco<B> {
         // Query encoder, both views; tapes kept for the backward.
         let forward = tracing::info_span!("forward").entered();
         let mut q_out = Vec::with_capacity(2);
+        let mut key_inputs = Vec::with_capacity(2);
         for x in [v.x1, v.x2] {
             let _s = tracing::info_span!("query_forward").entered();
             let input = self.be.act_from_host(x)?;
+            // The momentum encoder takes the same images: a device copy, so that each view
+            // crosses to the device once per micro-batch.
+            let mut key_in = self.be.zeros(B::buf_len(&input))?;
+            self.be.copy(full::<B>(&input), full_mut::<B>(&mut key_in));
+            key_inputs.push(key_in);
             let weights = self.weights.as_ref().unwrap_or(&self.params);
             let ctx = Ctx {
                 be: &self.be,
@@ -247,8 +292,13 @@ impl<B: Backend> Moco<B> {
             }
         }
         let key_forward = tracing::info_span!("key_forward").entered();
-        let k1 = self.keys(&sync, v.x1, v, 1)?;
-        let k2 = self.keys(&sync, v.x2, v, 2)?;
+        let mut key_inputs = key_inputs.into_iter();
+        let (x1, x2) = (key_inputs.next(), key_inputs.next());
+        let (Some(x1), Some(x2)) = (x1, x2) else {
+            return Err(WorkerError::Data("a micro-batch without two views".into()));
+        };
+        let k1 = self.keys(&sync, x1, v, 1)?;
+        let k2 = self.keys(&sync, x2, v, 2)?;
         drop(key_forward);
         let (k1_all, k2_all) = match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
             Some(dc) => {
@@ -263,7 +313,7 @@ impl<B: Backend> Moco<B> {
         // Symmetric loss: ctr(q1, k2) + ctr(q2, k1).
         let loss_span = tracing::info_span!("loss").entered();
         let grad_scale = self.scaler.scale();
-        let mut terms = [0.0f32; 2];
+        self.reserve_loss_slots(self.micro_in_step + 1)?;
         let mut dqs = Vec::with_capacity(2);
         for (t, (qn, _, _)) in q_out.iter().enumerate() {
             let k_all = if t == 0 { &k2_all } else { &k1_all };
@@ -277,8 +327,9 @@ impl<B: Backend> Moco<B> {
                 mask_own: self.cfg.mask_own,
                 grad_scale,
             };
-            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref())?;
-            terms[t] = out.loss;
+            let slot = loss_slot(self.micro_in_step, t);
+            let loss_out = B::view_mut(&mut self.metrics, slot..slot + 1);
+            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref(), loss_out)?;
             dqs.push(out.dq);
         }
         drop((loss_span, forward));
@@ -345,72 +396,19 @@ impl<B: Backend> Moco<B> {
         }
         self.micro_in_step += 1;
         self.micro_total += 1;
-        let loss = terms[0] + terms[1];
-        if !loss.is_finite() && !self.cfg.amp {
-            return Err(WorkerError::Numeric(format!(
-                "the loss became {loss} at step {} without AMP: lower --base-lr or check the data",
-                self.steps
-            )));
-        }
-        Ok(MicroOut { loss, loss_terms: terms })
+        Ok(())
     }
 
-    /// All-reduce the accumulated gradients, unscale them with one global inf/NaN verdict, and
-    /// apply the optimiser (or skip the step on overflow). `lr` is this step's learning rate.
-    pub fn optimizer_step(&mut self, comm: &dyn Comm, lr: f32) -> Result<StepOut> {
-        let _s = tracing::info_span!("optimizer").entered();
-        let micro = self.micro_in_step.max(1);
-        let world = comm.world();
-        if let Some(dc) = self.dev_comm.as_ref().filter(|_| world > 1) {
-            let _c = tracing::info_span!("comm").entered();
-            dc.all_reduce_sum(&self.be, &mut self.grads)?;
-        } else if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
-            // Buckets already left during the backward: send the rest and collect the sums.
-            let _c = tracing::info_span!("comm").entered();
-            gs.finish(&self.be, &mut self.grads)?;
-        } else if world > 1 {
-            let _c = tracing::info_span!("comm").entered();
-            all_reduce_buf(&self.be, comm, &mut self.grads)?;
+    /// Grow `metrics` to hold the loss terms of `micros` micro-batches (more micro-batches per
+    /// step than the configured accumulation: tests that drive the step by hand).
+    fn reserve_loss_slots(&mut self, micros: usize) -> Result<()> {
+        let need = loss_slot(micros, 0);
+        let have = B::buf_len(&self.metrics);
+        if need > have {
+            let mut grown = self.be.zeros_master(need)?;
+            self.be.copy(full::<B>(&self.metrics), B::view_mut(&mut grown, 0..have));
+            self.metrics = grown;
         }
-        // Mean over ranks and micro-batches, and undo the loss scale, in one pass.
-        let inv = 1.0 / (self.scaler.scale() * world as f32 * micro as f32);
-        let grads_bad = self.be.unscale_check(full_mut::<B>(&mut self.grads), inv);
-        // The step's forward passes updated the BN running statistics; an overflow there (weights
-        // grown huge while the normalised gradients stay finite) must not reach a checkpoint, so
-        // it skips the step too. Scaling by exactly 1.0 leaves the values as they are.
-        let stats_bad = self.be.unscale_check(full_mut::<B>(&mut self.q_stats), 1.0)
-            | self.be.unscale_check(full_mut::<B>(&mut self.k_stats), 1.0);
-        let local_bad = grads_bad || stats_bad;
-        let mut flag = [if local_bad { 1.0f32 } else { 0.0 }];
-        comm.all_reduce_sum(&mut flag)?;
-        let scale_used = self.scaler.scale();
-        let verdict = self.scaler.update(flag[0] > 0.0);
-        if verdict == ScaleVerdict::Apply {
-            self.opt.step(
-                &self.be,
-                &self.topo.params,
-                &mut self.params,
-                &self.grads,
-                lr,
-                self.cfg.weight_decay,
-            );
-            self.refresh_weights()?;
-            self.guard.record(None);
-        } else {
-            // Read back what went wrong (skipped steps only), then undo the step's side effects.
-            let report = super::guard::SkipReport::collect(
-                &self.topo,
-                (self.steps + 1, lr, scale_used),
-                &self.be.to_host(&self.grads)?,
-                &self.be.to_host(&self.params)?,
-                [("query", &self.be.to_host(&self.q_stats)?), ("momentum", &self.be.to_host(&self.k_stats)?)],
-            );
-            self.guard.roll_back(&self.be, &mut self.q_stats, &mut self.k_stats, self.queue.as_mut());
-            self.guard.record(Some(report));
-        }
-        self.be.fill(full_mut::<B>(&mut self.grads), 0.0);
-        self.micro_in_step = 0;
-        self.steps += 1;
-        Ok(StepOut { applied: verdict == ScaleVerdict::Apply, scale: self.scaler.scale() })
+        Ok(())
     }
 }

@@ -118,49 +118,41 @@ pub fn bn_forward<B: Backend>(
                 )));
             }
             let rows = m / g;
-            let mut means = Vec::with_capacity(g * c);
-            let mut vars = Vec::with_capacity(g * c);
+            // Group gi's statistics are rows gi of [g, c] buffers; they stay on the device.
+            let mut means = be.zeros_master(g * c)?;
+            let mut vars = be.zeros_master(g * c)?;
             for gi in 0..g {
                 let r = gi * rows * c..(gi + 1) * rows * c;
-                let mut mean = be.zeros_master(c)?;
-                let mut var = be.zeros_master(c)?;
+                let s = gi * c..(gi + 1) * c;
                 be.bn_stats(
                     rows,
                     c,
                     B::view(x, r.clone()),
-                    full_mut::<B>(&mut mean),
-                    full_mut::<B>(&mut var),
+                    B::view_mut(&mut means, s.clone()),
+                    B::view_mut(&mut vars, s.clone()),
                 );
                 be.bn_apply(
                     rows,
                     c,
                     B::view(x, r.clone()),
-                    full::<B>(&mean),
-                    full::<B>(&var),
+                    B::view(&means, s.clone()),
+                    B::view(&vars, s),
                     BN_EPS,
                     spec.gamma.map(|i| B::view(params, topo_params[i].range())),
                     spec.beta.map(|i| B::view(params, topo_params[i].range())),
                     relu,
                     B::view_mut(y, r),
                 );
-                means.extend(be.to_host(&mean)?);
-                vars.extend(be.to_host(&var)?);
             }
             if let Some(run) = running {
                 // SplitBatchNorm: each group updates its own copy of the running stats from the
                 // same start and the copies are averaged, i.e. the update uses the average of the
                 // groups' means and of their unbiased variances. `bn_running_update` unbiases
                 // with `rows`, so hand it the average of the biased variances.
-                let mut mean_avg = vec![0.0f32; c];
-                let mut var_avg = vec![0.0f32; c];
-                for gi in 0..g {
-                    for ch in 0..c {
-                        mean_avg[ch] += means[gi * c + ch] / g as f32;
-                        var_avg[ch] += vars[gi * c + ch] / g as f32;
-                    }
-                }
-                let mean = be.from_host(&mean_avg)?;
-                let var = be.from_host(&var_avg)?;
+                let mut mean = be.zeros_master(c)?;
+                let mut var = be.zeros_master(c)?;
+                be.bn_group_mean(g, c, full::<B>(&means), full_mut::<B>(&mut mean));
+                be.bn_group_mean(g, c, full::<B>(&vars), full_mut::<B>(&mut var));
                 let r = spec.stats_offset..spec.stats_offset + 2 * c;
                 be.bn_running_update(
                     c,

@@ -112,18 +112,18 @@ pub fn train<B: Backend>(
         let step = moco.steps;
         let lr = sched.lr(step) as f32;
         let m = sched.momentum(step) as f32;
-        let mut loss = 0.0f32;
         for _ in 0..sched.accumulation {
             let batch = {
                 let _s = tracing::info_span!("data").entered();
                 data.next_batch()?
             };
-            loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
+            moco.queue_micro_batch(comm, &batch.views(), m)?;
         }
+        // The step's one host wait is inside: it reads the verdict and the losses after all of
+        // the step's work, so an asynchronous device (CUDA) reports the errors of ops queued
+        // during the step there, and the step time below covers the work, not its queueing.
         let out = moco.optimizer_step(comm, lr)?;
-        // An asynchronous device (CUDA) reports errors of ops queued during the step here, and
-        // the step time below then covers the work, not just its queueing.
-        moco.be.sync()?;
+        let loss = out.loss_sum;
         // One small all-reduce carries the mean loss and the stop votes: every rank stops after
         // the same step (a rank that stopped alone would leave the others waiting forever).
         let wants_stop = stop.load(Ordering::SeqCst);

@@ -175,6 +175,10 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn bn_group_mean(&self, groups: usize, c: usize, x: DevView<'_>, mut y: DevViewMut<'_>) {
+        run!(self, "bn_group_mean", self.bn_group_mean_impl(groups, c, &x, &mut y))
+    }
+
     fn relu_inplace(&self, mut x: DevViewMut<'_>) {
         run!(self, "relu_inplace", self.relu_inplace_impl(&mut x))
     }
@@ -282,9 +286,37 @@ impl Backend for CudaBackend {
         run!(self, "l2norm_bwd", self.l2norm_bwd_impl(n, d, &y, &norm, &dy, &mut dx))
     }
 
-    fn row_max_sumexp(&self, rows: usize, cols: usize, logits: DevView<'_>) -> (Vec<f32>, Vec<f32>) {
-        let nan = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-        self.errors.value("row_max_sumexp", self.row_max_sumexp_impl(rows, cols, &logits), nan)
+    fn row_max_sumexp(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: DevView<'_>,
+        mut max: DevViewMut<'_>,
+        mut sum: DevViewMut<'_>,
+    ) {
+        run!(self, "row_max_sumexp", self.row_max_sumexp_impl(rows, cols, &logits, &mut max, &mut sum))
+    }
+
+    fn lse_combine(
+        &self,
+        rows: usize,
+        parts: usize,
+        max: DevView<'_>,
+        sum: DevView<'_>,
+        mut lse: DevViewMut<'_>,
+    ) {
+        run!(self, "lse_combine", self.lse_combine_impl(rows, parts, [&max, &sum], &mut lse))
+    }
+
+    fn xent_loss(
+        &self,
+        rows: usize,
+        lse: DevView<'_>,
+        pos: DevView<'_>,
+        factor: f32,
+        mut out: DevViewMut<'_>,
+    ) {
+        run!(self, "xent_loss", self.xent_loss_impl(rows, [&lse, &pos], factor, &mut out))
     }
 
     fn mask_cells(&self, cols: usize, mut logits: DevViewMut<'_>, cells: &[(u32, u32)]) {
@@ -296,7 +328,7 @@ impl Backend for CudaBackend {
         rows: usize,
         cols: usize,
         logits: DevView<'_>,
-        lse: &[f32],
+        lse: DevView<'_>,
         labels: &[i32],
         scale: f32,
         mut dlogits: DevViewMut<'_>,
@@ -304,16 +336,19 @@ impl Backend for CudaBackend {
         run!(
             self,
             "softmax_xent_bwd",
-            self.softmax_xent_bwd_impl(rows, cols, &logits, lse, labels, scale, &mut dlogits)
+            self.softmax_xent_bwd_impl(rows, cols, &logits, &lse, labels, scale, &mut dlogits)
         )
     }
 
-    fn gather_cols(&self, rows: usize, cols: usize, logits: DevView<'_>, labels: &[i32]) -> Vec<f32> {
-        self.errors.value(
-            "gather_cols",
-            self.gather_cols_impl(rows, cols, &logits, labels),
-            vec![f32::NAN; rows],
-        )
+    fn gather_cols(
+        &self,
+        rows: usize,
+        cols: usize,
+        logits: DevView<'_>,
+        labels: &[i32],
+        mut out: DevViewMut<'_>,
+    ) {
+        run!(self, "gather_cols", self.gather_cols_impl(rows, cols, &logits, labels, &mut out))
     }
 
     fn sumsq(&self, x: DevView<'_>) -> f64 {
@@ -328,9 +363,10 @@ impl Backend for CudaBackend {
         run!(self, "ema", self.ema_impl(m, &theta_q, &mut theta_k))
     }
 
-    fn unscale_check(&self, mut g: DevViewMut<'_>, inv_scale: f32) -> bool {
-        // On a failure the step must not be applied: report "overflow".
-        self.errors.value("unscale_check", self.unscale_check_impl(&mut g, inv_scale), true)
+    fn unscale_check(&self, mut g: DevViewMut<'_>, inv_scale: f32, mut found: DevViewMut<'_>) {
+        // A failure here is recorded and fails the step's next fallible call (its metrics read),
+        // so a step whose verdict could not be computed is never reported as applied.
+        run!(self, "unscale_check", self.unscale_check_impl(&mut g, inv_scale, &mut found))
     }
 
     fn sgd_step(
@@ -341,8 +377,9 @@ impl Backend for CudaBackend {
         mut p: DevViewMut<'_>,
         g: DevView<'_>,
         mut mu: DevViewMut<'_>,
+        skip: Option<DevView<'_>>,
     ) {
-        run!(self, "sgd_step", self.sgd_step_impl(lr, momentum, wd, &mut p, &g, &mut mu))
+        run!(self, "sgd_step", self.sgd_step_impl([lr, momentum, wd], &mut p, &g, &mut mu, skip.as_ref()))
     }
 
     fn lars_step(
@@ -354,8 +391,29 @@ impl Backend for CudaBackend {
         mut p: DevViewMut<'_>,
         g: DevView<'_>,
         mut mu: DevViewMut<'_>,
+        skip: Option<DevView<'_>>,
     ) {
-        run!(self, "lars_step", self.lars_step_impl([lr, momentum, wd, trust], &mut p, &g, &mut mu))
+        run!(
+            self,
+            "lars_step",
+            self.lars_step_impl([lr, momentum, wd, trust], &mut p, &g, &mut mu, skip.as_ref())
+        )
+    }
+
+    fn lars_step_all(
+        &self,
+        lr: f32,
+        momentum: f32,
+        wd: f32,
+        eta: f64,
+        tensors: &[(usize, bool)],
+        mut p: DevViewMut<'_>,
+        g: DevView<'_>,
+        mut mu: DevViewMut<'_>,
+        skip: Option<DevView<'_>>,
+    ) {
+        let h = optim_ops::Lars { lr, momentum, wd, eta };
+        run!(self, "lars_step_all", self.lars_step_all_impl(h, tensors, (&mut p, &g, &mut mu), skip.as_ref()))
     }
 
     fn adamw_step(
@@ -370,8 +428,9 @@ impl Backend for CudaBackend {
         g: DevView<'_>,
         mut m: DevViewMut<'_>,
         mut v: DevViewMut<'_>,
+        skip: Option<DevView<'_>>,
     ) {
         let h = optim_ops::AdamW { lr, beta1, beta2, eps, wd, step };
-        run!(self, "adamw_step", self.adamw_step_impl(h, &mut p, &g, &mut m, &mut v))
+        run!(self, "adamw_step", self.adamw_step_impl(h, &mut p, &g, (&mut m, &mut v), skip.as_ref()))
     }
 }

@@ -85,6 +85,8 @@ pub struct CudaBackend {
     dnn: Mutex<conv_ops::Dnn>,
     /// Pinned host buffers for uploading input batches (`staging.rs`).
     staging: staging::Staging,
+    /// The LARS tensor layout on the device (`optim_ops.rs`), built by the first LARS step.
+    lars_layout: Mutex<Option<optim_ops::LarsLayout>>,
     errors: Deferred,
 }
 
@@ -159,6 +161,7 @@ impl CudaBackend {
             blas: Mutex::new(blas),
             dnn: Mutex::new(dnn),
             staging: staging::Staging::default(),
+            lars_layout: Mutex::new(None),
             errors: Deferred::default(),
         })
     }

@@ -230,6 +230,19 @@ impl CudaBackend {
         out.finish(self)
     }
 
+    pub(crate) fn bn_group_mean_impl(
+        &self,
+        groups: usize,
+        c: usize,
+        x: &DevView<'_>,
+        y: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        let x = self.src::<f32>(x)?;
+        let mut out = self.dst::<f32>(y, false)?;
+        self.kernels.bn.group_mean(&self.stream, groups, c, &x.view(), &mut out.view())?;
+        out.finish(self)
+    }
+
     pub(crate) fn l2norm_fwd_impl(
         &self,
         n: usize,

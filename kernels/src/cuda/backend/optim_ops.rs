@@ -1,10 +1,30 @@
 //! Optimiser pieces on fp32 buffers: sums of squares (in double, summed on the host in a fixed
-//! order), EMA, unscale with the inf/NaN flag, SGD, LARS, AdamW. Compiled, not yet run on a GPU.
+//! order), EMA, unscale into a device inf/NaN flag, and SGD, LARS, AdamW steps that a device
+//! flag can skip. Compiled, not yet run on a GPU.
 
 use super::CudaBackend;
 use crate::cuda::buffer::{DevView, DevViewMut};
-use crate::cuda::optim::MAX_RANGE_PARTIALS;
-use crate::error::Result;
+use crate::cuda::launch::driver_err;
+use crate::cuda::optim::{SegmentTables, Segments, MAX_RANGE_PARTIALS};
+use crate::error::{KernelError, Result};
+use cudarc::driver::CudaSlice;
+
+/// The hyper-parameters of one LARS step over all tensors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lars {
+    pub lr: f32,
+    pub momentum: f32,
+    pub wd: f32,
+    pub eta: f64,
+}
+
+/// The device tables of the LARS tensor layout: built on the first step and kept, since the
+/// model's parameter list does not change during a run (no per-step upload).
+pub(crate) struct LarsLayout {
+    tensors: Vec<(usize, bool)>,
+    segs: Segments,
+    adapt: CudaSlice<i32>,
+}
 
 /// The hyper-parameters of one AdamW step.
 #[derive(Debug, Clone, Copy)]
@@ -41,29 +61,31 @@ impl CudaBackend {
         k.finish(self)
     }
 
-    pub(crate) fn unscale_check_impl(&self, g: &mut DevViewMut<'_>, inv_scale: f32) -> Result<bool> {
-        let mut flag = self.pool.zeros::<i32>("inf/NaN flag", 1)?;
+    pub(crate) fn unscale_check_impl(
+        &self,
+        g: &mut DevViewMut<'_>,
+        inv_scale: f32,
+        found: &mut DevViewMut<'_>,
+    ) -> Result<()> {
         let mut out = self.dst::<f32>(g, true)?;
-        self.kernels.optim.unscale_check(
-            &self.stream,
-            inv_scale,
-            &mut out.view(),
-            &mut flag.slice_mut().as_view_mut(),
-        )?;
+        let mut flag = self.dst::<f32>(found, true)?;
+        self.kernels.optim.unscale_check(&self.stream, inv_scale, &mut out.view(), &mut flag.view())?;
         out.finish(self)?;
-        Ok(self.block_to_host(&flag, 1)?.first().is_some_and(|&f| f != 0))
+        flag.finish(self)
     }
 
+    /// `h` = [lr, momentum, wd].
     pub(crate) fn sgd_step_impl(
         &self,
-        lr: f32,
-        momentum: f32,
-        wd: f32,
+        [lr, momentum, wd]: [f32; 3],
         p: &mut DevViewMut<'_>,
         g: &DevView<'_>,
         mu: &mut DevViewMut<'_>,
+        skip: Option<&DevView<'_>>,
     ) -> Result<()> {
         let g = self.src::<f32>(g)?;
+        let skip = skip.map(|s| self.src::<f32>(s)).transpose()?;
+        let skip_view = skip.as_ref().map(|s| s.view());
         let mut p_out = self.dst::<f32>(p, true)?;
         let mut mu_out = self.dst::<f32>(mu, true)?;
         self.kernels.optim.sgd_step(
@@ -71,7 +93,7 @@ impl CudaBackend {
             lr,
             momentum,
             wd,
-            None,
+            skip_view.as_ref(),
             &mut p_out.view(),
             &g.view(),
             &mut mu_out.view(),
@@ -88,8 +110,11 @@ impl CudaBackend {
         p: &mut DevViewMut<'_>,
         g: &DevView<'_>,
         mu: &mut DevViewMut<'_>,
+        skip: Option<&DevView<'_>>,
     ) -> Result<()> {
         let g = self.src::<f32>(g)?;
+        let skip = skip.map(|s| self.src::<f32>(s)).transpose()?;
+        let skip_view = skip.as_ref().map(|s| s.view());
         let mut p_out = self.dst::<f32>(p, true)?;
         let mut mu_out = self.dst::<f32>(mu, true)?;
         self.kernels.optim.lars_step_scalar(
@@ -98,8 +123,107 @@ impl CudaBackend {
             momentum,
             wd,
             trust,
+            skip_view.as_ref(),
             &mut p_out.view(),
             &g.view(),
+            &mut mu_out.view(),
+            None,
+        )?;
+        p_out.finish(self)?;
+        mu_out.finish(self)
+    }
+
+    /// LARS over every tensor: |p|^2 and |g + wd p|^2 per tensor by one segmented reduction
+    /// each, the trust ratios from them, then one step, all on the device.
+    pub(crate) fn lars_step_all_impl(
+        &self,
+        h: Lars,
+        tensors: &[(usize, bool)],
+        (p, g, mu): (&mut DevViewMut<'_>, &DevView<'_>, &mut DevViewMut<'_>),
+        skip: Option<&DevView<'_>>,
+    ) -> Result<()> {
+        let mut cache = self
+            .lars_layout
+            .lock()
+            .map_err(|_| KernelError::Cuda { op: "lars_step_all", detail: "layout lock poisoned".into() })?;
+        let layout = match cache.take() {
+            Some(l) if l.tensors == tensors => l,
+            _ => {
+                let lens: Vec<usize> = tensors.iter().map(|t| t.0).collect();
+                let segs = Segments::upload(&self.stream, SegmentTables::from_lens(&lens)?)?;
+                let adapt: Vec<i32> = tensors.iter().map(|t| i32::from(t.1)).collect();
+                let adapt = self.stream.clone_htod(&adapt).map_err(|e| driver_err("memcpy_htod", e))?;
+                LarsLayout { tensors: tensors.to_vec(), segs, adapt }
+            }
+        };
+        let result = self.lars_with_layout(h, &layout, (p, g, mu), skip);
+        *cache = Some(layout);
+        result
+    }
+
+    fn lars_with_layout(
+        &self,
+        h: Lars,
+        layout: &LarsLayout,
+        (p, g, mu): (&mut DevViewMut<'_>, &DevView<'_>, &mut DevViewMut<'_>),
+        skip: Option<&DevView<'_>>,
+    ) -> Result<()> {
+        let t = layout.segs.host();
+        let (n_seg, blocks) = (t.n_seg(), t.total_blocks());
+        let g = self.src::<f32>(g)?;
+        let skip = skip.map(|s| self.src::<f32>(s)).transpose()?;
+        let skip_view = skip.as_ref().map(|s| s.view());
+        let mut p_out = self.dst::<f32>(p, true)?;
+        let mut mu_out = self.dst::<f32>(mu, true)?;
+        let mut partial = self.pool.alloc::<f64>("LARS partial sums", blocks.max(1))?;
+        let mut p_sq = self.pool.alloc::<f64>("LARS |p|^2", n_seg)?;
+        let mut d_sq = self.pool.alloc::<f64>("LARS |g + wd p|^2", n_seg)?;
+        let mut trust = self.pool.alloc::<f32>("LARS trust ratios", n_seg)?;
+        let optim = &self.kernels.optim;
+        let (adapt, gv) = (layout.adapt.as_view(), g.view());
+        {
+            let pv = p_out.view();
+            let mut part = partial.slice_mut().slice_mut(..blocks);
+            optim.sumsq_segments(
+                &self.stream,
+                &layout.segs,
+                0.0,
+                None,
+                &pv.as_view(),
+                &mut part,
+                &mut p_sq.slice_mut().as_view_mut(),
+            )?;
+            optim.sumsq_segments(
+                &self.stream,
+                &layout.segs,
+                h.wd,
+                Some(&pv.as_view()),
+                &gv,
+                &mut part,
+                &mut d_sq.slice_mut().as_view_mut(),
+            )?;
+        }
+        // The kernel takes eta in fp32 (0.001 becomes 0.0010000000475): a relative change of
+        // 5e-8 in the trust ratio, within the fp32 rounding of the ratio itself.
+        optim.lars_trust(
+            &self.stream,
+            h.eta as f32,
+            &adapt,
+            &p_sq.slice().as_view(),
+            &d_sq.slice().as_view(),
+            &mut trust.slice_mut().as_view_mut(),
+        )?;
+        optim.lars_step(
+            &self.stream,
+            &layout.segs,
+            &adapt,
+            &trust.slice().as_view(),
+            h.lr,
+            h.momentum,
+            h.wd,
+            skip_view.as_ref(),
+            &mut p_out.view(),
+            &gv,
             &mut mu_out.view(),
             None,
         )?;
@@ -112,10 +236,12 @@ impl CudaBackend {
         h: AdamW,
         p: &mut DevViewMut<'_>,
         g: &DevView<'_>,
-        m: &mut DevViewMut<'_>,
-        v: &mut DevViewMut<'_>,
+        (m, v): (&mut DevViewMut<'_>, &mut DevViewMut<'_>),
+        skip: Option<&DevView<'_>>,
     ) -> Result<()> {
         let g = self.src::<f32>(g)?;
+        let skip = skip.map(|s| self.src::<f32>(s)).transpose()?;
+        let skip_view = skip.as_ref().map(|s| s.view());
         let mut p_out = self.dst::<f32>(p, true)?;
         let mut m_out = self.dst::<f32>(m, true)?;
         let mut v_out = self.dst::<f32>(v, true)?;
@@ -127,7 +253,7 @@ impl CudaBackend {
             h.eps,
             h.wd,
             h.step,
-            None,
+            skip_view.as_ref(),
             &mut p_out.view(),
             &g.view(),
             &mut m_out.view(),

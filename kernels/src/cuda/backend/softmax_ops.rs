@@ -1,6 +1,6 @@
-//! Softmax cross-entropy pieces on fp32 logits: the trait hands per-row inputs (lse, labels,
-//! mask cells) as host slices, which are copied to small arena blocks; per-row results come
-//! back to the host. Compiled, not yet run on a GPU.
+//! Softmax cross-entropy pieces on fp32 logits: per-row results (max, sum-exp, lse, positive
+//! logits, the loss value) stay in device buffers; labels and mask cells come from the host and
+//! are copied to small arena blocks (host to device, no wait). Compiled, not yet run on a GPU.
 
 use super::CudaBackend;
 use crate::cuda::buffer::{BufElem, DevView, DevViewMut};
@@ -44,20 +44,63 @@ impl CudaBackend {
         rows: usize,
         cols: usize,
         logits: &DevView<'_>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        max: &mut DevViewMut<'_>,
+        sum: &mut DevViewMut<'_>,
+    ) -> Result<()> {
         expect_len("row_max_sumexp", "logits", logits.len(), rows * cols)?;
         let logits = self.src::<f32>(logits)?;
-        let mut max = self.pool.alloc::<f32>("row maxima", rows)?;
-        let mut sum = self.pool.alloc::<f32>("row sums", rows)?;
+        let mut max_out = self.dst::<f32>(max, false)?;
+        let mut sum_out = self.dst::<f32>(sum, false)?;
         self.kernels.softmax.row_max_sumexp(
             &self.stream,
             rows,
             cols,
             &logits.view(),
-            &mut max.slice_mut().as_view_mut(),
-            &mut sum.slice_mut().as_view_mut(),
+            &mut max_out.view(),
+            &mut sum_out.view(),
         )?;
-        Ok((self.block_to_host(&max, rows)?, self.block_to_host(&sum, rows)?))
+        max_out.finish(self)?;
+        sum_out.finish(self)
+    }
+
+    pub(crate) fn lse_combine_impl(
+        &self,
+        rows: usize,
+        parts: usize,
+        [max, sum]: [&DevView<'_>; 2],
+        lse: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        let (max, sum) = (self.src::<f32>(max)?, self.src::<f32>(sum)?);
+        let mut out = self.dst::<f32>(lse, false)?;
+        self.kernels.softmax.lse_combine(
+            &self.stream,
+            rows,
+            parts,
+            &max.view(),
+            &sum.view(),
+            &mut out.view(),
+        )?;
+        out.finish(self)
+    }
+
+    pub(crate) fn xent_loss_impl(
+        &self,
+        rows: usize,
+        [lse, pos]: [&DevView<'_>; 2],
+        factor: f32,
+        out: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        let (lse, pos) = (self.src::<f32>(lse)?, self.src::<f32>(pos)?);
+        let mut dst = self.dst::<f32>(out, false)?;
+        self.kernels.softmax.xent_loss(
+            &self.stream,
+            rows,
+            &lse.view(),
+            &pos.view(),
+            factor,
+            &mut dst.view(),
+        )?;
+        dst.finish(self)
     }
 
     pub(crate) fn mask_cells_impl(
@@ -104,7 +147,7 @@ impl CudaBackend {
         rows: usize,
         cols: usize,
         logits: &DevView<'_>,
-        lse: &[f32],
+        lse: &DevView<'_>,
         labels: &[i32],
         scale: f32,
         dlogits: &mut DevViewMut<'_>,
@@ -121,7 +164,7 @@ impl CudaBackend {
         rows: usize,
         cols: usize,
         logits: &DevView<'_>,
-        lse: &[f32],
+        lse: &DevView<'_>,
         labels: &[i32],
         scale: f32,
         dlogits: &mut DevViewMut<'_>,
@@ -129,7 +172,7 @@ impl CudaBackend {
         expect_len("softmax_xent_bwd", "lse", lse.len(), rows)?;
         expect_len("softmax_xent_bwd", "labels", labels.len(), rows)?;
         let logits = self.src::<f32>(logits)?;
-        let lse = self.block_from_host("log-sum-exp per row", lse)?;
+        let lse = self.src::<f32>(lse)?;
         let labels = self.block_from_host("labels", labels)?;
         let mut out = self.dst::<T>(dlogits, false)?;
         self.kernels.softmax.xent_bwd(
@@ -137,7 +180,7 @@ impl CudaBackend {
             rows,
             cols,
             &logits.view(),
-            &lse.slice().as_view(),
+            &lse.view(),
             &labels.slice().as_view(),
             scale,
             &mut out.view(),
@@ -151,20 +194,21 @@ impl CudaBackend {
         cols: usize,
         logits: &DevView<'_>,
         labels: &[i32],
-    ) -> Result<Vec<f32>> {
+        out: &mut DevViewMut<'_>,
+    ) -> Result<()> {
         expect_len("gather_cols", "logits", logits.len(), rows * cols)?;
         expect_len("gather_cols", "labels", labels.len(), rows)?;
         let logits = self.src::<f32>(logits)?;
         let labels = self.block_from_host("labels", labels)?;
-        let mut out = self.pool.alloc::<f32>("gathered logits", rows)?;
+        let mut dst = self.dst::<f32>(out, false)?;
         self.kernels.softmax.gather_cols(
             &self.stream,
             rows,
             cols,
             &logits.view(),
             &labels.slice().as_view(),
-            &mut out.slice_mut().as_view_mut(),
+            &mut dst.view(),
         )?;
-        self.block_to_host(&out, rows)
+        dst.finish(self)
     }
 }

@@ -19,6 +19,9 @@ const REDUCE: Tol = Tol::both(2e-5);
 const BWD_APPLY: Tol = Tol::new(1e-5, 1e-3);
 /// (1 - m) r + m s with an FMA on the GPU.
 const RUNNING: Tol = Tol::both(1e-6);
+/// The groups' average: the same f32 additions of IEEE quotients in the same order on both
+/// sides, so only a reordering could differ (one rounding of the result).
+const GROUP_MEAN: Tol = Tol::both(1e-7);
 /// A row norm in fp32, then a scaling: a few ulps; fp16 output rounded once.
 const L2: Tol = Tol::new(2e-6, 1e-3);
 /// <y, dy> cancels; fp16 output rounded once.
@@ -142,6 +145,13 @@ fn bn_running<X: Backend>(
     be.to_host(&r)
 }
 
+fn group_mean<X: Backend>(be: &X, groups: usize, c: usize, x: &[f32]) -> Result<Vec<f32>> {
+    let xb = be.from_host(x)?;
+    let mut y = be.zeros_master(c)?;
+    be.bn_group_mean(groups, c, full::<X>(&xb), full_mut::<X>(&mut y));
+    be.to_host(&y)
+}
+
 fn l2_fwd<X: Backend>(be: &X, n: usize, d: usize, x: &[f32]) -> Result<[Vec<f32>; 2]> {
     let xb = be.act_from_host(x)?;
     let (mut y, mut norm) = (be.zeros(n * d)?, be.zeros_master(n)?);
@@ -214,6 +224,13 @@ pub(crate) fn run<A: Backend, B: Backend>(cx: &mut Cx<'_, A, B>) -> Result<()> {
         running.extend(cx.gen.normals(c, 1.0, 0.1));
         let (r, cand) = both!(cx, bn_running(c, &stats, &running, m));
         cx.compare(format!("bn_running_update {dims}"), RUNNING, &r, &cand);
+
+        // Shuffle BN's 2 groups and an odd count (whose 1/g is not exact in binary).
+        for groups in [2, 3] {
+            let x = cx.gen.normals(groups * c, 0.5, 2.0);
+            let (r, cand) = both!(cx, group_mean(groups, c, &x));
+            cx.compare(format!("bn_group_mean {groups} groups {dims}"), GROUP_MEAN, &r, &cand);
+        }
     }
 
     let (n, d) = (cx.size(5, 64), cx.size(16, 256));
