@@ -26,12 +26,7 @@ fn launch(args: &[&str], env: &[(&str, &str)]) -> Ran {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("the launcher starts");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    Ran::from(cmd.output().expect("the launcher starts"))
 }
 
 /// `tiny` at 32 px, batch 8, queue 64 (TINY_RUN) on `device` for `steps` steps into `out`.
