@@ -144,11 +144,12 @@ fn state(j: &HashMap<String, String>) -> &str {
     j.get("JobState").map_or("", String::as_str)
 }
 
-/// Submits scripts/moco.sbatch on 2 nodes x 2 tasks (one CPU each) training into `out`; its
-/// log goes to `log`. Returns the job id.
-fn submit(conf: &str, dir: &Path, out: &Path, log: &Path, extra: &[&str]) -> String {
+/// Submits scripts/moco.sbatch on 2 nodes x 2 tasks (one CPU each) training into `out`, with
+/// `sbatch_flags` and the worker flags `extra`; its log goes to `log`. Returns the job id.
+fn submit(conf: &str, dir: &Path, out: &Path, log: &Path, sbatch_flags: &[&str], extra: &[&str]) -> String {
     let mut args: Vec<String> = ["--parsable", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1"]
         .iter()
+        .chain(sbatch_flags)
         .map(|s| s.to_string())
         .collect();
     args.push(format!("--output={}", log.display()));
@@ -199,7 +200,7 @@ fn reference(conf: &str) -> &'static (TempDir, PathBuf, String) {
     REFERENCE.get_or_init(|| {
         let dir = TempDir::new("slurm-ref");
         let (out, log) = (dir.path().join("run"), dir.path().join("job.log"));
-        let id = submit(conf, dir.path(), &out, &log, &["--steps", &STEPS.to_string()]);
+        let id = submit(conf, dir.path(), &out, &log, &[], &["--steps", &STEPS.to_string()]);
         wait_job(conf, &id, Duration::from_secs(240), "the end", |j| {
             !matches!(state(j), "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING")
         });
@@ -271,7 +272,7 @@ fn usr1_saves_and_the_requeued_job_resumes_to_the_same_weights() {
     let (_ref_dir, ref_out, _) = reference(&conf);
     let dir = TempDir::new("slurm-preempt");
     let (out, log) = (dir.path().join("run"), dir.path().join("job.log"));
-    let id = submit(&conf, dir.path(), &out, &log, &["--steps", &STEPS.to_string()]);
+    let id = submit(&conf, dir.path(), &out, &log, &[], &["--steps", &STEPS.to_string()]);
     wait_for_step(&log, 1, Duration::from_secs(120));
     // SLURM's preemption warning, as `--signal=USR1@T` sends it: to every task of the steps.
     slurm(&conf, "scancel", &["--signal=USR1", &id]).expect_ok();
@@ -318,7 +319,7 @@ fn a_task_killed_on_one_node_stops_the_job_naming_the_node_and_rank() {
     let Some((conf, _turn)) = cluster() else { return };
     let dir = TempDir::new("slurm-kill");
     let (out, log) = (dir.path().join("run"), dir.path().join("job.log"));
-    let id = submit(&conf, dir.path(), &out, &log, &["--epochs", "1000"]);
+    let id = submit(&conf, dir.path(), &out, &log, &[], &["--epochs", "1000"]);
     wait_for_step(&log, 1, Duration::from_secs(120));
     // Rank 3: the second task of node n2 (SLURM places tasks in blocks: 0, 1 on n1; 2, 3 on n2).
     let pids = worker_pids(&id, 3);
@@ -382,4 +383,35 @@ fn srun_by_hand_inside_salloc_trains_as_sbatch_does() {
     let (ours, theirs) = (rank_files(&out, STEPS), rank_files(ref_out, STEPS));
     assert_eq!(ours.len(), 4);
     assert!(ours == theirs, "srun in salloc did not end with the sbatch run's weights");
+}
+
+#[test]
+fn the_signal_flag_stops_saves_and_requeues_through_the_steps_or_the_batch_shell() {
+    let Some((conf, _turn)) = cluster() else { return };
+    let dir = TempDir::new("slurm-signal");
+    // A one-minute limit and the warning 25 s before it. slurmctld checks limits every 30 s and
+    // sends a warning that falls due before its next check at once, so it arrives 5-35 s after
+    // the start: after the tasks are up, long before the limit. `USR1@` signals the steps'
+    // tasks; `B:USR1@` only the batch shell, which passes it on through srun. Both jobs (4 CPUs
+    // each) run at once; each would train far longer than the minute.
+    let jobs: Vec<(String, PathBuf, PathBuf)> = ["USR1@25", "B:USR1@25"]
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            let (out, log) = (dir.path().join(format!("run{i}")), dir.path().join(format!("job{i}.log")));
+            let signal = format!("--signal={route}");
+            let id = submit(&conf, dir.path(), &out, &log, &["--time=1", &signal], &["--epochs", "1000"]);
+            (id, out, log)
+        })
+        .collect();
+    for (id, out, log) in &jobs {
+        wait_job(&conf, id, Duration::from_secs(90), "the stop and requeue", |j| {
+            j.get("Restarts").is_some_and(|r| r == "1") && state(j) == "PENDING"
+        });
+        let text = read(log);
+        assert_contains(&text, &["(stopped early on request)", "Exited with exit code 75", "requeueing job"]);
+        let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap_or_default();
+        assert!(latest.starts_with("step-"), "no checkpoint after the stop of job {id}:\n{text}");
+        slurm(&conf, "scancel", &[id]).expect_ok();
+    }
 }
