@@ -63,18 +63,19 @@ fn bring_up() -> Result<String, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", cluster_script().display()))?;
     let r = Ran::from(out);
-    if !r.ok() {
-        return Err(format!(
-            "scripts/slurm_cluster.sh up --nodes 2 failed (exit {:?}):\n{}",
-            r.code, r.stderr
-        ));
-    }
+    // Also after a failed `up`: whatever it did start goes down with the binary.
     if !r.stderr.contains("already up") {
         // SAFETY: registers a plain `extern "C" fn()` with libc's atexit; it touches no state
         // of this process that exit tears down first (it only starts a child process).
         unsafe {
             atexit(take_down);
         }
+    }
+    if !r.ok() {
+        return Err(format!(
+            "scripts/slurm_cluster.sh up --nodes 2 failed (exit {:?}):\n{}",
+            r.code, r.stderr
+        ));
     }
     r.stdout
         .lines()
