@@ -314,6 +314,9 @@ fn usr1_saves_and_the_requeued_job_resumes_to_the_same_weights() {
     assert_contains(
         &text,
         &[
+            // One log for both starts (`--open-mode=append` in the script).
+            &format!("job {id} (restart 0)"),
+            "requeueing job",
             &format!("job {id} (restart 1)"),
             &format!("resuming from {}", out.join("checkpoints").join(stopped_at.trim()).display()),
             "done: ",
