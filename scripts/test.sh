@@ -20,4 +20,14 @@ if [[ "${MOCO_NO_TENSORBOARD:-}" != 1 ]]; then
     eval "$(scripts/setup_tensorboard.sh)"
 fi
 
+# SLURM: tests/tests/slurm.rs brings up a local two-node cluster (scripts/slurm_cluster.sh: it
+# installs slurmctld, slurmd, slurm-client and munge with apt-get where missing, about 13 MB) and
+# takes it down when its test binary exits. Taking it down here as well means a test binary
+# killed half-way (a timeout) leaves no daemons behind to keep CI from finishing; a cluster a
+# developer had up before is left alone. Without root the tests print SKIPPED with the reason
+# (under CI=true that is a failure).
+if [[ $(id -u) == 0 ]] && ! scripts/slurm_cluster.sh status >/dev/null 2>&1; then
+    trap 'scripts/slurm_cluster.sh down >/dev/null 2>&1 || true' EXIT
+fi
+
 cargo test --workspace "$@"

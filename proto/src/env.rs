@@ -2,9 +2,9 @@
 //! by hand) and a worker (DESIGN.md, "Parts": proto).
 //!
 //! Explicit variables win over SLURM's: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT,
-//! RUN_ID, RESTART_COUNT. Under `srun`, SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_ID
-//! and the first host of SLURM_NODELIST fill whatever is missing, so `srun worker ...` needs no
-//! wrapper script.
+//! RUN_ID, RESTART_COUNT. Under `srun`, SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_ID,
+//! SLURM_RESTART_COUNT (set when a job was requeued) and the first host of SLURM_NODELIST fill
+//! whatever is missing, so `srun worker ...` needs no wrapper script.
 
 use crate::error::ProtoError;
 
@@ -20,6 +20,7 @@ pub const SLURM_NTASKS: &str = "SLURM_NTASKS";
 pub const SLURM_LOCALID: &str = "SLURM_LOCALID";
 pub const SLURM_JOB_ID: &str = "SLURM_JOB_ID";
 pub const SLURM_NODELIST: &str = "SLURM_NODELIST";
+pub const SLURM_RESTART_COUNT: &str = "SLURM_RESTART_COUNT";
 
 /// Where the rank information came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,9 @@ impl LaunchEnv {
             None => job.map(slurm_port),
         };
         let run_id = get(RUN_ID).filter(|v| !v.is_empty()).or_else(|| job.map(|j| format!("slurm-{j}")));
-        let restart_count = num(RESTART_COUNT)?.unwrap_or(0) as u32;
+        // A requeued job starts again as a restart: it continues from the run's newest
+        // checkpoint, not from a `--resume .../step-N` given to its first start.
+        let restart_count = num(RESTART_COUNT)?.or(num(SLURM_RESTART_COUNT)?).unwrap_or(0) as u32;
         Ok(LaunchEnv {
             rank: rank as u32,
             world_size: world as u32,
@@ -184,6 +187,17 @@ mod tests {
         assert_eq!(e.master_addr.as_deref(), Some("gpu07"));
         assert_eq!(e.master_port, Some(slurm_port(123456)));
         assert_eq!(e.run_id.as_deref(), Some("slurm-123456"));
+        assert_eq!(e.restart_count, 0);
+    }
+
+    #[test]
+    fn a_requeued_job_is_a_restart() {
+        let slurm =
+            [(SLURM_PROCID, "0"), (SLURM_NTASKS, "2"), (SLURM_JOB_ID, "9"), (SLURM_RESTART_COUNT, "2")];
+        assert_eq!(env(&slurm).unwrap().restart_count, 2);
+        // The launcher's own count wins.
+        let both = [&slurm[..], &[(RESTART_COUNT, "1")]].concat();
+        assert_eq!(env(&both).unwrap().restart_count, 1);
     }
 
     #[test]
