@@ -90,7 +90,13 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         None
     };
 
-    let hello = Hello { rank, local_rank, device: device.to_string() };
+    let hello = Hello {
+        rank,
+        local_rank,
+        device: device.to_string(),
+        world_size: world as u32,
+        config: config_json.to_string(),
+    };
     let member = join(master_addr, &run_id, &hello, deadline)?;
     if let Some(h) = host_thread {
         h.join().map_err(|_| WorkerError::Collective("the rendezvous thread panicked".into()))??;
@@ -177,20 +183,10 @@ fn spawn_host(
 
 /// Every worker must train with the same config: name the first field that differs.
 fn check_same_config(ours: &str, host: &str, rank: u32) -> Result<()> {
-    if ours == host {
-        return Ok(());
+    match crate::rendezvous::config_difference(ours, host) {
+        None => Ok(()),
+        Some(field) => Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
+            "rank {rank} was started with a different config than the rendezvous host ({field}); start every worker with the same flags"
+        )))),
     }
-    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
-    let (a, b) = (parse(ours), parse(host));
-    let field = match (&a, &b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
-            .iter()
-            .find(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: this worker {v}, rank 0 {}", b.get(k).cloned().unwrap_or_default())),
-        _ => None,
-    };
-    Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
-        "rank {rank} was started with a different config than the rendezvous host ({}); start every worker with the same flags",
-        field.unwrap_or_else(|| "unreadable config".into())
-    ))))
 }
