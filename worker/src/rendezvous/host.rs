@@ -74,7 +74,21 @@ pub fn host(
     let (tx, rx) = mpsc::channel::<(SocketAddr, std::result::Result<Greeting, String>)>();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut pending: Vec<(Option<u32>, Joined)> = Vec::new();
-    while pending.len() < spec.world {
+    loop {
+        if pending.len() == spec.world {
+            // A worker that went away while the others joined gets no rank: wait for another.
+            let before = pending.len();
+            pending.retain(|(_, j)| {
+                let gone = connection_closed(&j.stream);
+                if gone {
+                    on_reject(format!("worker pid {} on {} left before the group formed", j.pid, j.host));
+                }
+                !gone
+            });
+            if pending.len() == before {
+                break;
+            }
+        }
         if let Some(reason) = poll() {
             return Err(WorkerError::Collective(format!("rendezvous aborted: {reason}")));
         }
@@ -347,3 +361,7 @@ fn local_ranks(joined: &[Joined]) -> Vec<u32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;
