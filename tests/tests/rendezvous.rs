@@ -22,8 +22,16 @@ fn worker_cmd(extra: &[&str], out: &Path) -> Command {
     c.args(["--device", "cpu"]).args(TINY_RUN);
     c.args(["--steps", "2", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for v in ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RUN_ID", "SLURM_PROCID", "SLURM_NTASKS"]
-    {
+    for v in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RUN_ID",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
         c.env_remove(v);
     }
     c
@@ -46,8 +54,19 @@ fn idle_garbage_and_wrong_workers_neither_stall_nor_break_a_hand_started_group()
     let dir = TempDir::new("rendezvous");
     let master = format!("127.0.0.1:{}", free_port());
     let group = |rank: &str| {
-        ["--rank", rank, "--world-size", "2", "--master", master.as_str(), "--run-id", "rv", "--join-timeout", "25"]
-            .map(String::from)
+        [
+            "--rank",
+            rank,
+            "--world-size",
+            "2",
+            "--master",
+            master.as_str(),
+            "--run-id",
+            "rv",
+            "--join-timeout",
+            "25",
+        ]
+        .map(String::from)
     };
     let r0 = worker_cmd(&group("0").each_ref().map(|s| s.as_str()), &dir.path().join("run")).spawn().unwrap();
 
@@ -69,10 +88,12 @@ fn idle_garbage_and_wrong_workers_neither_stall_nor_break_a_hand_started_group()
         let o = worker_cmd(extra, &dir.path().join(out)).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
     };
-    let (code, e) = refused(&["--rank", "1", "--world-size", "4", "--master", &master, "--run-id", "rv"], "w4");
+    let (code, e) =
+        refused(&["--rank", "1", "--world-size", "4", "--master", &master, "--run-id", "rv"], "w4");
     assert_eq!(code, Some(1), "{e}");
     assert_contains(&e, &["refused this worker", "--world-size 4", "has 2 workers"]);
-    let (code, e) = refused(&["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "other"], "id");
+    let (code, e) =
+        refused(&["--rank", "1", "--world-size", "2", "--master", &master, "--run-id", "other"], "id");
     assert_eq!(code, Some(1), "{e}");
     assert_contains(&e, &["refused this worker", "another run", "\"rv\"", "--run-id"]);
     let (code, e) = refused(

@@ -200,7 +200,10 @@ fn admit(
     }
     let Some(r) = g.rank else { return Ok(()) };
     if r as usize >= spec.world {
-        return Err(format!("it asked for rank {r}, but the world size is {}; ranks are 0..{}", spec.world, spec.world));
+        return Err(format!(
+            "it asked for rank {r}, but the world size is {}; ranks are 0..{}",
+            spec.world, spec.world
+        ));
     }
     if let Some(i) = pending.iter().position(|(want, _)| *want == Some(r)) {
         let holder = &pending[i].1;
@@ -210,7 +213,10 @@ fn admit(
                 holder.pid, holder.host
             ));
         }
-        tracing::warn!("rank {r}: the earlier worker (pid {}) has gone; its place goes to the new one", holder.pid);
+        tracing::warn!(
+            "rank {r}: the earlier worker (pid {}) has gone; its place goes to the new one",
+            holder.pid
+        );
         pending.remove(i);
     }
     Ok(())
@@ -278,7 +284,11 @@ fn read_any_run(r: &mut impl Read, ours: u64) -> std::result::Result<(u64, Msg),
     let mut payload = Vec::with_capacity((len as usize).min(64 << 10));
     r.take(u64::from(len)).read_to_end(&mut payload).map_err(ProtoError::WireIo)?;
     if payload.len() < len as usize {
-        return Err(ProtoError::WireTruncated { part: "payload", got: payload.len(), expected: len as usize });
+        return Err(ProtoError::WireTruncated {
+            part: "payload",
+            got: payload.len(),
+            expected: len as usize,
+        });
     }
     Ok((token, decode_payload(&payload)?))
 }

@@ -59,7 +59,10 @@ fn a_rank_taken_twice_or_out_of_range_is_refused_and_the_group_still_forms() {
     let (a, b) = (joiner(addr, 1), joiner(addr, 1));
     let out_of_range = joiner(addr, 7).join().unwrap();
     let e = out_of_range.expect_err("rank 7 of 3 is refused");
-    assert!(e.contains("refused this worker") && e.contains("asked for rank 7") && e.contains("world size is 3"), "{e}");
+    assert!(
+        e.contains("refused this worker") && e.contains("asked for rank 7") && e.contains("world size is 3"),
+        "{e}"
+    );
     let (zero, two) = (joiner(addr, 0), joiner(addr, 2));
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     let (won, lost) = if a.is_ok() { (a, b) } else { (b, a) };
