@@ -161,6 +161,8 @@ fn rank_args(nodes: &Nodes, rank: usize, out: &Path, steps: u64, extra: &[&str])
         "32",
         "--epochs",
         "100",
+        "--checkpoint-every",
+        "1",
         "--log-every",
         "1",
         "--threads",

@@ -26,6 +26,8 @@ const RUN: &[&str] = &[
     "64",
     "--epochs",
     "100",
+    "--checkpoint-every",
+    "1",
 ];
 
 fn kill(pid: u32, sig: &str) {
@@ -96,7 +98,7 @@ fn a_second_sigint_to_the_launcher_stops_the_workers_at_once_without_blaming_mem
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     let mut seen = Vec::new();
-    assert!(wait_for_line(&rx, "step 2/", Duration::from_secs(120), &mut seen), "{}", seen.join("\n"));
+    assert!(wait_for_line(&rx, "checkpoint saved:", Duration::from_secs(120), &mut seen), "{}", seen.join("\n"));
     let pids: Vec<u32> = seen
         .iter()
         .filter(|l| l.starts_with("rank ") && l.contains(": pid "))
