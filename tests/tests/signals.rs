@@ -98,7 +98,11 @@ fn a_second_sigint_to_the_launcher_stops_the_workers_at_once_without_blaming_mem
     args.extend(["--workers", "2", "--steps", "100000", "--out", out.to_str().unwrap()]);
     let (mut child, rx) = spawn_stderr_lines(&launcher(), &args);
     let mut seen = Vec::new();
-    assert!(wait_for_line(&rx, "checkpoint saved:", Duration::from_secs(120), &mut seen), "{}", seen.join("\n"));
+    assert!(
+        wait_for_line(&rx, "checkpoint saved:", Duration::from_secs(120), &mut seen),
+        "{}",
+        seen.join("\n")
+    );
     let pids: Vec<u32> = seen
         .iter()
         .filter(|l| l.starts_with("rank ") && l.contains(": pid "))

@@ -90,10 +90,12 @@ pub fn join(master: SocketAddr, run_id: &str, hello: &Hello, deadline: Instant) 
         Ok(other) => {
             return Err(WorkerError::Collective(format!("rendezvous sent {} instead of Setup", other.name())))
         }
-        Err(moco_proto::ProtoError::WireClosed) => return Err(WorkerError::Collective(format!(
+        Err(moco_proto::ProtoError::WireClosed) => {
+            return Err(WorkerError::Collective(format!(
             "the rendezvous at {master} closed the connection before sending Setup: it belongs to another \
                  run (check --run-id / RUN_ID) or rejected this worker (see its log)"
-        ))),
+        )))
+        }
         Err(e) => return Err(proto_err("waiting for Setup from the rendezvous", e)),
     };
     control.set_read_timeout(None).map_err(|e| WorkerError::io("control socket", e))?;

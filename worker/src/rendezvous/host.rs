@@ -302,9 +302,15 @@ fn greet(stream: TcpStream, ours: u64, deadline: Instant) -> std::result::Result
     let Msg::Hello { rank, local_rank, host, pid, device, world_size, config } = hello else {
         return Err(format!("expected Hello, got {}", hello.name()));
     };
-    let (_, addr) = read_any_run(&mut r, token).map_err(|e| e.to_string())?;
-    let Msg::RingAddress { addr, .. } = addr else {
-        return Err(format!("expected RingAddress, got {}", addr.name()));
+    // Another run's worker is refused on its Hello alone (`admit` checks the token first).
+    let addr = if token == ours {
+        let (_, addr) = read_any_run(&mut r, token).map_err(|e| e.to_string())?;
+        let Msg::RingAddress { addr, .. } = addr else {
+            return Err(format!("expected RingAddress, got {}", addr.name()));
+        };
+        addr
+    } else {
+        String::new()
     };
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
     let joined = Joined {
