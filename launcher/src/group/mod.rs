@@ -346,7 +346,7 @@ async fn interrupt(
         return;
     }
     *interrupted = true;
-    progress.println("interrupt: the workers finish their step and stop (interrupt again to kill them)");
+    progress.println("interrupt: the workers finish their step, save and stop (interrupt again to stop at once, without saving)");
     for (r, w) in writers.iter_mut().enumerate() {
         if !exited[r] {
             send(w, token, &Msg::Stop { reason: StopReason::Interrupted }).await;
