@@ -24,10 +24,15 @@ use clap::Parser;
 use moco_worker::rendezvous::control::EXIT_STOPPED;
 use std::process::ExitCode;
 
+/// Exit code of a run stopped at once on a second signal, without saving: 130, the shell's
+/// code for an interrupted command (128 + SIGINT), whichever signal it was.
+const EXIT_KILLED: u8 = 130;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let train = |a: &cli::TrainArgs| match verbs::train::run(a) {
         Ok(verbs::train::Ended::Stopped) => Ok(Some(EXIT_STOPPED as u8)),
+        Ok(verbs::train::Ended::Killed) => Ok(Some(EXIT_KILLED)),
         Ok(verbs::train::Ended::Finished) => Ok(None),
         Err(e) => Err(e),
     };
@@ -42,7 +47,8 @@ fn main() -> ExitCode {
         Some(cli::Verb::Train(a)) => train(&a),
         None => train(&cli.train),
     };
-    // 0: done; 75: stopped on a signal with its checkpoint saved; 1: failed (2: bad flags,
+    // 0: done; 75: stopped on a signal with its checkpoint saved; 130: stopped at once on a
+    // second signal; 1: failed (2: bad flags,
     // from clap). README, "Exit codes".
     match result {
         Ok(None) => ExitCode::SUCCESS,

@@ -83,7 +83,15 @@ impl ResolvedConfig {
         let (batch, mut problems) = validate::config_problems(cfg, world);
         if let Some(b) = batch {
             problems.extend(validate::dataset_problems(cfg, b, world, dataset_len));
-        } else if dataset_len == 0 {
+        }
+        // Suggest only per-GPU batches this dataset can feed: at most a rank's share, and one
+        // optimiser step's micro-batches per epoch.
+        for p in &mut problems {
+            if let Problem::QueueIndivisible { batches, .. } = p {
+                batches.retain(|&n| n * world.max(1) * cfg.accumulation.max(1) <= dataset_len);
+            }
+        }
+        if batch.is_none() && dataset_len == 0 {
             problems.push(Problem::EmptyDataset);
         }
         let batch = match batch {
@@ -234,6 +242,28 @@ pub fn optimizer_name(c: &TrainConfig) -> &'static str {
 mod tests {
     use super::*;
     use crate::presets;
+
+    #[test]
+    fn the_queue_error_suggests_only_batches_the_data_can_feed() {
+        // 65536 keys on 2 ranks of 96: suggestions were 32, 64, 128, 256...; 300 images on 2
+        // ranks with accumulation 4 feed at most 37 per GPU.
+        let mut cfg = presets::get("optimized").unwrap();
+        cfg.queue_size = 65536;
+        let batches = |dataset| match ResolvedConfig::new(&cfg, 2, dataset) {
+            Err(ProtoError::Invalid(p)) => p
+                .iter()
+                .find_map(|p| match p {
+                    Problem::QueueIndivisible { batches, .. } => Some(batches.clone()),
+                    _ => None,
+                })
+                .expect("the queue problem"),
+            other => panic!("expected the queue problem, got {:?}", other.map(|_| ())),
+        };
+        assert!(batches(1_000_000).contains(&128));
+        let small = batches(300);
+        assert!(!small.is_empty() && small.iter().all(|&n| n * 2 * 4 <= 300), "{small:?}");
+        assert!(batches(4).is_empty());
+    }
 
     #[test]
     fn optimized_on_two_gpus_and_the_users_tiles() {

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"MOCO";
 /// Bumped whenever a message changes shape; both sides must match exactly.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 18;
 /// 16 MiB: far above any real message (a Setup with its config is a few KiB).
 pub const MAX_PAYLOAD: u32 = 16 << 20;
@@ -38,7 +38,15 @@ pub enum Msg {
         pid: u32,
         /// What the worker runs on, e.g. "cuda:0 NVIDIA GeForce RTX 3060 (8 GiB)" or "cpu".
         device: String,
+        /// The world size this worker was started with: the rendezvous refuses a worker whose
+        /// world size differs from the run's before it is given a rank.
+        world_size: u32,
+        /// The worker's resolved `TrainConfig` as JSON, checked by the rendezvous the same way.
+        config: String,
     },
+    /// Rendezvous -> worker instead of a `Setup`: this worker may not join, and why (wrong world
+    /// size, rank taken or out of range, another run, another config). The group goes on.
+    Refused { reason: String },
     /// Rendezvous -> worker: everything it needs to start.
     Setup(Setup),
     /// Worker -> rendezvous: where this rank's ring listener is bound.
@@ -150,6 +158,7 @@ impl Msg {
         match self {
             Msg::Hello { .. } => "Hello",
             Msg::Setup(_) => "Setup",
+            Msg::Refused { .. } => "Refused",
             Msg::RingAddress { .. } => "RingAddress",
             Msg::Heartbeat { .. } => "Heartbeat",
             Msg::Metrics(_) => "Metrics",

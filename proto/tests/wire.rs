@@ -26,14 +26,25 @@ fn setup() -> Setup {
 
 fn every_message() -> Vec<Msg> {
     vec![
-        Msg::Hello { rank: None, local_rank: None, host: "node-1".into(), pid: 4242, device: "cpu".into() },
+        Msg::Hello {
+            rank: None,
+            local_rank: None,
+            host: "node-1".into(),
+            pid: 4242,
+            device: "cpu".into(),
+            world_size: 1,
+            config: "{}".into(),
+        },
         Msg::Hello {
             rank: Some(7),
             local_rank: Some(1),
             host: "gpu-ü".into(),
             pid: u32::MAX,
             device: "cuda:1 NVIDIA GeForce RTX 3060 (8 GiB)".into(),
+            world_size: 8,
+            config: setup().config,
         },
+        Msg::Refused { reason: "this worker was started with --world-size 3".into() },
         Msg::Setup(setup()),
         Msg::Setup(Setup { nccl_id: None, ring_peers: vec![], ..setup() }),
         Msg::RingAddress { rank: 5, addr: "[::1]:40001".into() },

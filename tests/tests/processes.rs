@@ -185,6 +185,8 @@ fn strangers_on_the_rendezvous_port_are_turned_away() {
                     host: "x".into(),
                     pid: 1,
                     device: "cpu".into(),
+                    world_size: 2,
+                    config: "{}".into(),
                 };
                 let frame =
                     moco_proto::wire::encode_frame(moco_proto::wire::run_token("another-run"), &hello)

@@ -179,6 +179,27 @@ fn sixteen_bit_four_band_tiff_defaults_to_rgb_and_bands_select() {
 }
 
 #[test]
+fn a_tie_of_band_counts_asks_the_user_instead_of_dropping_half() {
+    let d = TempDir::new("band-tie");
+    for i in 0..3 {
+        png_rgb(&d.file(&format!("rgb{i}.png")), 40, 40);
+        tiff_rgbn8(&d.file(&format!("rgbn{i}.tif")), 40, 40);
+    }
+    let mut o = opts(32, 40);
+    let err = open_folder(d.path(), &o).err().expect("3 x 3-band and 3 x 4-band is a tie").to_string();
+    assert!(err.contains("as many 3-band as 4-band images (3 each)") && err.contains("--bands all"), "{err}");
+    // --bands all asks for the fourth band: the 4-band images are kept, the others listed.
+    o.bands = BandChoice::All;
+    let all = open_folder(d.path(), &o).unwrap();
+    assert_eq!((all.dataset.len(), all.dataset.bands()), (3, 4));
+    assert_eq!(all.report.skipped.iter().filter(|s| s.kind == SkipKind::BandMismatch).count(), 3);
+    // Without a tie the majority still wins quietly (with a note).
+    png_rgb(&d.file("rgb3.png"), 40, 40);
+    o.bands = BandChoice::Default;
+    assert_eq!(open_folder(d.path(), &o).unwrap().dataset.bands(), 3);
+}
+
+#[test]
 fn many_band_planar_and_rgb_plus_extra_tiffs_keep_every_band() {
     let d = TempDir::new("multiband");
     tiff_multi8(&d.file("five/a.tif"), 40, 40, 5);

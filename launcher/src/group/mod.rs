@@ -61,6 +61,8 @@ pub enum Outcome {
     Finished,
     /// Stopped on a signal after the workers finished their step.
     Interrupted,
+    /// A second signal: the workers were killed at once, without saving.
+    Killed,
     Failed(Failure),
 }
 
@@ -182,6 +184,8 @@ pub async fn run_once(
     let mut failure: Option<(Failure, u8)> = None;
     let mut stopping_since: Option<Instant> = None;
     let mut interrupted = false;
+    // A second signal kills the workers at once: their exits are the user's doing, not failures.
+    let mut killed = false;
     let mut workers_stopped = false;
     let mut sigint =
         signal(SignalKind::interrupt()).map_err(|e| LauncherError::Spawn(format!("signals: {e}")))?;
@@ -228,6 +232,9 @@ pub async fn run_once(
                             continue;
                         }
                         exited[rank] = true;
+                        if killed {
+                            continue;
+                        }
                         // A worker that stopped on a signal (Ctrl-C reaches the whole process
                         // group) saved its checkpoint and says so with EXIT_STOPPED.
                         let stopped =
@@ -286,7 +293,7 @@ pub async fn run_once(
                     if since.elapsed() > watch_cfg.grace {
                         let _ = kill_tx.send(true);
                     }
-                } else {
+                } else if !killed {
                     for r in 0..world {
                         if !exited[r] && !done[r] && last_beat[r].elapsed() > watch_cfg.heartbeat_timeout {
                             let f = Failure {
@@ -304,22 +311,26 @@ pub async fn run_once(
                     }
                 }
             }
-            _ = sigint.recv() => interrupt(&mut interrupted, &mut stopping_since, &mut writers, &exited, token, &kill_tx, progress).await,
-            _ = sigterm.recv() => interrupt(&mut interrupted, &mut stopping_since, &mut writers, &exited, token, &kill_tx, progress).await,
-            _ = sigusr1.recv() => interrupt(&mut interrupted, &mut stopping_since, &mut writers, &exited, token, &kill_tx, progress).await,
+            _ = sigint.recv() => interrupt(&mut interrupted, &mut killed, &mut writers, &exited, token, &kill_tx, progress).await,
+            _ = sigterm.recv() => interrupt(&mut interrupted, &mut killed, &mut writers, &exited, token, &kill_tx, progress).await,
+            _ = sigusr1.recv() => interrupt(&mut interrupted, &mut killed, &mut writers, &exited, token, &kill_tx, progress).await,
         }
     }
     Ok(match failure {
+        // Whatever failed before the second signal is still the news.
         Some((f, _)) => Outcome::Failed(f),
+        None if killed => Outcome::Killed,
         None if interrupted || workers_stopped => Outcome::Interrupted,
         None => Outcome::Finished,
     })
 }
 
-/// First signal: ask every worker to finish its step and exit. A second: kill them.
+/// First signal: ask every worker to finish its step and exit. A second: kill them at once
+/// (a step of a full-size preset on the CPU can take many minutes); their checkpoints were
+/// written atomically, so the newest one on disk is whole.
 async fn interrupt(
     interrupted: &mut bool,
-    stopping_since: &mut Option<Instant>,
+    killed: &mut bool,
     writers: &mut [tokio::net::tcp::OwnedWriteHalf],
     exited: &[bool],
     token: u64,
@@ -327,19 +338,20 @@ async fn interrupt(
     progress: &Progress,
 ) {
     if *interrupted {
-        progress.println("second interrupt: killing the workers");
+        if !*killed {
+            progress.println("second interrupt: stopping the workers at once, without saving");
+        }
+        *killed = true;
         let _ = kill.send(true);
         return;
     }
     *interrupted = true;
-    progress.println("interrupt: the workers finish their step and stop (interrupt again to kill them)");
+    progress.println("interrupt: the workers finish their step, save and stop (interrupt again to stop at once, without saving)");
     for (r, w) in writers.iter_mut().enumerate() {
         if !exited[r] {
             send(w, token, &Msg::Stop { reason: StopReason::Interrupted }).await;
         }
     }
-    // Workers get a generous grace to checkpoint; a failure still tightens it.
-    let _ = stopping_since;
 }
 
 /// After a failed rendezvous: the first worker that exited, if any did within `wait`.

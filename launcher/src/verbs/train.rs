@@ -20,6 +20,8 @@ pub enum Ended {
     Finished,
     /// Stopped on a signal after saving: resume it with the same command.
     Stopped,
+    /// Stopped at once on a second signal (not saved): resume from the newest checkpoint.
+    Killed,
 }
 
 pub fn run(a: &TrainArgs) -> Result<Ended> {
@@ -235,6 +237,16 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
                 eprintln!("stopped on request after step {}", progress.last.map(|m| m.step).unwrap_or(0));
                 report_paths(&out);
                 return Ok(Ended::Stopped);
+            }
+            Outcome::Killed => {
+                let step = progress.last.map(|m| m.step).unwrap_or(0);
+                eprintln!(
+                    "stopped at once on a second interrupt at step {step}: the workers were killed \
+                     without saving; the newest checkpoint on disk is whole (checkpoints are written \
+                     atomically); run the same command to resume from it"
+                );
+                report_paths(&out);
+                return Ok(Ended::Killed);
             }
             Outcome::Failed(f) => {
                 if f.restartable && spec.restart_count < a.max_restarts {

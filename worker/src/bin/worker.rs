@@ -11,8 +11,45 @@ use moco_worker::rendezvous::control::{EXIT_GROUP_BROKEN, EXIT_STOPPED};
 use moco_worker::session::args::TrainArgs;
 use moco_worker::WorkerError;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Signals received so far (any of the three): the second one ends the process.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// What a second signal prints before the process ends.
+const SECOND_SIGNAL: &[u8] = b"\nworker: second signal: stopping at once, without saving this step; \
+the newest checkpoint on disk is whole (checkpoints are written atomically): run the same \
+command to resume from it\n";
+
+/// What the first signal prints.
+const FIRST_SIGNAL: &[u8] =
+    b"\nworker: stop requested: finishing this step and saving (signal again to stop at once)\n";
+
+/// First signal: set `stop` (the step finishes, the checkpoint is saved, exit 75). Second:
+/// print why and exit at once with 128 + the signal, as the default action would report it.
+fn on_signal(sig: i32, stop: Arc<AtomicBool>) -> std::io::Result<signal_hook::SigId> {
+    let action = move || {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // SAFETY: write(2) on stderr's descriptor with a valid static buffer; write(2) is
+            // async-signal-safe. A failed write is ignored: there is nothing else to do.
+            unsafe {
+                let _ = libc::write(2, SECOND_SIGNAL.as_ptr().cast(), SECOND_SIGNAL.len());
+            }
+            // _exit(2): no destructors or atexit handlers, async-signal-safe. Files being
+            // written are temporary names; the last renamed checkpoint stays whole.
+            signal_hook::low_level::exit(128 + sig);
+        }
+        stop.store(true, Ordering::SeqCst);
+        // SAFETY: as above, write(2) with a valid static buffer is async-signal-safe.
+        unsafe {
+            let _ = libc::write(2, FIRST_SIGNAL.as_ptr().cast(), FIRST_SIGNAL.len());
+        }
+    };
+    // SAFETY: the action only touches atomics and calls write(2) and _exit(2), all of which
+    // are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe { signal_hook::low_level::register(sig, action) }
+}
 
 #[derive(Parser)]
 #[command(
@@ -69,9 +106,10 @@ fn main() -> ExitCode {
         None => cli.train,
     };
     // SIGINT/SIGTERM/SIGUSR1 (SLURM's warning before preemption): finish the step and stop.
+    // A second one stops at once (a step of a full-size preset on the CPU takes minutes).
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+        if let Err(e) = on_signal(sig, stop.clone()) {
             eprintln!("warning: cannot handle signal {sig}: {e}");
         }
     }

@@ -12,6 +12,9 @@ pub struct Hello {
     pub rank: Option<u32>,
     pub local_rank: Option<u32>,
     pub device: String,
+    pub world_size: u32,
+    /// The resolved config as JSON (the rendezvous refuses a different one).
+    pub config: String,
 }
 
 /// A joined worker: its Setup, its control connection, and its bound ring listener.
@@ -65,6 +68,8 @@ pub fn join(master: SocketAddr, run_id: &str, hello: &Hello, deadline: Instant) 
         host,
         pid: std::process::id(),
         device: hello.device.clone(),
+        world_size: hello.world_size,
+        config: hello.config.clone(),
     };
     write_frame(&mut control, token, &msg).map_err(|e| proto_err("sending Hello", e))?;
     let addr = Msg::RingAddress { rank: hello.rank.unwrap_or(u32::MAX), addr: ring_addr.to_string() };
@@ -73,12 +78,23 @@ pub fn join(master: SocketAddr, run_id: &str, hello: &Hello, deadline: Instant) 
     control.set_read_timeout(Some(wait)).map_err(|e| WorkerError::io("control socket", e))?;
     let setup = match read_frame(&mut control, token) {
         Ok(Msg::Setup(s)) => s,
-        Ok(Msg::Stop { reason }) => return Err(WorkerError::Collective(format!("the rendezvous refused this worker: {reason:?}"))),
-        Ok(other) => return Err(WorkerError::Collective(format!("rendezvous sent {} instead of Setup", other.name()))),
+        Ok(Msg::Refused { reason }) => {
+            // Not a broken group: this worker's own flags are wrong, so exit as a config error.
+            return Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
+                "the rendezvous at {master} refused this worker: {reason}"
+            ))));
+        }
+        Ok(Msg::Stop { reason }) => {
+            return Err(WorkerError::Collective(format!("the rendezvous refused this worker: {reason:?}")))
+        }
+        Ok(other) => {
+            return Err(WorkerError::Collective(format!("rendezvous sent {} instead of Setup", other.name())))
+        }
         Err(moco_proto::ProtoError::WireClosed) => {
             return Err(WorkerError::Collective(format!(
-                "the rendezvous at {master} closed the connection before sending Setup: it belongs to another                  run (check --run-id / RUN_ID) or rejected this worker (see its log)"
-            )))
+            "the rendezvous at {master} closed the connection before sending Setup: it belongs to another \
+                 run (check --run-id / RUN_ID) or rejected this worker (see its log)"
+        )))
         }
         Err(e) => return Err(proto_err("waiting for Setup from the rendezvous", e)),
     };

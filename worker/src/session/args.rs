@@ -27,6 +27,11 @@ pub struct GroupArgs {
     /// Seconds to wait for every worker to join.
     #[arg(long, default_value_t = 120)]
     pub join_timeout: u64,
+    /// Seconds a ring neighbour may send nothing before this worker stops, naming its rank and
+    /// node (a cut link, a frozen node). Must exceed the longest pause between collectives
+    /// (a checkpoint save, an evaluation).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub peer_timeout: u64,
 }
 
 /// Everything a training worker needs.

@@ -4,7 +4,7 @@
 //! the launcher.
 
 use super::args::GroupArgs;
-use crate::collective::{Collective, LocalCollective, RingCollective};
+use crate::collective::{Collective, LocalCollective, RingCollective, RingOptions};
 use crate::error::{Result, WorkerError};
 use crate::rendezvous::client::{join, resolve, Hello};
 use crate::rendezvous::control::Control;
@@ -34,6 +34,20 @@ pub struct Group {
     pub grad_collective: Option<std::sync::Arc<dyn Collective>>,
     /// The line to the launcher (supervised workers only).
     pub control: Option<Control>,
+    /// Each rank's ring address (host:port), in rank order: the node a lost rank was on.
+    pub peers: Vec<String>,
+}
+
+impl Group {
+    /// "ranks' nodes: rank 0 at 10.0.0.1:40001, rank 1 at 10.0.0.2:40002", for error messages.
+    pub fn where_ranks(&self) -> String {
+        if self.peers.is_empty() {
+            return "ranks' nodes: all on this machine".into();
+        }
+        let list: Vec<String> =
+            self.peers.iter().enumerate().map(|(r, a)| format!("rank {r} at {a}")).collect();
+        format!("ranks' nodes: {}", list.join(", "))
+    }
 }
 
 /// Join the group this worker belongs to. `config_json` is this worker's resolved config; every
@@ -63,6 +77,7 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
             collective: Box::new(LocalCollective),
             grad_collective: None,
             control: None,
+            peers: Vec::new(),
         });
     }
     let master = master.ok_or_else(|| {
@@ -90,7 +105,13 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         None
     };
 
-    let hello = Hello { rank, local_rank, device: device.to_string() };
+    let hello = Hello {
+        rank,
+        local_rank,
+        device: device.to_string(),
+        world_size: world as u32,
+        config: config_json.to_string(),
+    };
     let member = join(master_addr, &run_id, &hello, deadline)?;
     if let Some(h) = host_thread {
         h.join().map_err(|_| WorkerError::Collective("the rendezvous thread panicked".into()))??;
@@ -108,16 +129,27 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         .iter()
         .map(|p| p.parse().map_err(|_| WorkerError::Collective(format!("bad ring address {p:?} in Setup"))))
         .collect::<Result<_>>()?;
-    let timeout = Duration::from_secs(args.join_timeout.max(60));
+    let opts = RingOptions {
+        timeout: Duration::from_secs(args.peer_timeout),
+        connect_timeout: Duration::from_secs(args.join_timeout.max(60)),
+        ..RingOptions::default()
+    };
     let grad_listener =
         member.ring_listener.try_clone().map_err(|e| WorkerError::io("cloning the ring listener", e))?;
     let rank = setup.rank as usize;
-    let ring = RingCollective::connect(rank, world, member.ring_listener, &peers, member.token, timeout)?;
+    let ring =
+        RingCollective::connect_with(rank, world, member.ring_listener, &peers, member.token, opts.clone())?;
     // Every rank has accepted its ring connection before any opens the gradient ring on the
     // same listener (a different token keeps the two apart).
     ring.barrier()?;
-    let grad_ring =
-        RingCollective::connect(rank, world, grad_listener, &peers, member.token ^ GRAD_RING_SALT, timeout)?;
+    let grad_ring = RingCollective::connect_with(
+        rank,
+        world,
+        grad_listener,
+        &peers,
+        member.token ^ GRAD_RING_SALT,
+        opts,
+    )?;
     let control = if supervised {
         Some(
             Control::start(member.control, member.token, setup.rank, stop)
@@ -135,6 +167,7 @@ pub fn join_group(args: &GroupArgs, config_json: &str, device: &str, stop: Arc<A
         collective: Box::new(ring),
         grad_collective: Some(std::sync::Arc::new(grad_ring)),
         control,
+        peers: setup.ring_peers.clone(),
     })
 }
 
@@ -177,20 +210,10 @@ fn spawn_host(
 
 /// Every worker must train with the same config: name the first field that differs.
 fn check_same_config(ours: &str, host: &str, rank: u32) -> Result<()> {
-    if ours == host {
-        return Ok(());
+    match crate::rendezvous::config_difference(ours, host) {
+        None => Ok(()),
+        Some(field) => Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
+            "rank {rank} was started with a different config than the rendezvous host ({field}); start every worker with the same flags"
+        )))),
     }
-    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
-    let (a, b) = (parse(ours), parse(host));
-    let field = match (&a, &b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
-            .iter()
-            .find(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: this worker {v}, rank 0 {}", b.get(k).cloned().unwrap_or_default())),
-        _ => None,
-    };
-    Err(WorkerError::Config(moco_proto::ProtoError::Config(format!(
-        "rank {rank} was started with a different config than the rendezvous host ({}); start every worker with the same flags",
-        field.unwrap_or_else(|| "unreadable config".into())
-    ))))
 }

@@ -159,6 +159,11 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
             stop.clone(),
         )
     })();
+    // A lost or hung peer is named by rank; say which node that rank is on.
+    let result = result.map_err(|e| match e {
+        WorkerError::Collective(m) => WorkerError::Collective(format!("{m}\n{}", group.where_ranks())),
+        e => e,
+    });
     if let (Err(e), Some(c)) = (&result, &group.control) {
         c.error(failure_kind(e), &e.to_string());
     }

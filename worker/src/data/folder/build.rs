@@ -12,7 +12,7 @@
 
 use super::cache::{CacheHeader, CacheWriter, CachedFile, Keys, EXTENSION, FORMAT_VERSION};
 use super::decode::{decode, probe_file, Probe};
-use super::options::FolderOptions;
+use super::options::{BandChoice, FolderOptions};
 use super::report::{full_listing, DatasetReport, SkipKind, Skipped, Upscaled};
 use super::resize::store_tile;
 use super::scan::{mtime_ns, Scan, ScannedFile};
@@ -63,6 +63,7 @@ pub fn build(root: &Path, scan: &Scan, opts: &FolderOptions, dir: &Path, keys: K
         }
         return Err(nothing_usable(&report));
     };
+    band_tie(&kinds, majority, source_bands, &opts.bands)?;
     let (bands, note) = opts.bands.resolve(source_bands)?;
     report.notes.extend(note);
     if source_bands > 4 && bands.len() == source_bands {
@@ -375,4 +376,32 @@ impl Progress {
             eprintln!("cached {} tiles in {:.1} s", self.total, self.start.elapsed().as_secs_f64());
         }
     }
+}
+
+/// As many images of another band count as of the majority's: keeping "the majority" would drop
+/// half the data on a coin toss. The kind with more bands is kept only when `--bands` asks for
+/// a band the other kind lacks (`all`, or an index past its last band); otherwise this is an
+/// error that says how to choose.
+fn band_tie(
+    kinds: &BTreeMap<(usize, u8), usize>,
+    majority: usize,
+    bands: usize,
+    choice: &BandChoice,
+) -> Result<()> {
+    let rival = kinds.iter().filter(|((b, _), n)| **n == majority && *b != bands).map(|((b, _), _)| *b).max();
+    let Some(fewer) = rival else { return Ok(()) };
+    let asks_more = match choice {
+        BandChoice::All => true,
+        BandChoice::List(l) => l.iter().any(|&i| i >= fewer),
+        BandChoice::Default => false,
+    };
+    if asks_more {
+        return Ok(());
+    }
+    Err(WorkerError::Data(format!(
+        "the folder holds as many {fewer}-band as {bands}-band images ({majority} each); training on one \
+         kind drops the other, and which is not clear.\nfix: `--bands all` keeps the {bands}-band images \
+         (the {majority} {fewer}-band ones are skipped and listed), or move the {bands}-band images out of \
+         the folder to train on the {fewer}-band ones"
+    )))
 }
