@@ -30,4 +30,13 @@ if [[ $(id -u) == 0 ]] && ! scripts/slurm_cluster.sh status >/dev/null 2>&1; the
     trap 'scripts/slurm_cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
 
+# Network faults: tests/tests/netns_faults.rs joins network namespaces with veth links and
+# shapes them with tc (iproute2, in Debian's base image; installed here where missing). Without
+# root the tests print SKIPPED with the reason.
+if [[ $(id -u) == 0 ]] && ! command -v tc >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null; } \
+        || echo "test.sh: could not install iproute2; the network-fault tests will say SKIPPED" >&2
+fi
+
 cargo test --workspace "$@"
