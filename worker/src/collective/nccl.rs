@@ -13,6 +13,7 @@ use crate::moco::device_comm::DeviceComm;
 use moco_kernels::cuda::nccl::{nccl_present, NcclComm, NcclId, ID_BYTES};
 use moco_kernels::cuda::{CudaBackend, CudaBuf};
 use moco_kernels::Backend;
+use std::time::Duration;
 
 /// The step's device collectives over NCCL.
 pub struct Nccl(pub NcclComm);
@@ -52,8 +53,10 @@ pub enum Joined {
     Ring(String),
 }
 
-/// Joins NCCL when every rank of `ring` can (`want`: this rank's wish, false for `--nccl off`).
-pub fn join(be: &CudaBackend, ring: &dyn Collective, want: bool) -> Result<Joined> {
+/// Joins NCCL when every rank of `ring` can (`want`: this rank's wish, false for `--nccl off`),
+/// with the watchdog armed: NCCL work stalled for `timeout` aborts the communicator and fails
+/// the step with the cause, instead of blocking forever on a hung or dead peer.
+pub fn join(be: &CudaBackend, ring: &dyn Collective, want: bool, timeout: Duration) -> Result<Joined> {
     let (rank, world) = (ring.rank(), ring.world());
     if world == 1 {
         return Ok(Joined::Ring("one rank: nothing to exchange".into()));
@@ -77,6 +80,7 @@ pub fn join(be: &CudaBackend, ring: &dyn Collective, want: bool) -> Result<Joine
         id = NcclId::new()?.to_bytes();
     }
     ring.broadcast_bytes(&mut id, 0)?;
-    let comm = NcclComm::new(be, rank, world, &NcclId::from_bytes(&id)?)?;
+    let mut comm = NcclComm::new(be, rank, world, &NcclId::from_bytes(&id)?)?;
+    comm.arm_watchdog(timeout)?;
     Ok(Joined::Nccl(Nccl(comm)))
 }

@@ -132,21 +132,25 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
         }
         device::agree_on_device(group.collective.as_ref(), cuda.is_some())?;
         if let Some(be) = cuda {
-            let dev_comm: Option<Box<dyn DeviceComm<_>>> =
-                match crate::collective::nccl::join(&be, group.collective.as_ref(), args.nccl != "off")? {
-                    Joined::Nccl(n) => {
-                        if group.rank == 0 {
-                            eprintln!("collectives: NCCL for gradients and keys between the GPUs");
-                        }
-                        Some(Box::new(n))
+            let dev_comm: Option<Box<dyn DeviceComm<_>>> = match crate::collective::nccl::join(
+                &be,
+                group.collective.as_ref(),
+                args.nccl != "off",
+                std::time::Duration::from_secs(args.nccl_timeout),
+            )? {
+                Joined::Nccl(n) => {
+                    if group.rank == 0 {
+                        eprintln!("collectives: NCCL for gradients and keys between the GPUs");
                     }
-                    Joined::Ring(why) => {
-                        if group.rank == 0 && group.world > 1 {
-                            eprintln!("collectives: the TCP ring through host memory ({why})");
-                        }
-                        None
+                    Some(Box::new(n))
+                }
+                Joined::Ring(why) => {
+                    if group.rank == 0 && group.world > 1 {
+                        eprintln!("collectives: the TCP ring through host memory ({why})");
                     }
-                };
+                    None
+                }
+            };
             return run_in_group(args, be, dev_comm, &resolved, dataset.clone(), &group, stop.clone());
         }
         run_in_group(
