@@ -382,6 +382,71 @@ fn the_launcher_stops_the_group_when_a_rank_hangs_inside_an_nccl_all_reduce() {
     assert!(secs < 45.0, "the group stopped after {secs:.1} s; the heartbeat timeout is 5 s");
 }
 
+/// (file, xxh3) of every rank file of a run's checkpoint at `step`: equal lists mean
+/// bit-identical state (weights, momentum encoder, optimiser, BN statistics, queue).
+fn checkpoint_hashes(run: &Path, step: u64) -> Vec<(String, String)> {
+    let meta = run.join(format!("checkpoints/step-{step:06}/meta.json"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("the run wrote a checkpoint")).unwrap();
+    meta["files"]
+        .as_array()
+        .expect("meta.json lists the rank files")
+        .iter()
+        .map(|f| (f["file"].as_str().unwrap().to_string(), f["xxh3"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The emulator's counters of one rank of a run that wrote `counters-{pid}.json` into `dir`.
+fn any_rank_counters(dir: &Path) -> serde_json::Value {
+    let f = std::fs::read_dir(dir)
+        .expect("the counters folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("counters-")))
+        .expect("a counters file");
+    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).expect("counters JSON")
+}
+
+#[test]
+fn nccl_gradient_buckets_during_the_backward_leave_the_weights_bit_identical() {
+    // 3 steps of 2 ranks over the NCCL stand-in: gradient buckets of 4096 floats all-reduced
+    // on a second stream while the backward runs, against one all-reduce after it.
+    let d = TempDir::new("emu-nccl-overlap");
+    let mut hashes = Vec::new();
+    let mut counters = Vec::new();
+    for bucket in ["4096", "0"] {
+        let dir = d.path().join(format!("bucket-{bucket}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("run");
+        let args = [
+            &["--device", "cuda", "--gpus", "2", "--steps", "3", "--no-amp", "--grad-bucket", bucket][..],
+            &["--out", out.to_str().unwrap()],
+            TINY_RUN,
+        ]
+        .concat();
+        let counters_at = dir.join("counters-{pid}.json");
+        launch(&args, &[("MOCO_EMU_COUNTERS", counters_at.to_str().unwrap())]).expect_ok();
+        hashes.push(checkpoint_hashes(&out, 3));
+        counters.push(any_rank_counters(&dir));
+    }
+    assert_eq!(hashes[0].len(), 2, "one checkpoint file per rank: {:?}", hashes[0]);
+    assert_eq!(hashes[0], hashes[1], "overlapped buckets must give the same bits as one all-reduce");
+    // The overlap really ran: many more all-reduces (the buckets), each ordered by a stream wait.
+    let reduces = |c: &serde_json::Value| c["nccl_by_name"]["ncclAllReduce"].as_u64().unwrap_or(0);
+    let waits = |c: &serde_json::Value| c["stream_waits"].as_u64().unwrap_or(0);
+    assert!(
+        reduces(&counters[0]) > 3 * reduces(&counters[1]),
+        "buckets: {} vs {}",
+        reduces(&counters[0]),
+        reduces(&counters[1])
+    );
+    assert!(
+        waits(&counters[0]) > waits(&counters[1]) + 3 * 2,
+        "stream waits: {} vs {}",
+        waits(&counters[0]),
+        waits(&counters[1])
+    );
+}
+
 /// `launcher bench --device cuda` on the emulator: the per-step counters, and the measured
 /// peak against the memory plan of an `optimized`-shaped run (full width, AMP, recompute) at
 /// 32 px, batch 4, no accumulation (the full config takes minutes per step here).

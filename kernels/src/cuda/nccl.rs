@@ -142,6 +142,31 @@ impl NcclComm {
         Ok(NcclComm { comm, rank, world })
     }
 
+    /// As [`NcclComm::new`], but the collectives run on `stream` (a second stream of the
+    /// backend's context, e.g. for gradient buckets that overlap the backward); ordering it
+    /// with the backend's stream is the caller's (events).
+    pub fn new_on_stream(
+        backend: &CudaBackend,
+        stream: std::sync::Arc<cudarc::driver::CudaStream>,
+        rank: usize,
+        world: usize,
+        id: &NcclId,
+    ) -> Result<Self> {
+        require_nccl()?;
+        if world == 0 || rank >= world || world > i32::MAX as usize {
+            return Err(KernelError::Shape {
+                op: "ncclCommInitRank",
+                detail: format!("rank {rank} of world {world}"),
+            });
+        }
+        backend
+            .context()
+            .bind_to_thread()
+            .map_err(|e| KernelError::Cuda { op: "cuCtxSetCurrent", detail: format!("{e:?}") })?;
+        let comm = Comm::from_rank(stream, rank, world, id.0).map_err(|e| nccl_err("ncclCommInitRank", e))?;
+        Ok(NcclComm { comm, rank, world })
+    }
+
     pub fn rank(&self) -> usize {
         self.rank
     }
