@@ -64,3 +64,62 @@ impl DeviceBuckets {
         dc.join_buckets(be)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moco_kernels::cpu::Cpu;
+    use std::sync::Mutex;
+
+    /// Records the ranges it is asked to all-reduce, and the joins.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl DeviceComm<Cpu> for Recorder {
+        fn world(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&self, _be: &Cpu, _buf: &mut <Cpu as Backend>::Buf) -> Result<()> {
+            unreachable!("the buckets never reduce the whole buffer")
+        }
+        fn all_gather(&self, _be: &Cpu, _send: &<Cpu as Backend>::Buf) -> Result<<Cpu as Backend>::Buf> {
+            unreachable!("not a gather")
+        }
+        fn overlaps_buckets(&self) -> bool {
+            true
+        }
+        fn all_reduce_bucket(
+            &self,
+            _be: &Cpu,
+            _buf: &mut <Cpu as Backend>::Buf,
+            range: std::ops::Range<usize>,
+        ) -> Result<()> {
+            self.0.lock().unwrap().push(format!("{range:?}"));
+            Ok(())
+        }
+        fn join_buckets(&self, _be: &Cpu) -> Result<()> {
+            self.0.lock().unwrap().push("join".into());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn buckets_cover_the_buffer_once_from_its_end_and_the_optimiser_joins_them() {
+        let be = Cpu { amp: false };
+        let mut grads = be.zeros_master(100).unwrap();
+        let rec = Recorder::default();
+        let mut b = DeviceBuckets::new(30);
+        // Inactive (not the overlapped backward): nothing is sent.
+        b.ready(&rec, &be, &mut grads, 50).unwrap();
+        assert!(rec.0.lock().unwrap().is_empty());
+        b.begin(100);
+        // Finished suffixes as a backward reports them: 90 (too small), 60, 55, 20, 0.
+        for start in [90, 60, 55, 20] {
+            b.ready(&rec, &be, &mut grads, start).unwrap();
+        }
+        b.finish(&rec, &be, &mut grads).unwrap();
+        assert_eq!(*rec.0.lock().unwrap(), ["60..100", "20..60", "0..20", "join"]);
+        assert_eq!(b.buckets, 3);
+        assert!(!b.active());
+    }
+}
