@@ -183,6 +183,11 @@ impl NcclComm {
             .map_err(|e| KernelError::Cuda { op: "NCCL watchdog", detail: e.to_string() })
     }
 
+    /// Why the watchdog aborted the communicator, if it did.
+    pub fn watchdog_cause(&self) -> Option<String> {
+        self.comm.watchdog_cause()
+    }
+
     /// An error with NCCL's description of the code and its last error message, or the
     /// watchdog's reason when it aborted the communicator.
     fn err(&self, op: &'static str, e: NcclError) -> KernelError {

@@ -103,6 +103,14 @@ impl DeviceComm<CudaBackend> for Nccl {
         Ok(g.comm.all_reduce_sum(&mut v)?)
     }
 
+    fn check(&self) -> Result<()> {
+        let grads = self.1.as_ref().and_then(|g| g.comm.watchdog_cause());
+        match self.0.watchdog_cause().or(grads) {
+            Some(detail) => Err(WorkerError::from(KernelError::Cuda { op: "NCCL watchdog", detail })),
+            None => Ok(()),
+        }
+    }
+
     fn join_buckets(&self, be: &CudaBackend) -> Result<()> {
         if let Some(g) = self.1.as_ref() {
             g.done.record(&g.stream).map_err(driver("cuEventRecord"))?;

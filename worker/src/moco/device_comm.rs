@@ -37,6 +37,12 @@ pub trait DeviceComm<B: Backend>: Send {
     fn join_buckets(&self, _be: &B) -> Result<()> {
         Ok(())
     }
+
+    /// After a host wait: an error if the collective was aborted meanwhile (NCCL's watchdog),
+    /// because the values the wait returned may then be garbage.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Through host buffers and a host collective: what the step does without a device collective,

@@ -86,6 +86,10 @@ impl<B: Backend> Moco<B> {
 
         // The step's one host wait: the verdict and the loss terms, after all of its work.
         let m = self.be.to_host(&self.metrics)?;
+        if let Some(dc) = self.dev_comm.as_deref() {
+            // On a GPU an aborted NCCL kernel lets this wait return with values not to be used.
+            dc.check()?;
+        }
         let skipped = m[FLAG] > 0.0;
         if skipped {
             self.opt.unstep();
