@@ -92,6 +92,10 @@ pub struct TrainArgs {
     /// libnccl) or `off` (the TCP ring through host memory).
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     pub nccl: String,
+    /// Gradient floats per all-reduce bucket that starts while the backward still runs (NCCL:
+    /// on a second stream; the ring: on a thread); 0 = one all-reduce after the backward.
+    #[arg(long, default_value_t = moco_worker::moco::grad_sync::BUCKET_FLOATS)]
+    pub grad_bucket: usize,
     /// Most GPU memory each worker may hold, e.g. 8GiB (emulates 8 GB cards on bigger ones); a
     /// config whose memory plan does not fit is refused before any worker starts.
     #[arg(long, value_parser = moco_worker::plan::parse_vram)]

@@ -294,6 +294,159 @@ fn the_launcher_stops_the_group_when_a_rank_dies_inside_an_nccl_all_reduce() {
     assert!(secs < 60.0, "the group stopped after {secs:.1} s; it must not hang");
 }
 
+/// Rank 1 freezes (SIGSTOP, as a hung process or a stalled node) inside its second gradient
+/// all-reduce: its connections stay open, so nothing but a timeout can tell its peer.
+const FREEZE_RANK_1: (&str, &str) = ("MOCO_EMU_NCCL_STOP_AT", "1:ncclAllReduce:2");
+
+/// The emulated NCCL's own timeout, set well above the watchdog's (3 s) so that only the
+/// watchdog can stop rank 0 in time: without it rank 0 waits these 60 s for the hub and fails
+/// with the emulator's message, not the watchdog's (real NCCL would wait forever).
+const EMU_NCCL_TIMEOUT: (&str, &str) = ("MOCO_EMU_NCCL_TIMEOUT", "60");
+
+#[test]
+fn the_nccl_watchdog_stops_a_rank_whose_peer_hangs_inside_an_all_reduce() {
+    // Started by hand, as under SLURM: no launcher and no heartbeats. The dead-peer tests above
+    // end because a closed connection is visible; a frozen peer's is not.
+    let d = TempDir::new("emu-nccl-freeze-hand");
+    let out = d.path().join("run");
+    let port = 20000 + ((std::process::id() + 7919) % 20000) as u16;
+    let master = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let mut children: Vec<_> = (0..2)
+        .map(|rank| {
+            let rank_s = rank.to_string();
+            let mut cmd = Command::new(worker());
+            cmd.args(["--device", "cuda", "--gpu", &rank_s, "--rank", &rank_s, "--world-size", "2"])
+                .args(["--master", &master, "--run-id", "emu-freeze", "--steps", "6", "--no-amp"])
+                .args(["--nccl-timeout", "3", "--out", out.to_str().unwrap()])
+                .args(TINY_RUN)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            for (k, v) in emu_env() {
+                cmd.env(k, v);
+            }
+            cmd.env(FREEZE_RANK_1.0, FREEZE_RANK_1.1).env(EMU_NCCL_TIMEOUT.0, EMU_NCCL_TIMEOUT.1);
+            cmd.spawn().expect("a worker starts")
+        })
+        .collect();
+    let mut frozen = children.pop().expect("rank 1");
+    let out0 = children.pop().expect("rank 0").wait_with_output().expect("rank 0 ends");
+    let secs = started.elapsed().as_secs_f64();
+    // Rank 1 is stopped, not dead: end it (SIGKILL works on a stopped process) before asserting.
+    let _ = frozen.kill();
+    let out1 = frozen.wait_with_output().expect("rank 1 ends");
+    let err0 = String::from_utf8_lossy(&out0.stderr);
+    let err1 = String::from_utf8_lossy(&out1.stderr);
+    assert!(
+        err1.contains("rank 1 stops (SIGSTOP) in ncclAllReduce #2"),
+        "rank 1 was made to freeze:\n{err1}"
+    );
+    assert!(!out0.status.success(), "rank 0 must fail, not finish:\n{err0}");
+    assert!(
+        err0.contains("error: CUDA error in ncclAllReduce: NCCL watchdog on rank 0")
+            && err0.contains("in progress on the host for over 3 s")
+            && err0.contains("communicator was aborted"),
+        "rank 0's error says the watchdog aborted the stalled all-reduce:\n{err0}"
+    );
+    assert!(secs < 45.0, "rank 0 stopped after {secs:.1} s; the watchdog's timeout is 3 s");
+}
+
+#[test]
+fn the_launcher_stops_the_group_when_a_rank_hangs_inside_an_nccl_all_reduce() {
+    // Under the launcher the frozen rank also stops sending heartbeats; the launcher passes its
+    // --heartbeat-timeout to the workers as --nccl-timeout, so whichever notices first (the
+    // launcher's heartbeat check or rank 0's watchdog), the group stops within that time.
+    let d = TempDir::new("emu-nccl-freeze");
+    let out = d.path().join("run");
+    let started = std::time::Instant::now();
+    let r = launch(
+        &[
+            &["--device", "cuda", "--gpus", "2", "--steps", "6", "--no-amp", "--heartbeat-timeout", "5"][..],
+            &["--out", out.to_str().unwrap()],
+            TINY_RUN,
+        ]
+        .concat(),
+        &[FREEZE_RANK_1, EMU_NCCL_TIMEOUT],
+    );
+    let secs = started.elapsed().as_secs_f64();
+    let err = format!("{}\n{}", r.stdout.clone(), r.expect_err());
+    let log1 = std::fs::read_to_string(out.join("logs").join("rank-1.log")).unwrap_or_default();
+    assert!(
+        log1.contains("rank 1 stops (SIGSTOP) in ncclAllReduce #2"),
+        "the fault was injected:\n{log1}\n{err}"
+    );
+    let named = ["rank 1 (pid", "NCCL watchdog on rank 0"];
+    assert!(named.iter().any(|n| err.contains(n)), "the report names the hung rank or the watchdog:\n{err}");
+    assert!(err.contains("all workers were stopped"), "{err}");
+    assert!(secs < 45.0, "the group stopped after {secs:.1} s; the heartbeat timeout is 5 s");
+}
+
+/// (file, xxh3) of every rank file of a run's checkpoint at `step`: equal lists mean
+/// bit-identical state (weights, momentum encoder, optimiser, BN statistics, queue).
+fn checkpoint_hashes(run: &Path, step: u64) -> Vec<(String, String)> {
+    let meta = run.join(format!("checkpoints/step-{step:06}/meta.json"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("the run wrote a checkpoint")).unwrap();
+    meta["files"]
+        .as_array()
+        .expect("meta.json lists the rank files")
+        .iter()
+        .map(|f| (f["file"].as_str().unwrap().to_string(), f["xxh3"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The emulator's counters of one rank of a run that wrote `counters-{pid}.json` into `dir`.
+fn any_rank_counters(dir: &Path) -> serde_json::Value {
+    let f = std::fs::read_dir(dir)
+        .expect("the counters folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("counters-")))
+        .expect("a counters file");
+    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).expect("counters JSON")
+}
+
+#[test]
+fn nccl_gradient_buckets_during_the_backward_leave_the_weights_bit_identical() {
+    // 3 steps of 2 ranks over the NCCL stand-in: gradient buckets of 4096 floats all-reduced
+    // on a second stream while the backward runs, against one all-reduce after it.
+    let d = TempDir::new("emu-nccl-overlap");
+    let mut hashes = Vec::new();
+    let mut counters = Vec::new();
+    for bucket in ["4096", "0"] {
+        let dir = d.path().join(format!("bucket-{bucket}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("run");
+        let args = [
+            &["--device", "cuda", "--gpus", "2", "--steps", "3", "--no-amp", "--grad-bucket", bucket][..],
+            &["--out", out.to_str().unwrap()],
+            TINY_RUN,
+        ]
+        .concat();
+        let counters_at = dir.join("counters-{pid}.json");
+        launch(&args, &[("MOCO_EMU_COUNTERS", counters_at.to_str().unwrap())]).expect_ok();
+        hashes.push(checkpoint_hashes(&out, 3));
+        counters.push(any_rank_counters(&dir));
+    }
+    assert_eq!(hashes[0].len(), 2, "one checkpoint file per rank: {:?}", hashes[0]);
+    assert_eq!(hashes[0], hashes[1], "overlapped buckets must give the same bits as one all-reduce");
+    // The overlap really ran: many more all-reduces (the buckets), each ordered by a stream wait.
+    let reduces = |c: &serde_json::Value| c["nccl_by_name"]["ncclAllReduce"].as_u64().unwrap_or(0);
+    let waits = |c: &serde_json::Value| c["stream_waits"].as_u64().unwrap_or(0);
+    assert!(
+        reduces(&counters[0]) > 3 * reduces(&counters[1]),
+        "buckets: {} vs {}",
+        reduces(&counters[0]),
+        reduces(&counters[1])
+    );
+    assert!(
+        waits(&counters[0]) > waits(&counters[1]) + 3 * 2,
+        "stream waits: {} vs {}",
+        waits(&counters[0]),
+        waits(&counters[1])
+    );
+}
+
 /// `launcher bench --device cuda` on the emulator: the per-step counters, and the measured
 /// peak against the memory plan of an `optimized`-shaped run (full width, AMP, recompute) at
 /// 32 px, batch 4, no accumulation (the full config takes minutes per step here).

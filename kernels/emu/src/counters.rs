@@ -17,6 +17,10 @@ pub struct Counters {
     /// copies). Keyed by the reason.
     pub host_waits: BTreeMap<String, u64>,
     pub event_queries: u64,
+    /// cuEventRecord calls and cuStreamWaitEvent calls: how streams are ordered (device-side
+    /// dependencies, not host waits).
+    pub event_records: u64,
+    pub stream_waits: u64,
     pub h2d_bytes: u64,
     pub d2h_bytes: u64,
     pub d2d_bytes: u64,
@@ -72,6 +76,8 @@ pub fn snapshot_json() -> String {
         "host_waits": total(&c.host_waits),
         "host_waits_by_reason": c.host_waits,
         "event_queries": c.event_queries,
+        "event_records": c.event_records,
+        "stream_waits": c.stream_waits,
         "h2d_bytes": c.h2d_bytes,
         "d2h_bytes": c.d2h_bytes,
         "d2d_bytes": c.d2d_bytes,

@@ -30,6 +30,7 @@ pub mod launch;
 pub mod memory;
 pub mod module;
 pub mod nccl;
+pub mod nccl_comm;
 pub mod nvrtc;
 pub mod probe;
 pub mod sources;

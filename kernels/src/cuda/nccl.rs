@@ -15,11 +15,12 @@
 //! Reported, unverified: NCCL >= 2.5 refuses two ranks of one communicator on the same GPU
 //! ("Duplicate GPU detected"); world size 1 always works.
 
+use super::nccl_comm::Comm;
 use crate::cuda::buffer::{DevView, DevViewMut};
 use crate::cuda::CudaBackend;
 use crate::error::{KernelError, Result};
 use cudarc::driver::{CudaView, CudaViewMut};
-use cudarc::nccl::{result::NcclError, sys, Comm, Id, NcclType, ReduceOp};
+use cudarc::nccl::{result::NcclError, sys, Id, NcclType, ReduceOp};
 use std::ffi::CStr;
 
 /// Length of an NCCL unique id on the wire.
@@ -141,6 +142,31 @@ impl NcclComm {
         Ok(NcclComm { comm, rank, world })
     }
 
+    /// As [`NcclComm::new`], but the collectives run on `stream` (a second stream of the
+    /// backend's context, e.g. for gradient buckets that overlap the backward); ordering it
+    /// with the backend's stream is the caller's (events).
+    pub fn new_on_stream(
+        backend: &CudaBackend,
+        stream: std::sync::Arc<cudarc::driver::CudaStream>,
+        rank: usize,
+        world: usize,
+        id: &NcclId,
+    ) -> Result<Self> {
+        require_nccl()?;
+        if world == 0 || rank >= world || world > i32::MAX as usize {
+            return Err(KernelError::Shape {
+                op: "ncclCommInitRank",
+                detail: format!("rank {rank} of world {world}"),
+            });
+        }
+        backend
+            .context()
+            .bind_to_thread()
+            .map_err(|e| KernelError::Cuda { op: "cuCtxSetCurrent", detail: format!("{e:?}") })?;
+        let comm = Comm::from_rank(stream, rank, world, id.0).map_err(|e| nccl_err("ncclCommInitRank", e))?;
+        Ok(NcclComm { comm, rank, world })
+    }
+
     pub fn rank(&self) -> usize {
         self.rank
     }
@@ -149,8 +175,25 @@ impl NcclComm {
         self.world
     }
 
-    /// An error with NCCL's description of the code and its last error message.
+    /// Arms the watchdog (see `nccl_comm`): NCCL work that makes no progress for `timeout`,
+    /// or an asynchronous NCCL error, aborts the communicator and fails the call.
+    pub fn arm_watchdog(&mut self, timeout: std::time::Duration) -> Result<()> {
+        self.comm
+            .arm_watchdog(timeout)
+            .map_err(|e| KernelError::Cuda { op: "NCCL watchdog", detail: e.to_string() })
+    }
+
+    /// Why the watchdog aborted the communicator, if it did.
+    pub fn watchdog_cause(&self) -> Option<String> {
+        self.comm.watchdog_cause()
+    }
+
+    /// An error with NCCL's description of the code and its last error message, or the
+    /// watchdog's reason when it aborted the communicator.
     fn err(&self, op: &'static str, e: NcclError) -> KernelError {
+        if let Some(detail) = self.comm.watchdog_cause() {
+            return KernelError::Cuda { op, detail };
+        }
         let mut err = nccl_err(op, e);
         if let KernelError::Cuda { detail, .. } = &mut err {
             // SAFETY: ncclGetLastError accepts null (cudarc keeps the communicator handle

@@ -177,6 +177,10 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
         args.extend(["--steps".into(), s.to_string()]);
     }
     args.extend(["--nccl".into(), a.nccl.clone()]);
+    // The NCCL watchdog stops a rank whose peer hangs within the time the launcher gives a
+    // silent worker, so both sides agree on when a rank counts as lost.
+    args.extend(["--nccl-timeout".into(), a.heartbeat_timeout.max(5).to_string()]);
+    args.extend(["--grad-bucket".into(), a.grad_bucket.to_string()]);
     if let Some(v) = a.vram_limit {
         args.extend(["--vram-limit".into(), format!("{v}B")]);
     }

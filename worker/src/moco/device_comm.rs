@@ -18,6 +18,31 @@ pub trait DeviceComm<B: Backend>: Send {
     fn all_reduce_sum(&self, be: &B, buf: &mut B::Buf) -> Result<()>;
     /// Every rank's `send`, concatenated in rank order, in a new activation buffer.
     fn all_gather(&self, be: &B, send: &B::Buf) -> Result<B::Buf>;
+
+    /// Whether gradient buckets can be all-reduced while the backward runs
+    /// ([`Self::all_reduce_bucket`]); false: the step all-reduces the whole buffer after it.
+    fn overlaps_buckets(&self) -> bool {
+        false
+    }
+
+    /// Starts the in-place sum over ranks of `buf[range]` (gradients the backward has
+    /// finished), ordered after the work queued so far, without waiting for it.
+    fn all_reduce_bucket(&self, _be: &B, _buf: &mut B::Buf, _range: std::ops::Range<usize>) -> Result<()> {
+        Err(crate::error::WorkerError::Collective(
+            "this device collective does not all-reduce gradient buckets (overlaps_buckets is false)".into(),
+        ))
+    }
+
+    /// Orders the work queued from now on after every bucket started.
+    fn join_buckets(&self, _be: &B) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a host wait: an error if the collective was aborted meanwhile (NCCL's watchdog),
+    /// because the values the wait returned may then be garbage.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Through host buffers and a host collective: what the step does without a device collective,

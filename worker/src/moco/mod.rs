@@ -1,6 +1,7 @@
 //! The hybrid MoCo step: loss with the sharded queue, EMA, optimisers, loss scaling, schedules.
 
 pub mod comm;
+pub mod device_buckets;
 pub mod device_comm;
 pub mod grad_sync;
 pub mod guard;

@@ -47,6 +47,9 @@ pub struct Moco<B: Backend> {
     /// Collectives on device buffers (NCCL) for the gradient all-reduce and the key
     /// all-gather; None: through the host `Comm`. With it, `grad_sync` is not used.
     pub dev_comm: Option<Box<dyn super::device_comm::DeviceComm<B>>>,
+    /// Gradient buckets all-reduced by `dev_comm` during the backward (when it overlaps);
+    /// None: `dev_comm` all-reduces the whole buffer after the backward.
+    pub dev_buckets: Option<super::device_buckets::DeviceBuckets>,
     /// Micro-batches done since the last optimiser step.
     pub micro_in_step: usize,
     /// Micro-batches done in total (seeds the key-side shuffle).
@@ -117,6 +120,7 @@ impl<B: Backend> Moco<B> {
             scaler: LossScaler::new(cfg.amp),
             grad_sync: None,
             dev_comm: None,
+            dev_buckets: None,
             micro_in_step: 0,
             micro_total: 0,
             steps: 0,
@@ -357,27 +361,36 @@ impl<B: Backend> Moco<B> {
                 stats: self.query_stats(&sync),
                 keep,
             };
-            let mut gs = if view == 1 && last_micro && comm.world() > 1 && self.dev_comm.is_none() {
-                self.grad_sync.take()
-            } else {
-                None
-            };
+            let overlap = view == 1 && last_micro && comm.world() > 1;
+            let mut gs = if overlap && self.dev_comm.is_none() { self.grad_sync.take() } else { None };
             if let Some(g) = gs.as_mut() {
                 g.begin(self.topo.param_len());
             }
+            // With a device collective that overlaps, its buckets start during the backward.
+            let dc = self.dev_comm.as_deref().filter(|_| overlap);
+            let mut db = if dc.is_some() { self.dev_buckets.take() } else { None };
+            if let Some(d) = db.as_mut() {
+                d.begin(self.topo.param_len());
+            }
             {
                 let be = &self.be;
-                let mut hook = |start: usize, grads: &B::Buf| -> Result<()> {
-                    match gs.as_mut() {
-                        Some(g) => g.ready(be, grads, start),
-                        None => Ok(()),
+                let mut hook = |start: usize, grads: &mut B::Buf| -> Result<()> {
+                    if let Some(g) = gs.as_mut() {
+                        g.ready(be, grads, start)?;
                     }
+                    if let (Some(d), Some(dc)) = (db.as_mut(), dc) {
+                        d.ready(dc, be, grads, start)?;
+                    }
+                    Ok(())
                 };
                 let mut ready: Option<GradsReady<'_, B>> = Some(&mut hook);
                 encoder_backward_hooked(&ctx, &self.topo, tape, dqraw, &mut self.grads, false, &mut ready)?;
             }
             if gs.is_some() {
                 self.grad_sync = gs;
+            }
+            if db.is_some() {
+                self.dev_buckets = db;
             }
         }
         drop(backward);

@@ -25,9 +25,13 @@ impl<B: Backend> Moco<B> {
         let _s = tracing::info_span!("optimizer").entered();
         let micro = self.micro_in_step.max(1);
         let world = comm.world();
-        if let Some(dc) = self.dev_comm.as_ref().filter(|_| world > 1) {
+        if let Some(dc) = self.dev_comm.as_deref().filter(|_| world > 1) {
             let _c = tracing::info_span!("comm").entered();
-            dc.all_reduce_sum(&self.be, &mut self.grads)?;
+            match self.dev_buckets.as_mut().filter(|b| b.active()) {
+                // Buckets already started during the backward: start the rest, order after all.
+                Some(b) => b.finish(dc, &self.be, &mut self.grads)?,
+                None => dc.all_reduce_sum(&self.be, &mut self.grads)?,
+            }
         } else if let Some(gs) = self.grad_sync.as_mut().filter(|g| g.active()) {
             // Buckets already left during the backward: send the rest and collect the sums.
             let _c = tracing::info_span!("comm").entered();
@@ -82,6 +86,10 @@ impl<B: Backend> Moco<B> {
 
         // The step's one host wait: the verdict and the loss terms, after all of its work.
         let m = self.be.to_host(&self.metrics)?;
+        if let Some(dc) = self.dev_comm.as_deref() {
+            // On a GPU an aborted NCCL kernel lets this wait return with values not to be used.
+            dc.check()?;
+        }
         let skipped = m[FLAG] > 0.0;
         if skipped {
             self.opt.unstep();

@@ -303,7 +303,7 @@ pub fn backbone_backward<B: Backend>(
 
 /// Called during a backward with `start` whenever the gradients of every parameter at offset
 /// >= `start` are final (in this backward), so their all-reduce can begin.
-pub type GradsReady<'a, B> = &'a mut dyn FnMut(usize, &<B as Backend>::Buf) -> Result<()>;
+pub type GradsReady<'a, B> = &'a mut dyn FnMut(usize, &mut <B as Backend>::Buf) -> Result<()>;
 
 /// `backbone_backward` that reports finished gradient ranges to `ready`.
 #[allow(clippy::too_many_arguments)]

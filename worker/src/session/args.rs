@@ -56,6 +56,15 @@ pub struct TrainArgs {
     /// every rank can load libnccl) or `off` (the TCP ring through host memory).
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     pub nccl: String,
+    /// Seconds NCCL work may make no progress (a peer hung or dead) before the watchdog aborts
+    /// the communicator and this worker stops with an error (the launcher passes its
+    /// --heartbeat-timeout).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nccl_timeout: u64,
+    /// Gradient floats per all-reduce bucket that starts while the backward still runs (NCCL:
+    /// on a second stream; the ring: on a thread); 0 = one all-reduce after the backward.
+    #[arg(long, default_value_t = crate::moco::grad_sync::BUCKET_FLOATS)]
+    pub grad_bucket: usize,
     /// GPU number on this machine (default: the local rank, one worker per GPU).
     #[arg(long)]
     pub gpu: Option<usize>,

@@ -132,21 +132,26 @@ pub fn run(args: &TrainArgs, stop: Arc<AtomicBool>, trace: &mut crate::trace::Gu
         }
         device::agree_on_device(group.collective.as_ref(), cuda.is_some())?;
         if let Some(be) = cuda {
-            let dev_comm: Option<Box<dyn DeviceComm<_>>> =
-                match crate::collective::nccl::join(&be, group.collective.as_ref(), args.nccl != "off")? {
-                    Joined::Nccl(n) => {
-                        if group.rank == 0 {
-                            eprintln!("collectives: NCCL for gradients and keys between the GPUs");
-                        }
-                        Some(Box::new(n))
+            let dev_comm: Option<Box<dyn DeviceComm<_>>> = match crate::collective::nccl::join(
+                &be,
+                group.collective.as_ref(),
+                args.nccl != "off",
+                std::time::Duration::from_secs(args.nccl_timeout),
+                args.grad_bucket > 0,
+            )? {
+                Joined::Nccl(n) => {
+                    if group.rank == 0 {
+                        eprintln!("collectives: NCCL for gradients and keys between the GPUs");
                     }
-                    Joined::Ring(why) => {
-                        if group.rank == 0 && group.world > 1 {
-                            eprintln!("collectives: the TCP ring through host memory ({why})");
-                        }
-                        None
+                    Some(Box::new(n))
+                }
+                Joined::Ring(why) => {
+                    if group.rank == 0 && group.world > 1 {
+                        eprintln!("collectives: the TCP ring through host memory ({why})");
                     }
-                };
+                    None
+                }
+            };
             return run_in_group(args, be, dev_comm, &resolved, dataset.clone(), &group, stop.clone());
         }
         run_in_group(
@@ -196,10 +201,14 @@ fn run_in_group<B: Backend>(
         max_skipped_steps: args.run.max_skipped_steps,
         min_loss_scale: args.run.min_loss_scale,
     };
-    // Bucketed host all-reduce overlapping the backward, unless a device collective does it.
-    if let Some(gc) = group.grad_collective.as_ref().filter(|_| moco.dev_comm.is_none()) {
-        moco.grad_sync =
-            Some(crate::moco::grad_sync::GradSync::new(gc.clone(), crate::moco::grad_sync::BUCKET_FLOATS)?);
+    // Bucketed all-reduce overlapping the backward: on the device collective's second stream
+    // when it has one, else on the host ring's gradient collective (unless --grad-bucket 0).
+    let bucket = args.grad_bucket;
+    if bucket > 0 && moco.dev_comm.as_ref().is_some_and(|d| d.overlaps_buckets()) {
+        moco.dev_buckets = Some(crate::moco::device_buckets::DeviceBuckets::new(bucket));
+    }
+    if let Some(gc) = group.grad_collective.as_ref().filter(|_| moco.dev_comm.is_none() && bucket > 0) {
+        moco.grad_sync = Some(crate::moco::grad_sync::GradSync::new(gc.clone(), bucket)?);
     }
     let control = group.control.as_ref();
     // Rank 0's lines for the user: its stderr (a log under the launcher) and, when supervised,

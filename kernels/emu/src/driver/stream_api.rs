@@ -45,6 +45,7 @@ pub unsafe extern "C" fn cuStreamQuery(s: CUstream) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamWaitEvent(s: CUstream, e: CUevent, _flags: c_uint) -> CUresult {
+    counters::with(|c| c.stream_waits += 1);
     status("cuStreamWaitEvent", stream::wait_event(sid(s), e as u64))
 }
 
@@ -60,11 +61,13 @@ pub unsafe extern "C" fn cuEventDestroy_v2(e: CUevent) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventRecord(e: CUevent, s: CUstream) -> CUresult {
+    counters::with(|c| c.event_records += 1);
     status("cuEventRecord", stream::record_event(e as u64, sid(s)))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventRecordWithFlags(e: CUevent, s: CUstream, _flags: c_uint) -> CUresult {
+    counters::with(|c| c.event_records += 1);
     status("cuEventRecordWithFlags", stream::record_event(e as u64, sid(s)))
 }
 

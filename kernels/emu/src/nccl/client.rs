@@ -236,6 +236,8 @@ impl Comm {
             _ => return ncclResult_t::ncclSuccess,
         };
         let code = f.code;
+        // What ncclGetLastError then says (a watchdog reports it): who failed and how.
+        super::errors::set_last(&format!("ncclCommGetAsyncError: {}", f.msg));
         self.break_with(&conn, f);
         code
     }

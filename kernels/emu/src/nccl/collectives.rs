@@ -231,29 +231,41 @@ pub unsafe extern "C" fn ncclReduce(
     run("ncclReduce", comm, stream, a)
 }
 
-/// Fault injection for tests: `MOCO_EMU_NCCL_EXIT_AT=R:API:N` (e.g. `1:ncclAllReduce:2`) makes
-/// rank R's process die (as if killed: `_exit(137)`, no clean-up) when it enters its N-th call
-/// of API, after its inputs are ready and before it sends them, so its peers are left blocked
-/// in the same collective.
+/// Fault injection for tests, after a call's inputs are ready and before it sends them, so
+/// its peers are left waiting in the same collective:
+/// - `MOCO_EMU_NCCL_EXIT_AT=R:API:N` (e.g. `1:ncclAllReduce:2`) makes rank R's process die
+///   (as if killed: `_exit(137)`, no clean-up) when it enters its N-th call of API;
+/// - `MOCO_EMU_NCCL_STOP_AT=R:API:N` makes it stop itself with SIGSTOP there instead: a hung
+///   peer whose connections stay open, which only a watchdog's timeout can detect.
 fn exit_if_told(api: &str, rank: u32) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let Ok(spec) = std::env::var("MOCO_EMU_NCCL_EXIT_AT") else { return };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let target = match parts[..] {
-        [r, name, k] => r.parse::<u32>().ok().zip(k.parse::<u64>().ok()).map(|(r, k)| (r, name, k)),
-        _ => None,
-    };
-    match target {
-        Some((r, name, k)) if r == rank && name == api => {
-            let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
-            if n == k {
-                eprintln!("moco-emu: MOCO_EMU_NCCL_EXIT_AT={spec}: rank {rank} dies in {api} #{n}");
-                // SAFETY: _exit ends the process at once, as a SIGKILL would.
-                unsafe { libc::_exit(137) };
+    static EXIT_CALLS: AtomicU64 = AtomicU64::new(0);
+    static STOP_CALLS: AtomicU64 = AtomicU64::new(0);
+    for (var, calls, stop) in
+        [("MOCO_EMU_NCCL_EXIT_AT", &EXIT_CALLS, false), ("MOCO_EMU_NCCL_STOP_AT", &STOP_CALLS, true)]
+    {
+        let Ok(spec) = std::env::var(var) else { continue };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let target = match parts[..] {
+            [r, name, k] => r.parse::<u32>().ok().zip(k.parse::<u64>().ok()).map(|(r, k)| (r, name, k)),
+            _ => None,
+        };
+        match target {
+            Some((r, name, k)) if r == rank && name == api => {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == k && stop {
+                    eprintln!("moco-emu: {var}={spec}: rank {rank} stops (SIGSTOP) in {api} #{n}");
+                    // SAFETY: raise only sends a signal to this process; SIGSTOP cannot be
+                    // caught, so the process freezes here until SIGCONT or SIGKILL.
+                    unsafe { libc::raise(libc::SIGSTOP) };
+                } else if n == k {
+                    eprintln!("moco-emu: {var}={spec}: rank {rank} dies in {api} #{n}");
+                    // SAFETY: _exit ends the process at once, as a SIGKILL would.
+                    unsafe { libc::_exit(137) };
+                }
             }
+            Some(_) => {}
+            None => eprintln!("moco-emu: {var}={spec:?} is not RANK:API:N; ignored"),
         }
-        Some(_) => {}
-        None => eprintln!("moco-emu: MOCO_EMU_NCCL_EXIT_AT={spec:?} is not RANK:API:N; ignored"),
     }
 }
