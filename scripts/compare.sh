@@ -3,20 +3,23 @@
 # `launcher bench` and scripts/pytorch_reference.py at matching shapes, prints the ratios and
 # writes results/<date>-compare-<device>.md (machine, commands, figures, what differs).
 #
-#   scripts/compare.sh                       # CPU: the tiny preset, both sides, 3 repeats
+#   scripts/compare.sh                       # CPU: tiny preset + full width at 64 px, both
+#                                            # sides, 5 interleaved repeats each (~8 min)
 #   scripts/compare.sh --device cuda         # GPU: 224 px, batch 32/64/96/128, recompute on
 #                                            # and off, then the largest batch in 8 GiB
 #
-# CPU: the tiny preset's shapes (width 0.125, 64 px, batch 32, its heads, queue, SGD and shuffle
-# BN), fp32, the same thread count on both sides (rayon threads = torch.set_num_threads).
-# Ours runs twice per repeat: batches from a pre-made pool (the step alone, as the reference
-# measures it) and through the live loader (does the loader keep up?).
+# CPU: two cases, fp32, the same thread count on both sides (rayon threads =
+# torch.set_num_threads): `tiny`, the tiny preset's shapes (width 0.125, 64 px, batch 32, its
+# heads, queue, SGD and shuffle BN), and `full64`, the same with ResNet-50 at full width, 64 px,
+# batch 8. Repeats alternate the two sides (AB, BA, ...), ours on batches from a pre-made pool
+# (the step alone, as the reference measures it); one more run of ours on tiny goes through the
+# live loader (does the loader keep up?). No run is discarded except failed ones (listed).
 # CUDA: the optimized preset (AdamW, AMP, shuffle BN) with accumulation 1 and a queue of
 # ~76800 keys (a multiple of 2 x batch), against torchvision-topology ResNet-50 with AMP and
 # channels_last. The 8 GiB search caps our arena (--vram-limit) and torch's caching allocator
 # (set_per_process_memory_fraction) and bisects the batch over multiples of 8.
 #
-# Options: --device cpu|cuda  --steps N  --warmup N  --repeats N  --threads N
+# Options: --device cpu|cuda  --steps N  --warmup N  --repeats N  --threads N  --cases "tiny full64"
 #          --batches "32 64 96 128"  --recompute on|off|both  --only all|throughput|fit
 #          --fit-max B (largest batch tried in the 8 GiB search, default 512)
 #          --out DIR (where the results file goes; default results/)
@@ -35,7 +38,7 @@ load_start="$(cut -d' ' -f1-3 /proc/loadavg)" # before anything of ours runs
 say() { echo "compare: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-device=cpu steps="" warmup="" repeats="" threads="" batches="32 64 96 128" recompute=both only=all
+device=cpu steps="" warmup="" repeats="" threads="" batches="32 64 96 128" recompute=both only=all cases="tiny full64"
 fit_max=512 out_dir="$root/results"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -45,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --repeats) repeats="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --batches) batches="$2"; shift 2 ;;
+    --cases) cases="$2"; shift 2 ;;
     --recompute) recompute="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --fit-max) fit_max="$2"; shift 2 ;;
@@ -56,7 +60,7 @@ done
 case "$device" in cpu | cuda) ;; *) die "--device must be cpu or cuda" ;; esac
 case "$recompute" in on) rc_modes=(1) ;; off) rc_modes=(0) ;; both) rc_modes=(0 1) ;; *) die "--recompute on|off|both" ;; esac
 if [[ $device == cpu ]]; then
-    steps="${steps:-20}" warmup="${warmup:-3}" repeats="${repeats:-3}" threads="${threads:-$(nproc)}"
+    steps="${steps:-20}" warmup="${warmup:-3}" repeats="${repeats:-5}" threads="${threads:-$(nproc)}"
 else
     steps="${steps:-20}" warmup="${warmup:-5}" repeats="${repeats:-1}"
 fi
@@ -135,20 +139,37 @@ torch_ref() {
 }
 
 if [[ $device == cpu ]]; then
-    # ---- CPU: the tiny preset ----
-    common=(--device cpu --preset tiny --threads "$threads" --steps "$steps" --warmup "$warmup")
-    for ((r = 1; r <= repeats; r++)); do
-        run moco_rs tiny step "$r" ours "${common[@]}" --feed pool
-        run moco_rs tiny loader "$r" ours "${common[@]}" --feed loader
-        # The reference gets the shapes ours just reported, so the two cannot drift apart.
-        g() { field moco_rs tiny step "$1"; }
-        [[ -n $(g width) ]] || die "launcher bench printed no figures; see the error above"
-        run pytorch tiny step "$r" torch_ref --device cpu --width "$(g width)" --image-size "$(g image_size)" \
-            --batch "$(g batch)" --queue "$(g queue)" --proj-hidden "$(g proj_hidden)" --dim "$(g dim)" \
-            --pred-hidden "$(g pred_hidden)" --optimizer "$(g optimizer)" --shuffle-groups "$(g shuffle_groups)" \
-            --T "$(g temperature)" --dataset-size "$(g dataset_size)" --threads "$threads" \
-            --steps "$steps" --warmup "$warmup"
+    # ---- CPU: the tiny preset, and full-width ResNet-50 at 64 px, batch 8 ----
+    # Repeats are interleaved A/B per case and the order alternates (AB, BA, AB, ...), so a
+    # slow spell of a loaded machine hits both sides alike; the report takes each side's
+    # median over repeats, its min-max, and the median (min-max) of the per-repeat ratios.
+    # Ours runs first in repeat 1: the reference gets the shapes ours reported.
+    for r in $(seq 1 "$repeats"); do
+        for case_ in $cases; do
+            case "$case_" in
+            tiny) shape=() ;;
+            full64) shape=(--width 1 --image-size 64 --batch 8) ;;
+            *) die "unknown case $case_ (tiny, full64)" ;;
+            esac
+            common=(--device cpu --preset tiny "${shape[@]}" --threads "$threads" --steps "$steps" --warmup "$warmup")
+            ours_run() { run moco_rs "$case_" step "$r" ours "${common[@]}" --feed pool --loader-batches 0; }
+            ref_run() {
+                g() { field moco_rs "$case_" step "$1"; }
+                [[ -n $(g width) ]] || die "launcher bench printed no figures for $case_; see the error above"
+                run pytorch "$case_" step "$r" torch_ref --device cpu --width "$(g width)" --image-size "$(g image_size)" \
+                    --batch "$(g batch)" --queue "$(g queue)" --proj-hidden "$(g proj_hidden)" --dim "$(g dim)" \
+                    --pred-hidden "$(g pred_hidden)" --optimizer "$(g optimizer)" --shuffle-groups "$(g shuffle_groups)" \
+                    --T "$(g temperature)" --dataset-size "$(g dataset_size)" --threads "$threads" \
+                    --steps "$steps" --warmup "$warmup"
+            }
+            if ((r % 2 == 1)); then ours_run; ref_run; else ref_run; ours_run; fi
+        done
     done
+    # Once, after the timed pairs: does the live loader keep up with the tiny step?
+    if [[ " $cases " == *" tiny "* ]]; then
+        run moco_rs tiny loader 1 ours --device cpu --preset tiny --threads "$threads" --steps "$steps" \
+            --warmup "$warmup" --feed loader
+    fi
 else
     # ---- CUDA: 224 px, the optimized preset's step ----
     queue_for() { echo $(((76800 + $1) / (2 * $1) * 2 * $1)); } # nearest multiple of 2B to 76800

@@ -53,7 +53,7 @@ def phase_ms(rows):
 
 
 CPU_DIFFERENCES = """\
-- Same work: ResNet-50 topology at width 0.125 and 64 px, the tiny preset's projector/predictor
+- Same work: ResNet-50 topology at width 0.125 (tiny) or 1 (full64) and 64 px, the tiny preset's projector/predictor
   and queue, SGD (momentum 0.9), shuffle BN with 2 groups on the key side, own-image masking,
   fp32, symmetric loss, EMA, enqueue; both sides time warm steps ended the same way and take
   the median.
@@ -91,60 +91,99 @@ CUDA_DIFFERENCES = """\
 """
 
 
-def cpu_report(rows, out):
-    ours = [r for r in rows if r["side"] == "moco_rs" and r["purpose"] == "step" and r.get("median_step_s")]
-    loader = [r for r in rows if r["side"] == "moco_rs" and r["purpose"] == "loader" and r.get("median_step_s")]
-    ref = [r for r in rows if r["side"] == "pytorch" and r["purpose"] == "step" and r.get("median_step_s")]
+def spread(vals, fmt="{:.1f}") -> str:
+    """median (min-max) of a list, or '-'."""
+    if not vals:
+        return "-"
+    return f"{fmt.format(statistics.median(vals))} ({fmt.format(min(vals))}-{fmt.format(max(vals))})"
+
+
+CASE_TITLES = {
+    "tiny": "tiny preset (width 0.125, 64 px, batch 32)",
+    "full64": "full-width ResNet-50, 64 px, batch 8 (tiny preset's heads, queue, SGD, shuffle BN)",
+}
+
+
+def cpu_case(rows, case, out):
+    ours = [r for r in rows if r["side"] == "moco_rs" and r["case"] == case and r["purpose"] == "step" and r.get("median_step_s")]
+    ref = [r for r in rows if r["side"] == "pytorch" and r["case"] == case and r["purpose"] == "step" and r.get("median_step_s")]
+    out.append(f"### {CASE_TITLES.get(case, case)}")
+    out.append("")
     if not ours or not ref:
         out.append("**Incomplete: a side produced no figures; see the failures below.**\n")
         return
     batch = ours[0]["batch"]
-    o_s, t_s = med(ours, "median_step_s"), med(ref, "median_step_s")
-    o_ips, t_ips = batch / o_s, batch / t_s
+    o_ms = [r["median_step_s"] * 1e3 for r in ours]
+    t_ms = [r["median_step_s"] * 1e3 for r in ref]
+    # Paired ratios: repeat r of ours against repeat r of the reference (run back to back).
+    t_by_rep = {r["repeat"]: r["median_step_s"] for r in ref}
+    pairs = [r["median_step_s"] / t_by_rep[r["repeat"]] for r in ours if r["repeat"] in t_by_rep]
     o_mem = statistics.median(step_memory(r) for r in ours)
     t_mem = statistics.median(step_memory(r) for r in ref)
-    out.append("| figure | moco-rs | PyTorch | moco-rs / PyTorch |")
+    out.append("| figure: median (min-max) over repeats | moco-rs | PyTorch | moco-rs / PyTorch |")
     out.append("|---|---|---|---|")
-    out.append(f"| median step | {o_s * 1e3:.1f} ms | {t_s * 1e3:.1f} ms | {ratio(o_s, t_s)} |")
-    out.append(f"| images/s | {o_ips:.1f} | {t_ips:.1f} | {ratio(o_ips, t_ips)} |")
-    out.append(f"| step host memory (peak RSS - RSS before the model) | {mib(o_mem)} | {mib(t_mem)} | {ratio(o_mem, t_mem)} |")
     out.append(
-        f"| process peak RSS | {mib(med(ours, 'peak_memory_bytes'))} | {mib(med(ref, 'peak_memory_bytes'))} | "
-        f"{ratio(med(ours, 'peak_memory_bytes'), med(ref, 'peak_memory_bytes'))} |"
+        f"| step time (ms) | {spread(o_ms)} | {spread(t_ms)} | {ratio(statistics.median(o_ms), statistics.median(t_ms))} "
+        f"(paired: {spread(pairs, '{:.2f}')}) |"
     )
+    o_ips = [batch / (x / 1e3) for x in o_ms]
+    t_ips = [batch / (x / 1e3) for x in t_ms]
+    out.append(
+        f"| images/s | {spread(o_ips)} | {spread(t_ips)} | {ratio(statistics.median(o_ips), statistics.median(t_ips))} |"
+    )
+    out.append(f"| step host memory (peak RSS - RSS before the model) | {mib(o_mem)} | {mib(t_mem)} | {ratio(o_mem, t_mem)} |")
     op, tp = phase_ms(ours), phase_ms(ref)
     for p in ["data", "forward", "backward", "comm", "optimizer", "other"]:
         o, t = op.get(p), tp.get(p)
         out.append(
-            f"| {p} (ms/step) | {'-' if o is None else f'{o:.1f}'} | {'-' if t is None else f'{t:.1f}'} | "
+            f"| {p} (ms/step, median) | {'-' if o is None else f'{o:.1f}'} | {'-' if t is None else f'{t:.1f}'} | "
             f"{ratio(o, t) if o and t else '-'} |"
         )
     out.append("")
     out.append(
-        f"Medians over {len(ours)} repeat(s) of each side's median over its timed steps; "
-        f"batch {batch}, {ours[0]['threads']} threads each."
+        f"{len(ours)} repeat(s) of ours, {len(ref)} of the reference, each the median of its timed steps; "
+        f"batch {batch}, {ours[0]['threads']} threads each. The paired ratio divides each repeat of ours "
+        "by the reference run next to it."
     )
-    if loader:
+    out.append("")
+
+
+def cpu_report(rows, out):
+    cases = list(dict.fromkeys(r["case"] for r in rows if r["purpose"] == "step"))
+    out.append(
+        "Rule: every run that finished is counted; a run that failed is left out and listed under "
+        "'Failed runs'. Nothing else is discarded: the medians resist a few disturbed repeats and the "
+        "min-max shows them."
+    )
+    out.append("")
+    for case in cases:
+        cpu_case(rows, case, out)
+    ours = [r for r in rows if r["side"] == "moco_rs" and r["case"] == "tiny" and r["purpose"] == "step" and r.get("median_step_s")]
+    loader = [r for r in rows if r["side"] == "moco_rs" and r["purpose"] == "loader" and r.get("median_step_s")]
+    if loader and ours:
+        batch = ours[0]["batch"]
+        o_s = med(ours, "median_step_s")
         l_s = med(loader, "median_step_s")
         lp = med(loader, "loader_pairs_per_s")
         data = statistics.median(r["phase_share"]["data"] for r in loader)
-        out.append("")
         out.append(
-            f"With the live loader (augmenting on the same cores): median step {l_s * 1e3:.1f} ms "
+            f"With the live loader (tiny, augmenting on the same cores): median step {l_s * 1e3:.1f} ms "
             f"({batch / l_s:.1f} images/s), {data * 100:.1f}% of it waiting for data. The loader alone "
             f"makes {lp:.0f} two-view pairs/s with {loader[0]['loader_threads']} thread(s), "
             f"{lp / (batch / o_s):.1f}x what the step consumes."
         )
+        out.append("")
+    out.append("Each run, in the order run:")
     out.append("")
-    out.append("Each run:")
-    out.append("")
-    out.append("| side | feed | repeat | median step (ms) | min-max (ms) | images/s | peak RSS | load average |")
-    out.append("|---|---|---|---|---|---|---|---|")
-    for r in ours + loader + ref:
+    out.append("| case | side | feed | repeat | median step (ms) | min-max over steps (ms) | images/s | peak RSS | load average |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if not r.get("median_step_s"):
+            continue
         mm = f"{r['step_min_s'] * 1e3:.1f}-{r['step_max_s'] * 1e3:.1f}" if "step_min_s" in r else "-"
         feed = r.get("feed", "fixed tensors")
         out.append(
-            f"| {r['side']} | {feed} | {r['repeat']} | {r['median_step_s'] * 1e3:.1f} | {mm} | "
+            f"| {r['case']} | {r['side']} | {feed} | {r['repeat']} | {r['median_step_s'] * 1e3:.1f} | {mm} | "
             f"{r['images_per_s']:.1f} | {mib(r['peak_memory_bytes'])} | {r.get('load_average', '-')} |"
         )
 
@@ -194,7 +233,7 @@ def main() -> int:
 
     out = []
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = "CPU: the tiny preset" if a.device == "cpu" else "CUDA: 224 px, optimized preset's step"
+    title = "CPU: tiny preset and full width at 64 px" if a.device == "cpu" else "CUDA: 224 px, optimized preset's step"
     out.append(f"# moco-rs vs PyTorch reference, {title}, {when}")
     out.append("")
     out.append("Measured by `scripts/compare.sh" + (" --device cuda" if a.device == "cuda" else "") + "`.")

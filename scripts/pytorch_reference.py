@@ -140,6 +140,24 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
+def write_profile(prof, path: str, steps: int) -> None:
+    """Per-op self CPU time per step, the autograd backward ops apart from the forward ones
+    (torch names them `...Backward0`; their kernels appear as children, e.g.
+    aten::convolution_backward), written as a markdown table sorted by time."""
+    rows = []
+    for e in prof.key_averages():
+        if e.self_cpu_time_total <= 0:
+            continue
+        rows.append((e.self_cpu_time_total / steps / 1000.0, e.count / steps, e.key))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    with open(path, "w") as f:
+        f.write(f"| op (PyTorch, self CPU time) | ms/step | calls/step | share |\n|---|---|---|---|\n")
+        for ms, calls, key in rows[:40]:
+            f.write(f"| {key} | {ms:.2f} | {calls:.0f} | {ms / total * 100:.1f}% |\n")
+        f.write(f"| (all {len(rows)} ops) | {total:.2f} | | 100% |\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -163,6 +181,10 @@ def main() -> int:
     ap.add_argument("--vram-limit-gib", type=float, default=0.0, help="cap the CUDA caching allocator (0: no cap)")
     ap.add_argument("--T", type=float, default=0.2)
     ap.add_argument("--m", type=float, default=0.99)
+    ap.add_argument("--profile", metavar="FILE", default=None,
+                    help="after the timed steps, profile --profile-steps more with torch.profiler and "
+                    "write the per-op table (self CPU time, forward and backward ops apart) to FILE")
+    ap.add_argument("--profile-steps", type=int, default=5)
     args = ap.parse_args()
 
     if args.queue % (2 * args.batch) != 0:
@@ -228,8 +250,19 @@ def main() -> int:
 
     times, phases = [], {"forward": [], "backward": [], "optimizer": []}
     total = args.warmup + args.steps
+    prof = None
+    if args.profile:
+        if device.type != "cpu":
+            raise SystemExit("--profile is for --device cpu (a CPU per-op table)")
+        # Profiled steps come after the timed ones (the profiler's overhead stays out of the
+        # figures); schedule: the first `total` steps are not recorded.
+        prof = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU],
+            schedule=torch.profiler.schedule(wait=total, warmup=0, active=args.profile_steps, repeat=1),
+        )
+        prof.start()
     try:
-        for it in range(total):
+        for it in range(total + (args.profile_steps if prof else 0)):
             if it == args.warmup and device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(device)
@@ -270,7 +303,9 @@ def main() -> int:
             lossv = float(loss.detach())
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {it}: loss is not finite")
-            if it >= args.warmup:
+            if prof is not None:
+                prof.step()
+            if args.warmup <= it < total:
                 f, b, o = elapsed(t0, t1), elapsed(t1, t2), elapsed(t2, t3)
                 times.append(wall)
                 phases["forward"].append(f)
@@ -284,6 +319,9 @@ def main() -> int:
                           "vram_limit_gib": args.vram_limit_gib, "error": str(e).splitlines()[0]}))
         return 3
 
+    if prof is not None:
+        prof.stop()
+        write_profile(prof, args.profile, args.profile_steps)
     med = statistics.median(times)
     sums = {k: sum(v) for k, v in phases.items()}
     tot = sum(sums.values())

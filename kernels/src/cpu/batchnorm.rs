@@ -6,6 +6,7 @@
 //! constants computed in f64.
 
 use super::scratch::reduce_rows_per_chunk;
+use super::simd::avx2_fn;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -45,6 +46,7 @@ pub(crate) fn relu(v: f32) -> f32 {
     }
 }
 
+avx2_fn! {
 /// Per-channel mean and biased variance (divided by m) of x `[m, c]`; overwrites both.
 pub fn bn_stats(m: usize, c: usize, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
     assert!(m > 0, "bn_stats: no rows");
@@ -72,7 +74,9 @@ pub fn bn_stats(m: usize, c: usize, x: &[f32], mean: &mut [f32], var: &mut [f32]
         var[ch] = (sq[ch] / m as f64) as f32;
     }
 }
+}
 
+avx2_fn! {
 /// y = (x - mean) / sqrt(var + eps) * gamma + beta, then ReLU if `relu` (NaN passes through).
 /// gamma/beta `None` = affine-free. y `[m, c]` is overwritten.
 #[allow(clippy::too_many_arguments)]
@@ -111,7 +115,9 @@ pub fn bn_apply(
         }
     });
 }
+}
 
+avx2_fn! {
 /// sum_dy = sum over rows of dy; sum_dy_xhat = sum of dy * (x - mean) / sqrt(var + eps).
 /// Both `[c]`, overwritten. (They are dbeta and dgamma.)
 #[allow(clippy::too_many_arguments)]
@@ -150,7 +156,9 @@ pub fn bn_bwd_reduce(
         sum_dy_xhat[ch] = (sums[c + ch] * inv_std(var[ch], eps)) as f32;
     }
 }
+}
 
+avx2_fn! {
 /// dx = gamma * invstd * (dy - sum_dy / count - xhat * sum_dy_xhat / count), overwritten.
 /// `count` is the number of rows the statistics came from (all ranks' rows under SyncBN).
 #[allow(clippy::too_many_arguments)]
@@ -199,6 +207,7 @@ pub fn bn_bwd_apply(
             }
         },
     );
+}
 }
 
 /// y `[c]` = the average over `groups` of x `[groups, c]`: f32, group order, each term x / groups

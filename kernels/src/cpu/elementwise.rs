@@ -3,6 +3,7 @@
 
 use super::batchnorm::relu;
 use super::scratch::FLAT_CHUNK;
+use super::simd::avx2_fn;
 use half::f16;
 use rayon::prelude::*;
 
@@ -10,23 +11,42 @@ fn same_len(op: &str, a: usize, b: usize) {
     assert_eq!(a, b, "{op}: operands have {a} and {b} elements");
 }
 
-/// y = f(x, y) elementwise.
-fn zip_map(x: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    y.par_chunks_mut(FLAT_CHUNK).zip(x.par_chunks(FLAT_CHUNK)).for_each(|(yc, xc)| {
-        yc.iter_mut().zip(xc).for_each(|(y, x)| *y = f(*x, *y));
-    });
+// The two loop shapes, as macros rather than generic functions: the loop closures must be
+// written inside the calling function for `avx2_fn!` to compile them with AVX2 (a closure
+// takes the target features of the function it is written in).
+
+/// y = f(x, y) elementwise: `zip_map!(x, y, |xv, yv| expr)`.
+macro_rules! zip_map {
+    ($x:expr, $y:expr, |$xv:ident, $yv:pat_param| $e:expr) => {
+        $y.par_chunks_mut(FLAT_CHUNK).zip($x.par_chunks(FLAT_CHUNK)).for_each(|(yc, xc)| {
+            yc.iter_mut().zip(xc).for_each(|(y, x)| {
+                let ($xv, $yv) = (*x, *y);
+                *y = $e;
+            })
+        })
+    };
 }
 
-/// x = f(x) elementwise.
-fn map_inplace(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    x.par_chunks_mut(FLAT_CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+/// x = f(x) elementwise: `map_inplace!(x, |v| expr)`.
+macro_rules! map_inplace {
+    ($x:expr, |$v:ident| $e:expr) => {
+        $x.par_chunks_mut(FLAT_CHUNK).for_each(|c| {
+            c.iter_mut().for_each(|p| {
+                let $v = *p;
+                *p = $e;
+            })
+        })
+    };
 }
 
+avx2_fn! {
 /// x = max(x, 0) in place (NaN passes through, so overflow stays visible).
 pub fn relu_inplace(x: &mut [f32]) {
-    map_inplace(x, relu);
+    map_inplace!(x, |v| relu(v));
+}
 }
 
+avx2_fn! {
 /// dx = dy where y > 0 else 0 (y is the ReLU output). Overwrites dx.
 pub fn relu_bwd(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     same_len("relu_bwd", y.len(), dx.len());
@@ -39,22 +59,27 @@ pub fn relu_bwd(y: &[f32], dy: &[f32], dx: &mut [f32]) {
         },
     );
 }
+}
 
+avx2_fn! {
 /// y += x.
 pub fn add_inplace(x: &[f32], y: &mut [f32]) {
     same_len("add_inplace", x.len(), y.len());
-    zip_map(x, y, |x, y| y + x);
+    zip_map!(x, y, |xv, yv| yv + xv);
+}
 }
 
+avx2_fn! {
 /// y = alpha * x + beta * y. With beta = 0, y is not read (BLAS semantics: a NaN or inf
 /// already in y does not survive an overwrite).
 pub fn axpby(alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
     same_len("axpby", x.len(), y.len());
     if beta == 0.0 {
-        zip_map(x, y, |x, _| alpha * x);
+        zip_map!(x, y, |xv, _| alpha * xv);
     } else {
-        zip_map(x, y, |x, y| alpha * x + beta * y);
+        zip_map!(x, y, |xv, yv| alpha * xv + beta * yv);
     }
+}
 }
 
 /// y = x.
@@ -68,13 +93,15 @@ pub fn fill(x: &mut [f32], value: f32) {
     x.fill(value);
 }
 
+avx2_fn! {
 /// x *= alpha.
 pub fn scale(x: &mut [f32], alpha: f32) {
-    map_inplace(x, |v| v * alpha);
+    map_inplace!(x, |v| v * alpha);
+}
 }
 
 /// Rounds every element to the nearest fp16 and back (round-to-nearest-even, overflow to
 /// +-inf, as a CUDA `__float2half_rn` store would): the CPU's emulation of fp16 activations.
 pub fn round_f16(x: &mut [f32]) {
-    map_inplace(x, |v| f16::from_f32(v).to_f32());
+    map_inplace!(x, |v| f16::from_f32(v).to_f32());
 }

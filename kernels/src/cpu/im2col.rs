@@ -8,6 +8,7 @@
 //! in-range taps `kx` read consecutive pixels of one input row, which in NHWC is one
 //! contiguous run of memory: im2col copies runs, col2im adds runs.
 
+use super::simd::avx2_fn;
 use crate::shapes::ConvShape;
 
 /// Columns of the column matrix: `k * k * c_in`.
@@ -24,6 +25,7 @@ fn tap_range(base: isize, k: usize, size: usize) -> (usize, usize) {
     (lo, hi)
 }
 
+avx2_fn! {
 /// Fills `col` (`[rows.len(), K]`) with the column-matrix rows `rows` of the whole batch
 /// `x` (`[n, h, w, c_in]`); row r is output pixel (img, oy, ox) = (r / (oh*ow), ...).
 /// Padding taps are written as zeros, so every element of `col` is overwritten.
@@ -35,9 +37,9 @@ pub fn im2col_rows(s: &ConvShape, x: &[f32], rows: std::ops::Range<usize>, col: 
     assert_eq!(col.len(), rows.len() * kw, "im2col: col must be [{}, {kw}]", rows.len());
     let kc = s.k * s.c_in;
     let img_len = s.h * s.w * s.c_in;
-    for (r, dst) in rows.zip(col.chunks_exact_mut(kw.max(1))) {
-        let (img, pix) = (r / (oh * ow), r % (oh * ow));
-        let (oy, ox) = (pix / ow, pix % ow);
+    // The output pixel of the first row, then stepped along (no division per row).
+    let (mut img, mut oy, mut ox) = (rows.start / (oh * ow), rows.start % (oh * ow) / ow, rows.start % ow);
+    for dst in col.chunks_exact_mut(kw.max(1)).take(rows.len()) {
         let x_img = &x[img * img_len..(img + 1) * img_len];
         let base_y = (oy * s.stride) as isize - s.pad as isize;
         let base_x = (ox * s.stride) as isize - s.pad as isize;
@@ -57,9 +59,20 @@ pub fn im2col_rows(s: &ConvShape, x: &[f32], rows: std::ops::Range<usize>, col: 
                     .copy_from_slice(&x_img[src..src + (kx_hi - kx_lo) * s.c_in]);
             }
         }
+        ox += 1;
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                img += 1;
+            }
+        }
     }
 }
+}
 
+avx2_fn! {
 /// Overwrites `dx` (`[n_img, h, w, c_in]`, whole images) with the adjoint of im2col of the
 /// same images: every input pixel gets the sum of the column entries copied from it. `col`
 /// is those images' column matrix, `[n_img * oh * ow, K]`.
@@ -101,4 +114,5 @@ pub fn col2im(s: &ConvShape, col: &[f32], n_img: usize, dx: &mut [f32]) {
             }
         }
     }
+}
 }

@@ -17,6 +17,7 @@
 //!   im2col in cache-sized chunks).
 //! - `batchnorm`, `pool`, `linear`, `elementwise`, `l2norm`, `softmax`, `optim`: the op families.
 //! - `scratch`: the pooled scratch buffers and the fixed work splits of reductions.
+//! - `simd`: runtime AVX2 dispatch for the hand-written loops (bit-identical results).
 //! - `backend`: [`Cpu`], the `Backend` implementation.
 
 pub mod backend;
@@ -30,6 +31,7 @@ pub mod linear;
 pub mod optim;
 pub mod pool;
 pub mod scratch;
+pub mod simd;
 pub mod softmax;
 
 pub use backend::Cpu;

@@ -1,5 +1,6 @@
 //! The stem's 3x3/2 pad-1 max pool and the global average pool, NHWC.
 
+use super::simd::avx2_fn;
 use crate::shapes::PoolShape;
 use rayon::prelude::*;
 
@@ -21,6 +22,7 @@ fn taps(o: usize, size: usize) -> (usize, usize) {
 /// outer, kx inner) and a later tap wins only if strictly greater, as PyTorch's CPU kernel;
 /// a NaN wins over any number (the first NaN is kept), so NaN propagates. Padding never
 /// wins: the scan starts at the first in-range tap (every window has one since PAD < K).
+#[inline(always)]
 fn window_argmax(s: &PoolShape, x_img: &[f32], oy: usize, ox: usize, best: &mut [f32], arg: &mut [u8]) {
     let c = s.c;
     let (ky_lo, ky_hi) = taps(oy, s.h);
@@ -53,6 +55,7 @@ fn check(op: &str, s: &PoolShape, x_len: usize, y_len: usize) {
     assert_eq!(y_len, s.y_len(), "{op}: output length for {s:?}");
 }
 
+avx2_fn! {
 /// y = 3x3/2 pad-1 max pool of x. x `[n, h, w, c]`, y `[n, oh, ow, c]` (overwritten). A NaN in
 /// a window makes its output NaN.
 pub fn maxpool_fwd(s: &PoolShape, x: &[f32], y: &mut [f32]) {
@@ -85,7 +88,9 @@ pub fn maxpool_fwd(s: &PoolShape, x: &[f32], y: &mut [f32]) {
         }
     });
 }
+}
 
+avx2_fn! {
 /// dx = the max pool's backward: each dy goes to the first maximal input of its window
 /// (recomputed from x); dx `[n, h, w, c]` is overwritten.
 ///
@@ -134,7 +139,9 @@ pub fn maxpool_bwd(s: &PoolShape, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         }
     });
 }
+}
 
+avx2_fn! {
 /// y[img, ch] = mean over the hw positions of x[img, hw, ch] (summed in f64).
 pub fn avgpool_fwd(n: usize, hw: usize, c: usize, x: &[f32], y: &mut [f32]) {
     assert!(hw > 0, "avgpool_fwd: hw must be positive");
@@ -156,7 +163,9 @@ pub fn avgpool_fwd(n: usize, hw: usize, c: usize, x: &[f32], y: &mut [f32]) {
         },
     );
 }
+}
 
+avx2_fn! {
 /// dx[img, p, ch] = dy[img, ch] / hw for every position p; dx overwritten.
 pub fn avgpool_bwd(n: usize, hw: usize, c: usize, dy: &[f32], dx: &mut [f32]) {
     assert!(hw > 0, "avgpool_bwd: hw must be positive");
@@ -173,4 +182,5 @@ pub fn avgpool_bwd(n: usize, hw: usize, c: usize, dy: &[f32], dx: &mut [f32]) {
             px.iter_mut().zip(g).for_each(|(d, g)| *d = g * inv);
         }
     });
+}
 }
