@@ -31,15 +31,16 @@ pub fn nccl_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
-fn require_nccl() -> Result<()> {
+pub(crate) fn require_nccl() -> Result<()> {
     if nccl_present() {
         Ok(())
     } else {
         Err(KernelError::Cuda {
             op: "nccl",
-            detail: "libnccl could not be loaded: cudarc looks for `libnccl.so` (not libnccl.so.2); \
-                     link it next to the nvidia-nccl wheel's libnccl.so.2 and put that folder on \
-                     LD_LIBRARY_PATH (scripts/gpu_env.sh does both), or use the ring collective"
+            detail: "libnccl could not be loaded: the launcher and workers find it themselves in \
+                     .cuda-libs, the active Python's nvidia-nccl wheel, CUDA_HOME, /usr/local/cuda \
+                     and ld.so's paths (`launcher doctor` says where they looked); install it with \
+                     scripts/setup_gpu.sh, or use the ring collective (--nccl off)"
                 .to_string(),
         })
     }
@@ -59,7 +60,7 @@ fn describe(code: sys::ncclResult_t) -> String {
     }
 }
 
-fn nccl_err(op: &'static str, e: NcclError) -> KernelError {
+pub(crate) fn nccl_err(op: &'static str, e: NcclError) -> KernelError {
     let detail = describe(e.0);
     tracing::error!(op, %detail, "NCCL call failed");
     KernelError::Cuda { op, detail }
@@ -89,6 +90,11 @@ impl NcclId {
             *d = b as std::ffi::c_char;
         }
         Ok(NcclId(Id::uninit(internal)))
+    }
+
+    /// The cudarc id, for a communicator made outside [`NcclComm`] (the doctor's check).
+    pub fn into_inner(self) -> Id {
+        self.0
     }
 
     /// The id's bytes, to send to the other ranks.

@@ -12,6 +12,9 @@ pub struct Progress {
     last_line: Instant,
     pub last: Option<Metrics>,
     pub first: Option<Metrics>,
+    /// Images per optimiser step, when the first step's time should be turned into an estimate
+    /// of the step time and the whole run (full-size presets on the CPU).
+    pub estimate_from_first: Option<f64>,
 }
 
 impl Progress {
@@ -26,7 +29,14 @@ impl Progress {
             );
             b
         });
-        Progress { bar, total, last_line: Instant::now() - Duration::from_secs(60), last: None, first: None }
+        Progress {
+            bar,
+            total,
+            last_line: Instant::now() - Duration::from_secs(60),
+            last: None,
+            first: None,
+            estimate_from_first: None,
+        }
     }
 
     pub fn update(&mut self, m: Metrics) {
@@ -53,6 +63,18 @@ impl Progress {
             }
         }
         if self.first.is_none() {
+            if let Some(images) = self.estimate_from_first.filter(|_| m.images_per_sec > 0.0) {
+                let per_step = images / m.images_per_sec;
+                let left = self.total.saturating_sub(m.step) as f64 * per_step;
+                self.println(&format!(
+                    "the first step took {}: expect about {} per step and {} for the {} step(s) of this run \
+                     (stop with Ctrl-C; a GPU run: `launcher doctor`)",
+                    human_secs(per_step),
+                    human_secs(per_step),
+                    human_secs(per_step + left),
+                    self.total
+                ));
+            }
             self.first = Some(m.clone());
         }
         self.last = Some(m);
@@ -70,5 +92,31 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.abandon();
         }
+    }
+}
+
+/// "42 s", "11.3 min", "5.2 h", "3.1 days".
+pub fn human_secs(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86_400.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_secs;
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        assert_eq!(human_secs(42.0), "42.0 s");
+        assert_eq!(human_secs(678.0), "11.3 min");
+        assert_eq!(human_secs(18_720.0), "5.2 h");
+        assert_eq!(human_secs(267_840.0), "3.1 days");
     }
 }
