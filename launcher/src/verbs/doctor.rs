@@ -101,7 +101,7 @@ const DRIVER_FIX: &str = "install the NVIDIA driver (CUDA 12 needs driver >= 525
      e.g. `sudo ubuntu-drivers install` or your distribution's nvidia-driver package), reboot, and check \
      with `nvidia-smi`; without a GPU train with --device cpu";
 
-fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>) {
+fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>, nccl_required: bool) {
     rep.note("libraries:");
     for lib in Lib::ALL {
         let fix = if lib == Lib::Driver {
@@ -110,7 +110,18 @@ fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>) {
             let m = cuda_major.unwrap_or(13);
             format!("{}   (or: pip install {})", setup_command(cuda_major), wheel_for(lib, m))
         };
+        if lib == Lib::Nccl && !nccl_required && !(d.get(lib).is_some() && loadable(lib)) {
+            rep.note(format!(
+                "  warn  {}: not usable; the workers use the TCP ring instead (install: {fix})",
+                lib.label()
+            ));
+            continue;
+        }
         match d.get(lib) {
+            // The driver section above has already said it is missing, and how to fix it.
+            None if lib == Lib::Driver => {
+                rep.note(format!("  --    {}: not found (looked in: {})", lib.label(), d.searched.join(", ")))
+            }
             None => rep.bad(
                 lib.label(),
                 format!(
@@ -165,10 +176,12 @@ fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>) {
 
 /// Libraries, driver, GPUs, the NVRTC/driver versions and the memory plan: no kernels.
 /// `want_gpus`: GPUs the run needs (None: any). `r`: the run's config, for the fit.
+/// `nccl_required`: false for training, whose workers fall back to the TCP ring without NCCL.
 pub fn quick(
     want_gpus: Option<usize>,
     vram_limit: Option<u64>,
     r: Option<(&ResolvedConfig, &str)>,
+    nccl_required: bool,
 ) -> Report {
     let mut rep = Report::default();
     let d = discover(&Roots::from_env());
@@ -219,7 +232,7 @@ pub fn quick(
             rep.bad("NVIDIA driver", why, DRIVER_FIX);
         }
     }
-    libraries(&mut rep, &d, cuda_major);
+    libraries(&mut rep, &d, cuda_major, nccl_required);
     // A newer NVRTC than the driver makes code the driver refuses (cudarc#598).
     if let (Ok(info), Ok((nmaj, nmin))) = (&driver, moco_kernels::cuda::nvrtc::version()) {
         let dmaj = info.cuda_version / 1000;
@@ -321,7 +334,7 @@ pub fn run(a: &DoctorArgs) -> Result<Option<u8>> {
     // The fit depends on the per-GPU batch, not on the dataset: any size that resolves.
     let world = a.gpus.unwrap_or(1).max(1);
     let r = ResolvedConfig::new(&cfg, world, 1 << 20).ok();
-    let mut rep = quick(a.gpus, a.vram_limit, r.as_ref().map(|r| (r, preset.as_str())));
+    let mut rep = quick(a.gpus, a.vram_limit, r.as_ref().map(|r| (r, preset.as_str())), true);
     if !a.quick && rep.problems.is_empty() {
         if let Some(info) = rep.driver.clone() {
             let gpus = a.gpus.unwrap_or(info.gpus.len()).clamp(1, info.gpus.len().max(1));

@@ -103,7 +103,7 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
             moco_kernels::cuda::probe_driver().map_err(|e| {
                 LauncherError::Spawn(format!(
                     "--device cuda: {e} (CPU ranks: --device cpu --workers N)\n{}",
-                    super::doctor::quick(Some(world), a.vram_limit, None).advice()
+                    super::doctor::quick(Some(world), a.vram_limit, None, false).advice()
                 ))
             })?;
             "cuda"
@@ -119,7 +119,7 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
                     "--gpus {world}: no NVIDIA driver could be loaded, so there is no GPU to train on. \
                      What `launcher doctor` found:\n{}\nTo train on the CPU instead, say so: \
                      --device cpu --workers N (a small preset such as tiny suits a CPU)",
-                    super::doctor::quick(Some(world), a.vram_limit, None).advice()
+                    super::doctor::quick(Some(world), a.vram_limit, None, false).advice()
                 )));
             }
             Err(_) => "cpu",
@@ -128,7 +128,7 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
     if device == "cuda" {
         // The doctor's quick part (libraries, driver, GPUs, versions, memory plan), so a missing
         // library stops the run here with its fix instead of as a worker's panic.
-        let rep = super::doctor::quick(Some(world), a.vram_limit, Some((&r, config.preset_name())));
+        let rep = super::doctor::quick(Some(world), a.vram_limit, Some((&r, config.preset_name())), false);
         if !rep.problems.is_empty() {
             return Err(LauncherError::Spawn(format!(
                 "the GPU is not ready for training (`launcher doctor` shows the full report):\n{}",

@@ -254,9 +254,12 @@ impl Roots {
         if let Ok(cwd) = std::env::current_dir() {
             locals.push(cwd.join(".cuda-libs"));
         }
-        // target/<profile>/launcher -> the checkout's .cuda-libs.
-        if let Some(repo) =
-            std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        // target/<profile>/launcher -> the checkout's .cuda-libs (a place of the machine, like
+        // /usr/local/cuda: left out with MOCO_CUDA_SEARCH_SYSTEM=0).
+        if let Some(repo) = system
+            .then_some(())
+            .and_then(|()| std::env::current_exe().ok())
+            .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
         {
             locals.push(repo.join(".cuda-libs"));
         }
@@ -324,12 +327,24 @@ fn suffix_major(name: &str, stem: &str) -> Option<u32> {
     name.strip_prefix(&format!("lib{stem}.so."))?.split('.').next()?.parse().ok()
 }
 
-/// The version in a real file's name: `libcublas.so.12.4.5.8` -> "12.4.5.8".
+/// The version in the library's file names, following links (`libcublas.so` ->
+/// `libcublas.so.12` -> `libcublas.so.12.4.5.8` gives "12.4.5.8"): the longest one seen.
 fn version_of(path: &Path, stem: &str) -> Option<String> {
-    let real = std::fs::canonicalize(path).ok()?;
-    let name = real.file_name()?.to_str()?;
-    let v = name.strip_prefix(&format!("lib{stem}.so."))?;
-    (!v.is_empty() && v.split('.').all(|p| p.chars().all(|c| c.is_ascii_digit()))).then(|| v.to_string())
+    let prefix = format!("lib{stem}.so.");
+    let mut best: Option<String> = None;
+    let mut at = path.to_path_buf();
+    for _ in 0..8 {
+        if let Some(v) = at.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(&prefix)) {
+            let numeric =
+                !v.is_empty() && v.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            if numeric && best.as_ref().is_none_or(|b| v.len() > b.len()) {
+                best = Some(v.to_string());
+            }
+        }
+        let Ok(next) = std::fs::read_link(&at) else { break };
+        at = if next.is_absolute() { next } else { at.parent().unwrap_or(Path::new("/")).join(next) };
+    }
+    best
 }
 
 /// The best file for `lib` in `dir`: a name cudarc opens if there is one, else a versioned
