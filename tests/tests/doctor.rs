@@ -187,6 +187,15 @@ fn doctor_passes_on_the_wheel_layout_and_bridges_libnccl_so_2() {
         .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten().map(|e| e.path()))
         .collect();
     assert!(links.iter().any(|d| d.join("libnccl.so").exists()), "no libnccl.so link in {links:?}");
+    // Without the discovery the same layout is unusable: cudarc finds neither NCCL nor NVRTC.
+    let (code, out, _) = launcher_in(
+        t.path(),
+        DOCTOR,
+        &[("VIRTUAL_ENV", &venv), ("LD_LIBRARY_PATH", &driver)],
+        &[("MOCO_CUDA_DISCOVERY", "off")],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_contains(&out, &["NCCL (libnccl)", "cannot be loaded under the names cudarc tries"]);
 }
 
 #[test]
@@ -403,4 +412,56 @@ fn training_stops_with_the_doctors_advice_instead_of_a_worker_panic() {
         &["the GPU is not ready for training", "cuDNN (libcudnn): not found", "setup_gpu.sh"],
     );
     assert!(!run.join("logs").exists(), "no worker may have started");
+}
+
+#[test]
+fn the_launchers_workers_and_a_worker_started_by_hand_find_the_libraries_themselves() {
+    let p = parts();
+    let t = TempDir::new("doctor-workers");
+    let venv = wheel_layout(&p, t.path(), Without::default());
+    let driver = driver_into(&p, t.path());
+    let env: [(&str, &Path); 2] = [("VIRTUAL_ENV", &venv), ("LD_LIBRARY_PATH", &driver)];
+    // Two workers spawned by the launcher, joined by NCCL (only there as libnccl.so.2).
+    let run = t.path().join("run");
+    let mut args = vec![
+        "--device",
+        "cuda",
+        "--gpus",
+        "2",
+        "--nccl",
+        "auto",
+        "--steps",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(TINY_RUN);
+    let (code, _, err) = launcher_in(t.path(), &args, &env, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_contains(&err, &["2 worker(s) on the cuda", "done: 1 steps"]);
+    let log = std::fs::read_to_string(run.join("logs/rank-0.log")).unwrap_or_default();
+    assert!(log.contains("NCCL"), "rank 0 did not use NCCL:\n{log}");
+    // A worker started by hand (as under SLURM) searches by itself: NVRTC's builtins and
+    // cuda_fp16.h are only in the wheel's folders.
+    let mut cmd = Command::new(moco_tests::worker());
+    cmd.args(["--device", "cuda", "--steps", "1", "--out", t.path().join("w").to_str().unwrap()])
+        .args(TINY_RUN)
+        .current_dir(t.path())
+        .stdin(Stdio::null());
+    for k in [
+        "MOCO_NVRTC_INCLUDE",
+        "MOCO_NVRTC_LIB",
+        "MOCO_CUDA_INCLUDE",
+        "MOCO_CUDA_ENV_READY",
+        "RANK",
+        "WORLD_SIZE",
+        "SLURM_PROCID",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("MOCO_CUDA_SEARCH_SYSTEM", "0").env("TMPDIR", t.path()).envs(env.iter().map(|(k, v)| (*k, *v)));
+    let out = cmd.output().expect("the worker starts");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

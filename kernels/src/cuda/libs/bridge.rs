@@ -220,7 +220,8 @@ mod tests {
         let link_dir = p.link_dir.clone().expect("libnccl.so.2 needs a link");
         assert_eq!(std::fs::read_link(link_dir.join("libnccl.so")).unwrap(), libdir.join("libnccl.so.2"));
         assert!(!link_dir.join("libcublas.so").exists(), "cudarc opens libcublas.so.12 itself");
-        assert_eq!(p.lib_dirs, vec![link_dir.clone(), libdir.clone(), t.join("blas")]);
+        // The link folder first, then each library's folder in the order of Lib::ALL.
+        assert_eq!(p.lib_dirs, vec![link_dir.clone(), t.join("blas"), libdir.clone()]);
         // The same set again reuses the folder.
         assert_eq!(prepare(&d, &base).unwrap().link_dir, Some(link_dir));
         let joined = joined_path(&p.lib_dirs, Some(&OsString::from(format!("/x:{}", libdir.display()))));
