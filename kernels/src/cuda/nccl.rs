@@ -10,7 +10,8 @@
 //! Errors carry NCCL's own text (`ncclGetErrorString`, plus `ncclGetLastError` for the
 //! communicator), because cudarc's `NcclError` prints only "NcclError". cudarc panics when
 //! libnccl cannot be loaded, so every entry point checks for it first; note that cudarc looks
-//! for `libnccl.so` (not `libnccl.so.2`): scripts/gpu_env.sh makes that link.
+//! for `libnccl.so` (not `libnccl.so.2`): the launcher and worker make that link themselves
+//! (`cuda::libs`).
 //!
 //! Reported, unverified: NCCL >= 2.5 refuses two ranks of one communicator on the same GPU
 //! ("Duplicate GPU detected"); world size 1 always works.
@@ -340,7 +341,7 @@ mod tests {
     fn a_missing_libnccl_is_an_error_that_says_what_to_do() {
         match NcclId::new() {
             Err(KernelError::Cuda { detail, .. }) if !nccl_present() => {
-                assert!(detail.contains("libnccl.so") && detail.contains("gpu_env.sh"), "{detail}")
+                assert!(detail.contains("libnccl.so") && detail.contains("setup_gpu.sh"), "{detail}")
             }
             // With NCCL installed, an id needs no GPU (ncclGetUniqueId only picks a socket).
             other => assert!(nccl_present(), "NCCL absent but got {other:?}"),
