@@ -53,15 +53,27 @@ pub fn driver_info() -> Result<DriverInfo> {
     if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
         return Err(KernelError::Cuda { op: "cuDriverGetVersion", detail: format!("{r:?}") });
     }
-    let count = CudaContext::device_count().map_err(driver("cuDeviceGetCount"))?;
+    use cudarc::driver::result::{self as drv, device};
+    drv::init().map_err(driver("cuInit"))?;
+    let count = device::get_count().map_err(driver("cuDeviceGetCount"))?;
     let mut gpus = Vec::new();
+    // Device queries only, no context: the launcher asks before its workers start, and a
+    // context would hold GPU memory (and count against exclusive-process mode) meanwhile.
     for ordinal in 0..count.max(0) as usize {
-        let ctx = CudaContext::new(ordinal).map_err(driver("cuCtxCreate"))?;
+        let dev = device::get(ordinal as i32).map_err(driver("cuDeviceGet"))?;
+        let attr = |a: CUdevice_attribute| {
+            // SAFETY: `dev` is a valid device handle from cuDeviceGet after cuInit.
+            unsafe { device::get_attribute(dev, a) }.map_err(driver("cuDeviceGetAttribute"))
+        };
         gpus.push(Gpu {
             ordinal,
-            name: ctx.name().map_err(driver("cuDeviceGetName"))?,
-            total_mem: ctx.total_mem().map_err(driver("cuDeviceTotalMem"))? as u64,
-            cc: ctx.compute_capability().map_err(driver("compute_capability"))?,
+            name: device::get_name(dev).map_err(driver("cuDeviceGetName"))?,
+            // SAFETY: as above.
+            total_mem: unsafe { device::total_mem(dev) }.map_err(driver("cuDeviceTotalMem"))? as u64,
+            cc: (
+                attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            ),
         });
     }
     Ok(DriverInfo { cuda_version: v, gpus })

@@ -103,6 +103,11 @@ const DRIVER_FIX: &str = "install the NVIDIA driver (CUDA 12 needs driver >= 525
 
 fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>, nccl_required: bool) {
     rep.note("libraries:");
+    let searched = if d.searched.is_empty() {
+        "nowhere: no folder to search".to_string()
+    } else {
+        d.searched.join(", ")
+    };
     for lib in Lib::ALL {
         let fix = if lib == Lib::Driver {
             DRIVER_FIX.to_string()
@@ -120,17 +125,9 @@ fn libraries(rep: &mut Report, d: &Discovery, cuda_major: Option<i32>, nccl_requ
         match d.get(lib) {
             // The driver section above has already said it is missing, and how to fix it.
             None if lib == Lib::Driver => {
-                rep.note(format!("  --    {}: not found (looked in: {})", lib.label(), d.searched.join(", ")))
+                rep.note(format!("  --    {}: not found (looked in: {searched})", lib.label()))
             }
-            None => rep.bad(
-                lib.label(),
-                format!(
-                    "not found (looked in: {}; names {})",
-                    d.searched.join(", "),
-                    cudarc_names(lib.stem())[..2].join(", ")
-                ),
-                fix,
-            ),
+            None => rep.bad(lib.label(), format!("not found (looked in: {searched})"), fix),
             Some(f) => {
                 let version = f.version.clone().map(|v| format!(" (version {v})")).unwrap_or_default();
                 let what = format!("{}{version}, from {}", f.path.display(), f.source);
