@@ -64,11 +64,11 @@ fn folder_name(links: &[(String, PathBuf)]) -> String {
 /// Makes the link folder under `base` (built under a temporary name and renamed into place,
 /// so a process never sees half of it). Returns its path.
 pub fn make_link_dir(base: &Path, links: &[(String, PathBuf)]) -> std::io::Result<PathBuf> {
+    private_base(base)?;
     let dir = base.join(folder_name(links));
-    if links.iter().all(|(n, t)| std::fs::read_link(dir.join(n)).is_ok_and(|l| &l == t)) {
+    if holds_exactly(&dir, links) {
         return Ok(dir);
     }
-    std::fs::create_dir_all(base)?;
     let tmp = base.join(format!(".tmp-{}-{}", std::process::id(), folder_name(links)));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
@@ -78,12 +78,41 @@ pub fn make_link_dir(base: &Path, links: &[(String, PathBuf)]) -> std::io::Resul
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
         // Another process made the same folder meanwhile: same name, same content.
-        Err(_) if dir.is_dir() => {
+        Err(_) if holds_exactly(&dir, links) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(dir)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether `dir` holds exactly these links and nothing else (a folder this program made).
+fn holds_exactly(dir: &Path, links: &[(String, PathBuf)]) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else { return false };
+    let count = rd.count();
+    count == links.len() && links.iter().all(|(n, t)| std::fs::read_link(dir.join(n)).is_ok_and(|l| &l == t))
+}
+
+/// Makes `base` (mode 0700) or checks that it is this user's and writable by nobody else:
+/// its links go first on the library path, so a folder another user could write into (a name
+/// squatted in /tmp) must never be used.
+fn private_base(base: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(base)?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is not a folder of this user writable only by it; remove it", base.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// Where link folders go: per user, under the temporary folder.
@@ -228,6 +257,13 @@ mod tests {
         let parts: Vec<PathBuf> = std::env::split_paths(&joined).collect();
         assert_eq!(parts.len(), 4, "{parts:?}");
         assert_eq!(parts[3], PathBuf::from("/x"));
+        // A base others can write into is never used.
+        use std::os::unix::fs::PermissionsExt;
+        let open = t.join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = prepare(&d, &open).unwrap_err().to_string();
+        assert!(e.contains("writable only by it"), "{e}");
         std::fs::remove_dir_all(&t).unwrap();
     }
 }
