@@ -330,8 +330,12 @@ pub fn run(a: &DoctorArgs) -> Result<Option<u8>> {
     let preset = a.config.preset_name().to_string();
     // The fit depends on the per-GPU batch, not on the dataset: any size that resolves.
     let world = a.gpus.unwrap_or(1).max(1);
-    let r = ResolvedConfig::new(&cfg, world, 1 << 20).ok();
-    let mut rep = quick(a.gpus, a.vram_limit, r.as_ref().map(|r| (r, preset.as_str())), true);
+    let resolved = ResolvedConfig::new(&cfg, world, 1 << 20);
+    let r = resolved.as_ref().ok();
+    let mut rep = quick(a.gpus, a.vram_limit, r.map(|r| (r, preset.as_str())), true);
+    if let Err(e) = &resolved {
+        rep.bad(&format!("config of preset {preset}"), e.to_string(), "see `launcher plan` for what works");
+    }
     if !a.quick && rep.problems.is_empty() {
         if let Some(info) = rep.driver.clone() {
             let gpus = a.gpus.unwrap_or(info.gpus.len()).clamp(1, info.gpus.len().max(1));
