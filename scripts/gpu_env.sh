@@ -9,6 +9,9 @@
 #   - NVRTC needs cuda_fp16.h: MOCO_CUDA_INCLUDE points at a folder that has it.
 #
 # Usage (from anywhere):   eval "$(scripts/gpu_env.sh)"
+#
+# The launcher and worker no longer need it: they find the libraries themselves (README, "GPU:
+# from zero to training"); it stays for other tools (compare.sh, gpu_verify.sh's logs).
 # stdout is only `export` lines; what was found (or not) goes to stderr. Never fails hard:
 # a missing piece is reported and the rest is still exported.
 set -euo pipefail

@@ -40,6 +40,9 @@ pub enum Verb {
     Eval(crate::verbs::eval::EvalArgs),
     /// Backbone features of every tile to a safetensors file.
     Embed(crate::verbs::embed::EmbedArgs),
+    /// Can training start on this machine's GPUs? Driver, GPUs, libraries (or the command that
+    /// installs them), NVRTC, cuDNN, cuBLAS, NCCL and the memory plan; exit 0 only when it can.
+    Doctor(crate::verbs::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

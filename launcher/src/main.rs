@@ -29,6 +29,13 @@ use std::process::ExitCode;
 const EXIT_KILLED: u8 = 130;
 
 fn main() -> ExitCode {
+    // First, before any thread: find the CUDA libraries and put them on the library path
+    // (re-executing once if needed); the workers spawned later inherit it.
+    if let moco_kernels::cuda::libs::bridge::ProcessEnv::Failed(_, why) =
+        moco_kernels::cuda::libs::prepare_process()
+    {
+        eprintln!("note: {why}");
+    }
     let cli = cli::Cli::parse();
     let train = |a: &cli::TrainArgs| match verbs::train::run(a) {
         Ok(verbs::train::Ended::Stopped) => Ok(Some(EXIT_STOPPED as u8)),
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
         Some(cli::Verb::Export(a)) => verbs::export::run(&a).map(|()| None),
         Some(cli::Verb::Eval(a)) => verbs::eval::run(&a).map(|()| None),
         Some(cli::Verb::Embed(a)) => verbs::embed::run(&a).map(|()| None),
+        Some(cli::Verb::Doctor(a)) => verbs::doctor::run(&a),
         Some(cli::Verb::Train(a)) => train(&a),
         None => train(&cli.train),
     };

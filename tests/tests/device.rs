@@ -1,6 +1,6 @@
 //! Choosing the device through the real binaries: `--device cuda` trains or is refused with a
-//! clear error (never a panic, never a silent CPU run), `--gpus N` without a driver trains N
-//! CPU ranks with a note, and `--vram-limit` refuses a config whose memory plan does not fit
+//! clear error (never a panic, never a silent CPU run), `--gpus N` without a driver is refused
+//! with the doctor's advice, and `--vram-limit` refuses a config whose memory plan does not fit
 //! before any worker starts. CI machines have no GPU; on one with a driver the CUDA branches run.
 
 use moco_tests::{assert_contains, run_launcher, worker, TempDir, TINY_RUN};
@@ -86,7 +86,7 @@ fn cuda_trains_or_is_refused_clearly() {
 }
 
 #[test]
-fn gpus_without_a_driver_train_as_many_cpu_ranks() {
+fn gpus_without_a_driver_are_refused_with_the_doctors_advice() {
     if driver() {
         return; // the GPU machine trains on its GPUs; covered by the CUDA branches above
     }
@@ -94,15 +94,24 @@ fn gpus_without_a_driver_train_as_many_cpu_ranks() {
     let out = d.path().join("run");
     let mut args = vec!["--gpus", "2", "--out", out.to_str().unwrap()];
     args.extend(quick());
-    let r = run_launcher(&args).expect_ok();
+    let r = run_launcher(&args);
+    assert!(!r.ok(), "no driver, --gpus 2: must not train CPU ranks: {}", r.stderr);
     assert_contains(
         &r.stderr,
         &[
-            "no CUDA driver found: the 2 rank(s) of --gpus train on the CPU",
-            "2 worker(s) on the cpu",
-            "done: 2 steps",
+            "--gpus 2: no NVIDIA driver could be loaded",
+            "NVIDIA driver",
+            "nvidia-smi",
+            "--device cpu --workers N",
         ],
     );
+    assert!(!r.stderr.contains("step "), "no step may run: {}", r.stderr);
+    assert!(!out.exists(), "a refused run must not create its run folder");
+    // Saying so trains on the CPU.
+    let mut args = vec!["--device", "cpu", "--workers", "2", "--out", out.to_str().unwrap()];
+    args.extend(quick());
+    let r = run_launcher(&args).expect_ok();
+    assert_contains(&r.stderr, &["2 worker(s) on the cpu", "done: 2 steps"]);
 }
 
 #[test]

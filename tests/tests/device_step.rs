@@ -27,7 +27,8 @@ fn counters(ranks: usize, steps: u64, extra: &[&str], dir: &Path) -> serde_json:
     }
     let r = cmd.output().expect("the launcher starts");
     assert!(r.status.success(), "training failed:\n{}", String::from_utf8_lossy(&r.stderr));
-    // The launcher starts the ranks in order: the lowest pid is rank 0.
+    // The launcher starts the ranks in order: the lowest pid is rank 0. The launcher's own
+    // file (its pre-flight driver query, `launcher doctor`'s quick part) launched nothing.
     let prefix = format!("counters-{steps}-");
     let mut files: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
         .expect("the counters folder")
@@ -35,7 +36,8 @@ fn counters(ranks: usize, steps: u64, extra: &[&str], dir: &Path) -> serde_json:
             let p = e.ok()?.path();
             let name = p.file_name()?.to_str()?.to_string();
             let pid = name.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok()?;
-            Some((pid, p))
+            let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
+            (c["kernel_launches"].as_u64().unwrap_or(0) > 0).then_some((pid, p))
         })
         .collect();
     files.sort();

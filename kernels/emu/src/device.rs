@@ -8,6 +8,8 @@
 //! | `MOCO_EMU_MEMORY` | `8GiB` | total memory of each device (bytes, or KiB/MiB/GiB suffix) |
 //! | `MOCO_EMU_CC` | `8.6` | compute capability (sm_86: RTX 30-series) |
 //! | `MOCO_EMU_SMS` | 28 | multiprocessors (an RTX 3060 has 28) |
+//! | `MOCO_EMU_DRIVER_VERSION` | 13000 | what `cuDriverGetVersion` returns (12040: a CUDA 12.4 driver); module images from a newer toolkit are refused as a real driver refuses them (`driver/module_api.rs`) |
+//! | `MOCO_EMU_REFUSE_CUBIN` | unset | `1`: every CUBIN is refused (as for an architecture the image lacks), so the PTX fallback runs |
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,10 @@ pub struct DeviceConfig {
     pub cc_major: i32,
     pub cc_minor: i32,
     pub sm_count: i32,
+    /// The CUDA version the driver supports, as `cuDriverGetVersion` encodes it (12040 = 12.4).
+    pub driver_version: i32,
+    /// Refuse every CUBIN (tests of the PTX fallback).
+    pub refuse_cubin: bool,
 }
 
 /// Parses "8GiB", "512MiB", "64KiB" or a plain byte count.
@@ -60,6 +66,10 @@ impl DeviceConfig {
             cc_major,
             cc_minor,
             sm_count: env_or("MOCO_EMU_SMS", 28, |v| v.parse().ok().filter(|n| *n > 0)),
+            driver_version: env_or("MOCO_EMU_DRIVER_VERSION", 13000, |v| {
+                v.parse().ok().filter(|n| (10000..100000).contains(n))
+            }),
+            refuse_cubin: std::env::var("MOCO_EMU_REFUSE_CUBIN").is_ok_and(|v| v == "1"),
         }
     }
 }

@@ -97,3 +97,30 @@ mod tests {
         assert_eq!(names, ["relu_inplace_f16", "fill_f32"]);
     }
 }
+
+/// The CUDA release of the tools that produced an image: both NVRTC's PTX (a comment) and its
+/// CUBIN (the `.note.nv.tkinfo` note) carry "Cuda compilation tools, release 13.0, ...".
+/// `None` when the text is absent (hand-written PTX), which the driver then accepts.
+pub fn toolkit_release(image: &[u8]) -> Option<(i32, i32)> {
+    const TAG: &[u8] = b"Cuda compilation tools, release ";
+    let at = image.windows(TAG.len()).position(|w| w == TAG)? + TAG.len();
+    let rest = &image[at..image.len().min(at + 16)];
+    let end = rest.iter().position(|&b| b == b',' || b == 0).unwrap_or(rest.len());
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let (major, minor) = text.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::toolkit_release;
+
+    #[test]
+    fn the_release_is_read_from_ptx_and_cubin_text() {
+        let ptx = b"//\n// Cuda compilation tools, release 13.0, V13.0.88\n.version 9.0\n";
+        assert_eq!(toolkit_release(ptx), Some((13, 0)));
+        let note = b"\x00ptxas\x00Cuda compilation tools, release 12.4, V12.4.131\x00";
+        assert_eq!(toolkit_release(note), Some((12, 4)));
+        assert_eq!(toolkit_release(b".version 8.0\n.target sm_86\n"), None);
+    }
+}

@@ -53,6 +53,51 @@ fn driver(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> KernelErr
     move |e| KernelError::Cuda { op, detail: format!("{e:?}") }
 }
 
+/// How a module got onto the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedAs {
+    /// Machine code for the device's own architecture (no JIT).
+    Cubin,
+    /// The CUBIN was refused (the reason); the driver JIT-compiled the PTX instead.
+    Ptx { cubin_refused: String },
+}
+
+/// Loads a compilation's CUBIN, and when the driver refuses it, its PTX. When both are refused
+/// the error names both reasons and, where NVRTC is newer than the driver, the fix.
+pub fn load_compiled(
+    ctx: &Arc<CudaContext>,
+    compiled: nvrtc::Compiled,
+) -> Result<(Arc<CudaModule>, LoadedAs)> {
+    let cubin_err = match ctx.load_module(Ptx::from_binary(compiled.cubin)) {
+        Ok(m) => return Ok((m, LoadedAs::Cubin)),
+        Err(e) => format!("{e:?}"),
+    };
+    tracing::warn!(reason = %cubin_err, "the driver refused the CUBIN; trying the PTX");
+    match ctx.load_module(Ptx::from_src(compiled.ptx)) {
+        Ok(m) => Ok((m, LoadedAs::Ptx { cubin_refused: cubin_err })),
+        Err(e) => {
+            let mut detail = format!("the driver refused the CUBIN ({cubin_err}) and the PTX ({e:?})");
+            let mut drv = 0;
+            // SAFETY: a context exists, so libcuda is loaded; `drv` is a valid out-pointer.
+            let ok = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut drv) }
+                == cudarc::driver::sys::CUresult::CUDA_SUCCESS;
+            if let (true, Ok((major, minor))) = (ok, nvrtc::version()) {
+                if (major, minor) > (drv / 1000, drv % 1000 / 10) {
+                    detail.push_str(&format!(
+                        ": NVRTC {major}.{minor} is newer than the driver's CUDA {}.{}; install the NVRTC \
+                         of the driver's CUDA major with {} (it picks the wheels matching the driver), \
+                         or update the NVIDIA driver",
+                        drv / 1000,
+                        drv % 1000 / 10,
+                        crate::cuda::libs::SETUP_COMMAND
+                    ));
+                }
+            }
+            Err(KernelError::Cuda { op: "load_module", detail })
+        }
+    }
+}
+
 /// Compiles one family for `arch` and loads it into `ctx`.
 fn load_family(
     ctx: &Arc<CudaContext>,
@@ -64,7 +109,7 @@ fn load_family(
     if !compiled.log.trim().is_empty() {
         tracing::debug!(file = source.file, arch, log = %compiled.log, "NVRTC messages");
     }
-    ctx.load_module(Ptx::from_binary(compiled.cubin)).map_err(driver("load_module"))
+    load_compiled(ctx, compiled).map(|(m, _)| m)
 }
 
 impl Kernels {

@@ -10,7 +10,8 @@
 //! Errors carry NCCL's own text (`ncclGetErrorString`, plus `ncclGetLastError` for the
 //! communicator), because cudarc's `NcclError` prints only "NcclError". cudarc panics when
 //! libnccl cannot be loaded, so every entry point checks for it first; note that cudarc looks
-//! for `libnccl.so` (not `libnccl.so.2`): scripts/gpu_env.sh makes that link.
+//! for `libnccl.so` (not `libnccl.so.2`): the launcher and worker make that link themselves
+//! (`cuda::libs`).
 //!
 //! Reported, unverified: NCCL >= 2.5 refuses two ranks of one communicator on the same GPU
 //! ("Duplicate GPU detected"); world size 1 always works.
@@ -32,15 +33,16 @@ pub fn nccl_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
-fn require_nccl() -> Result<()> {
+pub(crate) fn require_nccl() -> Result<()> {
     if nccl_present() {
         Ok(())
     } else {
         Err(KernelError::Cuda {
             op: "nccl",
-            detail: "libnccl could not be loaded: cudarc looks for `libnccl.so` (not libnccl.so.2); \
-                     link it next to the nvidia-nccl wheel's libnccl.so.2 and put that folder on \
-                     LD_LIBRARY_PATH (scripts/gpu_env.sh does both), or use the ring collective"
+            detail: "libnccl could not be loaded: the launcher and workers find it themselves in \
+                     .cuda-libs, the active Python's nvidia-nccl wheel, CUDA_HOME, /usr/local/cuda \
+                     and ld.so's paths (`launcher doctor` says where they looked); install it with \
+                     scripts/setup_gpu.sh, or use the ring collective (--nccl off)"
                 .to_string(),
         })
     }
@@ -60,7 +62,7 @@ fn describe(code: sys::ncclResult_t) -> String {
     }
 }
 
-fn nccl_err(op: &'static str, e: NcclError) -> KernelError {
+pub(crate) fn nccl_err(op: &'static str, e: NcclError) -> KernelError {
     let detail = describe(e.0);
     tracing::error!(op, %detail, "NCCL call failed");
     KernelError::Cuda { op, detail }
@@ -90,6 +92,11 @@ impl NcclId {
             *d = b as std::ffi::c_char;
         }
         Ok(NcclId(Id::uninit(internal)))
+    }
+
+    /// The cudarc id, for a communicator made outside [`NcclComm`] (the doctor's check).
+    pub fn into_inner(self) -> Id {
+        self.0
     }
 
     /// The id's bytes, to send to the other ranks.
@@ -377,7 +384,7 @@ mod tests {
     fn a_missing_libnccl_is_an_error_that_says_what_to_do() {
         match NcclId::new() {
             Err(KernelError::Cuda { detail, .. }) if !nccl_present() => {
-                assert!(detail.contains("libnccl.so") && detail.contains("gpu_env.sh"), "{detail}")
+                assert!(detail.contains("libnccl") && detail.contains("setup_gpu.sh"), "{detail}")
             }
             // With NCCL installed, an id needs no GPU (ncclGetUniqueId only picks a socket).
             other => assert!(nccl_present(), "NCCL absent but got {other:?}"),

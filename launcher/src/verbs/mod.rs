@@ -1,7 +1,8 @@
 //! One file per verb: `train` (the default), `plan`, `presets`, `preview`, `bench` (a folder),
-//! `export`, `eval` and `embed` (these two share `evaluation`).
+//! `export`, `eval`, `embed` and `doctor` (these two share `evaluation`).
 
 pub mod bench;
+pub mod doctor;
 pub mod embed;
 pub mod eval;
 pub mod evaluation;

@@ -103,7 +103,10 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
         Device::Cpu => "cpu",
         Device::Cuda => {
             moco_kernels::cuda::probe_driver().map_err(|e| {
-                LauncherError::Spawn(format!("--device cuda: {e} (CPU ranks: --device cpu --workers N)"))
+                LauncherError::Spawn(format!(
+                    "--device cuda: {e} (CPU ranks: --device cpu --workers N)\n{}",
+                    super::doctor::quick(Some(world), a.vram_limit, None, false).advice()
+                ))
             })?;
             "cuda"
         }
@@ -111,14 +114,41 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
         Device::Auto if a.workers.is_some() && a.gpus.is_none() => "cpu",
         Device::Auto => match moco_kernels::cuda::probe_driver() {
             Ok(()) => "cuda",
-            Err(_) => {
-                if a.gpus.is_some() {
-                    eprintln!("note: no CUDA driver found: the {world} rank(s) of --gpus train on the CPU");
-                }
-                "cpu"
+            // `--gpus N` asks for GPUs: training N CPU ranks of a GPU preset instead would take
+            // hours per step without saying so (ResNet-50 at 224 px: minutes per step).
+            Err(_) if a.gpus.is_some() => {
+                return Err(LauncherError::Spawn(format!(
+                    "--gpus {world}: no NVIDIA driver could be loaded, so there is no GPU to train on. \
+                     What `launcher doctor` found:\n{}\nTo train on the CPU instead, say so: \
+                     --device cpu --workers N (a small preset such as tiny suits a CPU)",
+                    super::doctor::quick(Some(world), a.vram_limit, None, false).advice()
+                )));
             }
+            Err(_) => "cpu",
         },
     };
+    if device == "cuda" {
+        // The doctor's quick part (libraries, driver, GPUs, versions, memory plan), so a missing
+        // library stops the run here with its fix instead of as a worker's panic.
+        let rep = super::doctor::quick(Some(world), a.vram_limit, Some((&r, config.preset_name())), false);
+        if !rep.problems.is_empty() {
+            return Err(LauncherError::Spawn(format!(
+                "the GPU is not ready for training (`launcher doctor` shows the full report):\n{}",
+                rep.advice()
+            )));
+        }
+    }
+    let cpu_estimate = (device == "cpu" && (r.cfg.image_size >= 160 || r.cfg.width >= 1.0))
+        .then_some(r.batching.effective_batch as f64);
+    if cpu_estimate.is_some() {
+        eprintln!(
+            "note: preset {} is full-size (ResNet-50 at width {}, {} px) and runs on the CPU: the time of the \
+             first step and the expected time of the run follow it",
+            config.preset_name(),
+            r.cfg.width,
+            r.cfg.image_size
+        );
+    }
     if device == "cpu" && a.vram_limit.is_some() {
         eprintln!("note: --vram-limit limits GPU memory; the CPU workers ignore it");
     }
@@ -220,6 +250,7 @@ pub fn run(a: &TrainArgs) -> Result<Ended> {
     let bind = format!("{}:{}", a.master_addr, a.master_port);
     loop {
         let mut progress = Progress::new(end);
+        progress.estimate_from_first = cpu_estimate;
         let outcome = rt.block_on(run_once(&spec, &bind, &config_json, &watch, &mut progress))?;
         progress.finish();
         match outcome {

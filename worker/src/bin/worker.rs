@@ -84,6 +84,14 @@ struct SelftestArgs {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: find the CUDA libraries and put them on the library path
+    // (re-executing once if needed), as the launcher does; a worker the launcher spawned
+    // inherits its result and searches nothing.
+    if let moco_kernels::cuda::libs::bridge::ProcessEnv::Failed(_, why) =
+        moco_kernels::cuda::libs::prepare_process()
+    {
+        eprintln!("note: {why}");
+    }
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Train(a)) => *a,

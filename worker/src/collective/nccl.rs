@@ -151,7 +151,7 @@ pub fn join(
             "NCCL is off (--nccl off)".to_string()
         } else {
             format!(
-                "{} of {world} rank(s) cannot load libnccl.so (scripts/gpu_env.sh makes the link cudarc needs)",
+                "{} of {world} rank(s) cannot load libnccl (scripts/setup_gpu.sh installs it; `launcher doctor` says what is missing)",
                 world - votes[0] as usize
             )
         };

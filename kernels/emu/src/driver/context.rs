@@ -45,8 +45,9 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
-    // 13.0, the version of the bindings the project is built with.
-    status("cuDriverGetVersion", unsafe { put(version, 13000, "version") })
+    // Default 13.0, the version of the bindings the project is built with; MOCO_EMU_DRIVER_VERSION
+    // poses as an older driver.
+    status("cuDriverGetVersion", unsafe { put(version, device::config().driver_version, "version") })
 }
 
 #[no_mangle]

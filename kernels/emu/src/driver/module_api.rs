@@ -39,6 +39,36 @@ pub fn function(f: CUfunction) -> Result<Function> {
     })
 }
 
+/// Refuses an image the emulated driver (`MOCO_EMU_DRIVER_VERSION`) is too old for, as a real
+/// one does: a CUBIN needs a driver of at least the same CUDA major version as the toolkit that
+/// built it (minor-version compatibility), PTX needs at least the same major.minor (the driver
+/// JIT-compiles it and cannot read a newer PTX ISA; cudarc#598). The error code is the one the
+/// real driver returns for PTX (CUDA_ERROR_UNSUPPORTED_PTX_VERSION); for a CUBIN the emulator
+/// uses the same code (what a real driver returns there was not observed).
+fn check_toolkit(release: Option<(i32, i32)>, cubin: bool) -> Result<()> {
+    let cfg = crate::device::config();
+    if cubin && cfg.refuse_cubin {
+        return Err(EmuError::driver(
+            CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU,
+            "MOCO_EMU_REFUSE_CUBIN=1: CUBINs are refused",
+        ));
+    }
+    let Some((major, minor)) = release else { return Ok(()) };
+    let (dmajor, dminor) = (cfg.driver_version / 1000, cfg.driver_version % 1000 / 10);
+    let too_new = if cubin { major > dmajor } else { (major, minor) > (dmajor, dminor) };
+    if too_new {
+        return Err(EmuError::driver(
+            CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
+            format!(
+                "this {} was built by CUDA {major}.{minor} tools; the driver supports CUDA {dmajor}.{dminor} \
+                 (MOCO_EMU_DRIVER_VERSION)",
+                if cubin { "CUBIN" } else { "PTX" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 unsafe fn load(image: *const c_void) -> Result<u64> {
     if image.is_null() {
         return Err(invalid("image is a null pointer"));
@@ -50,11 +80,13 @@ unsafe fn load(image: *const c_void) -> Result<u64> {
         Some(len) => {
             // SAFETY: `len` bytes make up the ELF image, per its headers.
             let bytes = unsafe { std::slice::from_raw_parts(image.cast::<u8>(), len) };
+            check_toolkit(module::toolkit_release(bytes), true)?;
             module::cubin_entries(bytes).map_err(bad)?
         }
         None => {
             // SAFETY: not ELF, so PTX text, which the driver requires to be NUL-terminated.
             let text = unsafe { CStr::from_ptr(image.cast::<c_char>()) }.to_string_lossy();
+            check_toolkit(module::toolkit_release(text.as_bytes()), false)?;
             let entries = module::ptx_entries(&text);
             if entries.is_empty() {
                 return Err(bad("neither a CUBIN nor PTX with entry points".into()));

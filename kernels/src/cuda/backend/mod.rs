@@ -123,8 +123,8 @@ impl CudaBackend {
         let include_dirs = options.include_dirs.clone().unwrap_or_else(nvrtc::default_include_dirs);
         if include_dirs.is_empty() {
             return Err(KernelError::NoNvrtc(format!(
-                "no folder with cuda_fp16.h was found for NVRTC; set {} to the include folder of \
-                 the nvidia-cuda-runtime wheel (scripts/gpu_env.sh does this) or install the CUDA toolkit",
+                "no folder with cuda_fp16.h was found for NVRTC; run scripts/setup_gpu.sh (the \
+                 programs then find it), set {} to a folder holding it, or install the CUDA toolkit",
                 nvrtc::INCLUDE_ENV
             )));
         }
