@@ -23,6 +23,7 @@ fn cfg(batch: usize, queue: usize) -> TrainConfig {
         batch,
         global_batch: 0,
         accumulation: 1,
+        effective_negatives: false,
         queue_size: queue,
         temperature: 0.2,
         momentum: 0.99,
