@@ -512,7 +512,7 @@ pub fn dataset_problems(cfg: &TrainConfig, batch: usize, world: usize, dataset: 
 pub fn warnings(cfg: &TrainConfig, batch: usize, world: usize, dataset: usize) -> Vec<String> {
     let mut w = Vec::new();
     let k = cfg.queue_size;
-    let kps = keys_per_step(batch, world);
+    let kps = keys_per_step(batch * micro_per_enqueue(cfg), world);
     if k > 0 && dataset > 0 && k > dataset {
         let suggest = dataset / kps.max(1) * kps;
         let mut s = format!(

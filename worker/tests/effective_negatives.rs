@@ -182,7 +182,10 @@ fn effective_negatives_give_the_large_batch_gradient_and_queue() {
     let large: Vec<f32> = big[0].grads.iter().zip(&big[1].grads).map(|(a, b)| a + b).collect();
     let (worst, name) = worst_relative(&m, &acc.grads, &large);
     println!("effective negatives: worst gradient deviation {worst:.2e} of the tensor's scale ({name})");
-    assert!(worst <= GRAD_TOL, "{name}: accumulated gradient off the large batch's by {worst:e} of its scale");
+    assert!(
+        worst <= GRAD_TOL,
+        "{name}: accumulated gradient off the large batch's by {worst:e} of its scale"
+    );
 
     // Queue: one write of the step's view-1 keys in micro-batch order, then its view-2 keys, as
     // one rank with the whole batch enqueues; the large batch's rank j wrote micro-batch j's
@@ -278,4 +281,33 @@ fn shuffle_bn_keys_and_running_statistics_match_the_micro_batch_path() {
     }
     assert_eq!(step.stats, one_by_one.stats, "BN running statistics");
     assert_ne!(step.grads, one_by_one.grads, "the switch must change the query side");
+}
+
+#[test]
+fn an_image_twice_in_one_step_is_masked_out_of_its_batch_negatives() {
+    // A step that straddles an epoch boundary can hold an image in two micro-batches. With the
+    // own-image mask, its other key is not a negative: micro-batch 1 given micro-batch 0's
+    // dataset indices must change the loss (masked cells), and without the mask the indices
+    // must not matter at all (the queue holds no image's key here, so only the batch block
+    // could read them).
+    let terms = |mask: bool, dup: bool| {
+        let mut c = cfg(A, true);
+        c.mask_own = mask;
+        let mut d = data();
+        if dup {
+            let first: Vec<i64> = d.2[..N].to_vec();
+            d.2[N..2 * N].copy_from_slice(&first);
+        }
+        let mut m = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+        let views: Vec<Views<'_>> = (0..A).map(|j| micro(&d, j)).collect();
+        m.queue_step(&Solo, &views, 0.9).unwrap();
+        after(&m, A).terms
+    };
+    assert_eq!(terms(false, true), terms(false, false), "without the mask, indices change nothing");
+    let (masked, distinct) = (terms(true, true), terms(true, false));
+    for j in 0..A {
+        for t in 0..2 {
+            assert!(masked[j][t] < distinct[j][t], "micro-batch {j} term {t}: {masked:?} vs {distinct:?}");
+        }
+    }
 }

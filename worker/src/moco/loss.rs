@@ -34,6 +34,11 @@ pub struct CtrIn<'a, B: Backend> {
     pub key_offset: usize,
     /// Dataset index of every rank's queries, in rank order `[n*world]` (own-image masking).
     pub q_idx_all: &'a [i64],
+    /// Dataset index of every column of `k_all` with effective-batch negatives (None: the
+    /// columns are the micro-batch's own images, whose only same-image key is the positive).
+    /// A step can span an epoch boundary and hold an image twice; with `mask_own` its other key
+    /// is masked out of the query's negatives, as the queue's are.
+    pub k_idx_all: Option<&'a [i64]>,
     pub n: usize,
     pub dim: usize,
     pub temperature: f32,
@@ -81,6 +86,19 @@ pub fn contrastive<B: Backend>(
     let mut logits_b = be.zeros_master(n * nk)?;
     be.linear_fwd(n, d, nk, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
+    if let (true, Some(k_idx)) = (inp.mask_own, inp.k_idx_all) {
+        let own = &inp.q_idx_all[n * rank..n * (rank + 1)];
+        let cells: Vec<(u32, u32)> = (0..n)
+            .flat_map(|i| {
+                (0..nk)
+                    .filter(move |&c| c as i32 != labels[i] && k_idx[c] == own[i])
+                    .map(move |c| (i as u32, c as u32))
+            })
+            .collect();
+        if !cells.is_empty() {
+            be.mask_cells(nk, full_mut::<B>(&mut logits_b), &cells);
+        }
+    }
     be.row_max_sumexp(
         n,
         nk,

@@ -267,7 +267,13 @@ impl<B: Backend> Moco<B> {
         let k2 = self.keys(&sync, x2, v, 2, self.micro_total)?;
         drop(key_forward);
         let (k1_all, k2_all) = self.gather_keys(comm, &k1, &k2)?;
-        let batch_keys = BatchKeys { k1_all: &k1_all, k2_all: &k2_all, keys_per_rank: v.n, key_offset: 0 };
+        let batch_keys = BatchKeys {
+            k1_all: &k1_all,
+            k2_all: &k2_all,
+            keys_per_rank: v.n,
+            key_offset: 0,
+            k_idx_all: None,
+        };
         self.loss_and_backward(comm, v, q_out, &batch_keys, forward)?;
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
@@ -300,13 +306,8 @@ impl<B: Backend> Moco<B> {
                 key_inputs.push(key_in);
             }
             let weights = self.weights.as_ref().unwrap_or(&self.params);
-            let ctx = Ctx {
-                be: &self.be,
-                params: &self.topo.params,
-                weights,
-                stats: self.query_stats(sync),
-                keep,
-            };
+            let ctx =
+                Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(sync), keep };
             let (q, tape) =
                 encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
             let mut qn = self.be.zeros(n * d)?;
@@ -371,6 +372,7 @@ impl<B: Backend> Moco<B> {
                 keys_per_rank: keys.keys_per_rank,
                 key_offset: keys.key_offset,
                 q_idx_all: &idx_all,
+                k_idx_all: keys.k_idx_all,
                 n,
                 dim: d,
                 temperature: self.cfg.temperature,
@@ -474,6 +476,8 @@ pub(super) struct BatchKeys<'a, B: Backend> {
     pub keys_per_rank: usize,
     /// Where this micro-batch's own keys start within its rank's (its positives).
     pub key_offset: usize,
+    /// Dataset index of every key column with effective-batch negatives (own-image mask).
+    pub k_idx_all: Option<&'a [i64]>,
 }
 
 /// A micro-batch's two views must hold n images of size x size x channels each.

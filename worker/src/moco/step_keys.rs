@@ -20,6 +20,10 @@
 //! write of the step's view-1 keys (micro-batch order) then its view-2 keys, so the step's keys
 //! are never in the queue while its own queries are contrasted (they are batch negatives
 //! already). Config validation requires the shard size to divide by 2 x A x n for that write.
+//!
+//! A step's micro-batches can straddle an epoch boundary (the sampler runs per micro-batch) and
+//! then hold an image twice; with `mask_own` the loss masks such a query's other same-image key
+//! out of its batch negatives, as it masks the queue's (moco/loss.rs).
 
 use super::comm::{Comm, StatSyncComm};
 use super::state::{check_views, BatchKeys, Moco, Views};
@@ -78,17 +82,25 @@ impl<B: Backend> Moco<B> {
         // One gather for the step: rank-major, micro-batch order within a rank, which is the
         // column order of one batch of a x n per rank.
         let (k1_all, k2_all) = self.gather_keys(comm, &local[0], &local[1])?;
+        let idx: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
+        let mut idx_all = vec![0i64; idx.len() * comm.world()];
+        comm.all_gather_i64(&idx, &mut idx_all)?;
 
         for (j, v) in micro.iter().enumerate() {
             let forward = tracing::info_span!("forward").entered();
             let (q_out, _) = self.query_forward(&sync, v, false)?;
-            let keys = BatchKeys { k1_all: &k1_all, k2_all: &k2_all, keys_per_rank: a * n, key_offset: j * n };
+            let keys = BatchKeys {
+                k1_all: &k1_all,
+                k2_all: &k2_all,
+                keys_per_rank: a * n,
+                key_offset: j * n,
+                k_idx_all: Some(&idx_all),
+            };
             self.loss_and_backward(comm, v, q_out, &keys, forward)?;
             self.micro_in_step += 1;
             self.micro_total += 1;
         }
 
-        let idx: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
         let [k1, k2] = local;
         self.enqueue_keys(&k1, &k2, &idx)
     }

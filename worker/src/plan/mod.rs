@@ -111,7 +111,11 @@ impl MemoryPlan {
         if step_micro > 1 {
             // moco/step_keys.rs: the step's keys are computed first and kept; its augmented
             // inputs wait in host memory (re-sent to the GPU for the query forwards), not here.
-            let host = 2 * step_micro as u64 * batch as u64 * (cfg.image_size * cfg.image_size * IN_CHANNELS) as u64 * 4;
+            let host = 2
+                * step_micro as u64
+                * batch as u64
+                * (cfg.image_size * cfg.image_size * IN_CHANNELS) as u64
+                * 4;
             components.push(Component::shapes(
                 "step keys (effective-batch negatives)",
                 acts.held,
@@ -195,7 +199,12 @@ mod tests {
         assert_eq!(p_on.bytes_of("step keys"), held);
         assert_eq!(p_off.bytes_of("step keys"), 0);
         // A few MB at most: the switch costs next to nothing in device memory.
-        assert!(p_on.total > p_off.total && p_on.total - p_off.total < 16 << 20, "{} vs {}", p_on.total, p_off.total);
+        assert!(
+            p_on.total > p_off.total && p_on.total - p_off.total < 16 << 20,
+            "{} vs {}",
+            p_on.total,
+            p_off.total
+        );
         let c = p_on.components.iter().find(|c| c.name.starts_with("step keys")).unwrap();
         assert!(c.how.contains("host RAM (441 MiB)"), "{}", c.how);
     }

@@ -91,11 +91,11 @@ pub fn timed_steps<B: Backend>(
                 loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
             }
         }
-        let out = moco.optimizer_step(comm, lr)?;
+        let stepped = moco.optimizer_step(comm, lr)?;
         if effective {
-            loss = out.loss_sum;
+            loss = stepped.loss_sum;
         }
-        let applied = out.applied;
+        let applied = stepped.applied;
         moco.be.sync().map_err(moco_worker::WorkerError::from)?;
         let dt = t0.elapsed().as_secs_f64();
         guard.resolve();
