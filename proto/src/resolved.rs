@@ -263,7 +263,10 @@ mod tests {
         let r = ResolvedConfig::new(&cfg, 2, 2000).unwrap();
         assert_eq!(r.batching.effective_batch, 96 * 2 * 4);
         assert_eq!(r.batching.scaled_lr, f64::from(cfg.base_lr) * 768.0 / 256.0);
-        assert_eq!(r.batching.keys_per_step, 384);
+        // Effective-batch negatives: one write of the step's 2 x 96 x 2 x 4 keys; each query
+        // term sees the 768 keys of the effective batch.
+        assert_eq!(r.batching.keys_per_step, 1536);
+        assert_eq!(r.batching.batch_keys, 768);
         assert_eq!(r.batching.queue_shard_rows, 38400);
         assert_eq!(r.micro_batches_per_epoch, 2000 / 192);
         assert_eq!(r.steps_per_epoch, (2000 / 192) / 4);
@@ -272,7 +275,7 @@ mod tests {
         assert!(r
             .warnings
             .iter()
-            .any(|w| w.contains("larger than the dataset") && w.contains("--queue-size 1920")));
+            .any(|w| w.contains("larger than the dataset") && w.contains("--queue-size 1536")));
     }
 
     #[test]

@@ -88,13 +88,14 @@ pub fn contrastive<B: Backend>(
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
     if let (true, Some(k_idx)) = (inp.mask_own, inp.k_idx_all) {
         let own = &inp.q_idx_all[n * rank..n * (rank + 1)];
-        let cells: Vec<(u32, u32)> = (0..n)
-            .flat_map(|i| {
-                (0..nk)
-                    .filter(move |&c| c as i32 != labels[i] && k_idx[c] == own[i])
-                    .map(move |c| (i as u32, c as u32))
-            })
-            .collect();
+        let mut cells = Vec::new();
+        for (i, (&own_i, &label)) in own.iter().zip(&labels).enumerate() {
+            for (c, &k) in k_idx.iter().enumerate().take(nk) {
+                if k == own_i && c as i32 != label {
+                    cells.push((i as u32, c as u32));
+                }
+            }
+        }
         if !cells.is_empty() {
             be.mask_cells(nk, full_mut::<B>(&mut logits_b), &cells);
         }

@@ -219,7 +219,14 @@ pub fn activations(topo: &Topology, i: &ActInput) -> Activations {
     let backward = base + bwd;
 
     let phases = vec![
-        (format!("key forward of {key_at} (both query tapes kept)"), key_fwd),
+        (
+            if am > 1 {
+                format!("key forward of {key_at} (the step's keys first, no query tape yet)")
+            } else {
+                format!("key forward of {key_at} (both query tapes kept)")
+            },
+            key_fwd,
+        ),
         ("loss (logits vs the queue shard)".to_string(), loss),
         (format!("backward of {bwd_at}"), backward),
     ];

@@ -198,13 +198,12 @@ mod tests {
         let held = 2 * 4 * 96 * 256 * (1 + 2) * 2;
         assert_eq!(p_on.bytes_of("step keys"), held);
         assert_eq!(p_off.bytes_of("step keys"), 0);
-        // A few MB at most: the switch costs next to nothing in device memory.
-        assert!(
-            p_on.total > p_off.total && p_on.total - p_off.total < 16 << 20,
-            "{} vs {}",
-            p_on.total,
-            p_off.total
-        );
+        // The switch adds at most the held keys: its key forwards run before any query tape
+        // exists, so the key-forward phase (the peak without it, here) is lower with it.
+        assert!(p_on.total <= p_off.total + held, "{} vs {}", p_on.total, p_off.total);
+        let key_phase =
+            |p: &MemoryPlan| p.activations.phases.iter().find(|(n, _)| n.starts_with("key")).unwrap().1;
+        assert!(key_phase(&p_on) < key_phase(&p_off));
         let c = p_on.components.iter().find(|c| c.name.starts_with("step keys")).unwrap();
         assert!(c.how.contains("host RAM (441 MiB)"), "{}", c.how);
     }
