@@ -75,7 +75,7 @@ fn micro<'a>(d: &'a (Vec<f32>, Vec<f32>, Vec<i64>), j: usize) -> Views<'a> {
 /// Dataset index of global queue row `g` before the step: every 4th row holds an older key of
 /// one of the step's images, so the own-image mask has cells to remove on both sides.
 fn queued_image(g: usize) -> i64 {
-    if g % 4 == 0 {
+    if g.is_multiple_of(4) {
         100 + ((g / 4) % (A * N)) as i64
     } else {
         NO_IMAGE
@@ -170,9 +170,9 @@ fn effective_negatives_give_the_large_batch_gradient_and_queue() {
     let (m, acc) = accumulated(true);
 
     // Loss terms: micro-batch j's are rank j's.
-    for j in 0..A {
+    for (j, rank) in big.iter().enumerate() {
         for t in 0..2 {
-            let (a, b) = (acc.terms[j][t], big[j].terms[0][t]);
+            let (a, b) = (acc.terms[j][t], rank.terms[0][t]);
             assert!((a - b).abs() <= 1e-5 * b.abs(), "micro-batch {j} term {t}: {a} vs large batch {b}");
         }
     }
@@ -194,12 +194,12 @@ fn effective_negatives_give_the_large_batch_gradient_and_queue() {
     let dim = m.cfg.dim;
     assert_eq!(acc.ptr, 2 * A * N, "one enqueue of 2 x A x N keys");
     for view in 0..2 {
-        for j in 0..A {
+        for (j, rank) in big.iter().enumerate() {
             let (row, src) = (view * A * N + j * N, view * N);
-            assert_eq!(acc.idx[row..row + N], big[j].idx[src..src + N], "indices: view {view}, micro {j}");
+            assert_eq!(acc.idx[row..row + N], rank.idx[src..src + N], "indices: view {view}, micro {j}");
             assert_eq!(
                 acc.keys[row * dim..(row + N) * dim],
-                big[j].keys[src * dim..(src + N) * dim],
+                rank.keys[src * dim..(src + N) * dim],
                 "keys: view {view}, micro-batch {j}"
             );
         }
