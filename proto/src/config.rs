@@ -115,6 +115,12 @@ pub struct TrainConfig {
     pub global_batch: usize,
     /// Micro-batches summed before each optimiser step.
     pub accumulation: usize,
+    /// With `accumulation` > 1: compute the keys of every micro-batch of the optimiser step
+    /// first and contrast each micro-batch's queries with all of them (the effective batch's
+    /// negatives, as one large batch would), enqueueing the step's keys once at its end. No
+    /// effect with `accumulation` = 1. Absent from older configs and checkpoints: off there.
+    #[serde(default)]
+    pub effective_negatives: bool,
 
     // ---- MoCo ----
     /// Global negative queue size K (0 = no queue, MoCo v3 proper).

@@ -100,6 +100,10 @@ fn seeds_hybrid() -> TrainConfig {
         global_batch: 0,
         // Seeds: 4 micro-batches per step, effective 64 x 2 x 4 = 512.
         accumulation: 4,
+        // Each micro-batch's queries meet all 2 x 4 x 64 x W keys of the step, not only their own
+        // micro-batch's: the negatives the seeds believed accumulation gave them
+        // (results/2026-12-05-accumulation-negatives.md).
+        effective_negatives: true,
         // Seeds: 65536 negatives compensate for the small batch (hybrid MoCo).
         queue_size: 65536,
         // MoCo v2's T for a 65k queue; v3's 1.0 was tuned for 4096 in-batch negatives and no queue.
@@ -185,6 +189,8 @@ fn paper() -> TrainConfig {
         global_batch: 4096,
         // MoCo v3 fits 4096 in memory across its GPUs: no accumulation.
         accumulation: 1,
+        // No effect at accumulation 1; on as soon as --accumulation raises it (see seeds_hybrid).
+        effective_negatives: true,
         // MoCo v3 proper: no queue; the 4095 in-batch keys are the negatives.
         queue_size: 0,
         // MoCo v3 ResNet-50: T 1.0.
@@ -231,6 +237,8 @@ fn tiny() -> TrainConfig {
         global_batch: 0,
         // Keep a demo step simple and fast.
         accumulation: 1,
+        // No effect at accumulation 1; on as soon as --accumulation raises it (see seeds_hybrid).
+        effective_negatives: true,
         // 1024 = 16, 8 or 4 steps of keys on 1, 2 or 4 workers: valid for all three.
         queue_size: 1024,
         // MoCo v2's T with a queue.

@@ -22,8 +22,14 @@ pub struct Batching {
     pub effective_batch: usize,
     /// Peak learning rate: base_lr x effective_batch / 256 (MOCO.md, "LR scaling").
     pub scaled_lr: f64,
-    /// Keys enqueued per micro-batch by the whole group: 2 views x batch x world.
+    /// Keys one enqueue writes for the whole group: 2 views x batch x world, x accumulation
+    /// with effective-batch negatives (the step's keys enter the queue together).
     pub keys_per_step: usize,
+    /// Micro-batches whose keys one enqueue writes (`validate::micro_per_enqueue`).
+    pub enqueue_micro: usize,
+    /// Keys each query is contrasted with besides the queue: 2 views' worth of the micro-batch
+    /// (batch x world), or of the whole optimiser step with effective-batch negatives.
+    pub batch_keys: usize,
     /// Queue rows each rank owns: K / world (0 without a queue).
     pub queue_shard_rows: usize,
     /// Micro-batches of keys the queue holds: K / keys_per_step (how stale its oldest key is).
@@ -42,7 +48,8 @@ impl Batching {
 
     fn derive(cfg: &TrainConfig, batch: usize, world: usize) -> Batching {
         let effective_batch = batch * world * cfg.accumulation;
-        let keys_per_step = validate::keys_per_step(batch, world);
+        let enqueue_micro = validate::micro_per_enqueue(cfg);
+        let keys_per_step = validate::keys_per_step(batch * enqueue_micro, world);
         Batching {
             world,
             batch,
@@ -50,6 +57,8 @@ impl Batching {
             effective_batch,
             scaled_lr: cfg.base_lr as f64 * effective_batch as f64 / 256.0,
             keys_per_step,
+            enqueue_micro,
+            batch_keys: batch * world * enqueue_micro,
             queue_shard_rows: cfg.queue_size / world,
             queue_steps: cfg.queue_size / keys_per_step,
         }
@@ -150,13 +159,26 @@ impl ResolvedConfig {
             line(
                 "queue",
                 format!(
-                    "{} keys = {} steps of {} keys (2 views x {} x {}); {} rows per rank",
-                    c.queue_size, b.queue_steps, b.keys_per_step, b.batch, b.world, b.queue_shard_rows
+                    "{} keys = {} steps of {} keys (2 views x {} x {}{}); {} rows per rank",
+                    c.queue_size,
+                    b.queue_steps,
+                    b.keys_per_step,
+                    b.batch,
+                    b.world,
+                    if b.enqueue_micro > 1 { format!(" x {}", b.enqueue_micro) } else { String::new() },
+                    b.queue_shard_rows
                 ),
             );
         } else {
             line("queue", format!("none (MoCo v3: {} in-batch keys per step)", b.keys_per_step));
         }
+        // What each query is contrasted with besides the queue (per term: the other view's keys).
+        let whose = match (b.accumulation > 1, b.enqueue_micro > 1) {
+            (false, _) => "the step's",
+            (true, true) => "the whole effective batch's (effective-batch negatives on)",
+            (true, false) => "its own micro-batch's only (effective-batch negatives off)",
+        };
+        line("batch negatives", format!("{} keys per query term: {whose}", b.batch_keys));
         line(
             "dataset",
             format!(
@@ -271,7 +293,10 @@ mod tests {
         let r = ResolvedConfig::new(&cfg, 2, 2000).unwrap();
         assert_eq!(r.batching.effective_batch, 96 * 2 * 4);
         assert_eq!(r.batching.scaled_lr, f64::from(cfg.base_lr) * 768.0 / 256.0);
-        assert_eq!(r.batching.keys_per_step, 384);
+        // Effective-batch negatives: one write of the step's 2 x 96 x 2 x 4 keys; each query
+        // term sees the 768 keys of the effective batch.
+        assert_eq!(r.batching.keys_per_step, 1536);
+        assert_eq!(r.batching.batch_keys, 768);
         assert_eq!(r.batching.queue_shard_rows, 38400);
         assert_eq!(r.micro_batches_per_epoch, 2000 / 192);
         assert_eq!(r.steps_per_epoch, (2000 / 192) / 4);
@@ -280,7 +305,7 @@ mod tests {
         assert!(r
             .warnings
             .iter()
-            .any(|w| w.contains("larger than the dataset") && w.contains("--queue-size 1920")));
+            .any(|w| w.contains("larger than the dataset") && w.contains("--queue-size 1536")));
     }
 
     #[test]

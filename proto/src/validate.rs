@@ -37,11 +37,14 @@ pub enum Problem {
         accumulation: usize,
         valid_worlds: Vec<usize>,
     },
-    /// queue % (2 * batch * world) != 0.
+    /// queue % (2 * batch * world * micro) != 0 (micro: micro-batches per enqueue).
     QueueIndivisible {
         queue: usize,
         batch: usize,
         world: usize,
+        /// Micro-batches whose keys one enqueue writes: `accumulation` with
+        /// `effective_negatives`, else 1.
+        micro: usize,
         keys_per_step: usize,
         below: Option<usize>,
         above: usize,
@@ -129,15 +132,38 @@ impl fmt::Display for Problem {
                     )
                 }
             }
-            Problem::QueueIndivisible { queue, batch, world, keys_per_step, below, above, batches } => {
-                write!(
-                    f,
-                    "--queue-size {queue} is not a multiple of the keys enqueued per step: {VIEWS} views x \
-                     {batch} per GPU x {world} rank(s) = {keys_per_step}. Each rank owns an equal shard of \
-                     the queue and writes its {} keys per micro-batch into it without wrapping, so the queue \
-                     must hold a whole number of steps of keys.\nfix: --queue-size ",
-                    VIEWS * batch
-                )?;
+            Problem::QueueIndivisible {
+                queue,
+                batch,
+                world,
+                micro,
+                keys_per_step,
+                below,
+                above,
+                batches,
+            } => {
+                if *micro > 1 {
+                    write!(
+                        f,
+                        "--queue-size {queue} is not a multiple of the keys enqueued per optimiser step: \
+                         {VIEWS} views x {batch} per GPU x {world} rank(s) x {micro} accumulation = \
+                         {keys_per_step}. With effective-batch negatives (the default with accumulation) \
+                         each rank writes the {} keys of its whole step into its queue shard at once, \
+                         without wrapping, so the queue must hold a whole number of steps of keys.\n\
+                         fix: --no-effective-negatives (micro-batch negatives, enqueue per micro-batch), \
+                         or --queue-size ",
+                        VIEWS * batch * micro
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "--queue-size {queue} is not a multiple of the keys enqueued per step: {VIEWS} views x \
+                         {batch} per GPU x {world} rank(s) = {keys_per_step}. Each rank owns an equal shard of \
+                         the queue and writes its {} keys per micro-batch into it without wrapping, so the queue \
+                         must hold a whole number of steps of keys.\nfix: --queue-size ",
+                        VIEWS * batch
+                    )?;
+                }
                 match below {
                     Some(b) => write!(f, "{b} or {above}")?,
                     None => write!(f, "{above}")?,
@@ -229,6 +255,17 @@ pub fn bn_name(m: BnMode) -> &'static str {
     }
 }
 
+/// Micro-batches whose keys one enqueue writes: the whole optimiser step's with effective-batch
+/// negatives and accumulation (the step's keys are negatives of all its micro-batches, so they
+/// enter the queue together at its end), else one.
+pub fn micro_per_enqueue(cfg: &TrainConfig) -> usize {
+    if cfg.effective_negatives && cfg.accumulation > 1 {
+        cfg.accumulation
+    } else {
+        1
+    }
+}
+
 /// Keys the whole group enqueues per micro-batch: 2 views x per-rank batch x world.
 pub fn keys_per_step(batch: usize, world: usize) -> usize {
     VIEWS * batch * world
@@ -305,17 +342,20 @@ pub fn config_problems(cfg: &TrainConfig, world: usize) -> (Option<usize>, Vec<P
         None
     };
     if let Some(n) = batch {
-        if !queue_fits(cfg.queue_size, n, world) {
-            let kps = keys_per_step(n, world);
+        // One enqueue writes `micro` micro-batches of keys: the rule holds for that many rows.
+        let micro = micro_per_enqueue(cfg);
+        if !queue_fits(cfg.queue_size, n * micro, world) {
+            let kps = keys_per_step(n * micro, world);
             let (below, above) = nearest_queues(cfg.queue_size, kps);
             p.push(Problem::QueueIndivisible {
                 queue: cfg.queue_size,
                 batch: n,
                 world,
+                micro,
                 keys_per_step: kps,
                 below,
                 above,
-                batches: batches_for_queue(cfg.queue_size, world, n, 6),
+                batches: batches_for_queue(cfg.queue_size, world * micro, n, 6),
             });
         }
         bn_problems(cfg, n, world, &mut p);
@@ -472,7 +512,7 @@ pub fn dataset_problems(cfg: &TrainConfig, batch: usize, world: usize, dataset: 
 pub fn warnings(cfg: &TrainConfig, batch: usize, world: usize, dataset: usize) -> Vec<String> {
     let mut w = Vec::new();
     let k = cfg.queue_size;
-    let kps = keys_per_step(batch, world);
+    let kps = keys_per_step(batch * micro_per_enqueue(cfg), world);
     if k > 0 && dataset > 0 && k > dataset {
         let suggest = dataset / kps.max(1) * kps;
         let mut s = format!(
@@ -537,6 +577,31 @@ mod tests {
         // 65536 % 96 != 0 (seeds' rule fails too); 64000 % 80 == 0 but what about 3 GPUs?
         assert!(!queue_fits(65536, 96, 2));
         assert!(64000 % 80 == 0 && !queue_fits(64000, 80, 3));
+    }
+
+    #[test]
+    fn effective_negatives_need_the_whole_step_of_keys_to_divide_the_queue() {
+        // Every seed preset keeps its queue valid with the step's 2 x n x W x 4 keys per write.
+        for name in ["low-vram", "optimized", "conservative", "aggressive"] {
+            let c = crate::presets::get(name).unwrap();
+            assert!(c.effective_negatives && c.accumulation == 4, "{name}");
+            assert!(config_problems(&c, 2).1.is_empty(), "{name}: {:?}", config_problems(&c, 2).1);
+        }
+        // 2 x 32 x 1 = 64 divides 1088, but 2 x 32 x 1 x 4 = 256 does not.
+        let mut c = crate::presets::get("tiny").unwrap();
+        (c.queue_size, c.accumulation) = (1088, 4);
+        let problems = config_problems(&c, 1).1;
+        let text = problems.iter().map(|p| p.to_string()).collect::<String>();
+        assert!(
+            matches!(problems.as_slice(), [Problem::QueueIndivisible { micro: 4, keys_per_step: 256, .. }]),
+            "{text}"
+        );
+        assert!(text.contains("--no-effective-negatives") && text.contains("1024 or 1280"), "{text}");
+        for n in batches_for_queue(1088, 4, 32, 6) {
+            assert!(queue_fits(1088, n * 4, 1), "suggested --batch {n}");
+        }
+        c.effective_negatives = false;
+        assert!(config_problems(&c, 1).1.is_empty(), "micro-batch enqueues of 64 keys fit 1088");
     }
 
     #[test]

@@ -162,6 +162,32 @@ fn two_ranks_over_the_nccl_stand_in_track_the_cpu_amp() {
     fresh_runs_track_the_cpu(2, true);
 }
 
+/// Effective-batch negatives (accumulation 2, the step's keys gathered once over the NCCL
+/// stand-in, moco/step_keys.rs) on two emulated GPUs track the same run on two CPU workers:
+/// the step orchestration is backend-generic, so the first steps agree within the one-step
+/// tolerances, and the switch changes the loss (8 x 2 x 2 = 32 batch keys per query instead
+/// of 16).
+#[test]
+fn effective_negatives_on_two_emulated_gpus_track_the_cpu() {
+    let d = TempDir::new("emu-effective-negatives");
+    let run = |device: &str, switch: &str| {
+        let out = d.path().join(format!("{device}{switch}"));
+        train(device, 2, 3, &["--no-amp", "--accumulation", "2", switch], &out).expect_ok();
+        losses(&out)
+    };
+    let cpu = run("cpu", "--effective-negatives");
+    let cuda = run("cuda", "--effective-negatives");
+    let cuda_off = run("cuda", "--no-effective-negatives");
+    assert_eq!(cuda.len(), 3);
+    let r = diffs(&cpu, &cuda);
+    let tol = step_tolerance(false);
+    assert!(r[0] <= tol, "step 1: relative loss difference {:.2e} > {tol:.0e}: {}", r[0], show(&r));
+    let early = early_tolerance(false);
+    assert!(r.iter().all(|&x| x <= early), "steps 1-3 differ by more than {early:.0e}: {}", show(&r));
+    let off = diffs(&cuda_off, &cuda);
+    assert!(off[0] > 100.0 * tol, "the switch must change the loss: {}", show(&off));
+}
+
 /// A checkpoint made by `from` at step 8 is resumed to step 10 on both backends: the two
 /// continuations must agree step by step within the one-step tolerance, which proves both
 /// that checkpoints cross between CPU and emulated CUDA and that the CUDA step is the CPU's.

@@ -12,8 +12,9 @@ fn plan_err(args: &[&str]) -> String {
 #[test]
 fn queue_not_a_multiple_of_keys_per_step() {
     let e = plan_err(&["--preset", "optimized", "--queue-size", "65536"]);
-    // 2 views x 96 x 2 GPUs = 384 keys per step; 65536 / 384 = 170.67.
-    let kps = 2 * 96 * 2;
+    // 2 views x 96 x 2 GPUs x 4 accumulation = 1536 keys per step (effective-batch negatives
+    // write the whole step's keys at once); 65536 / 1536 = 42.67.
+    let kps = 2 * 96 * 2 * 4;
     let below = 65536 / kps * kps;
     assert_contains(
         &e,
@@ -39,7 +40,7 @@ fn the_stricter_rule_catches_what_the_seeds_rule_misses() {
 #[test]
 fn queue_larger_than_the_dataset_warns_with_a_size() {
     let out = run_launcher(&["plan", "--preset", "optimized", "--dataset-size", "2000"]).expect_ok();
-    let kps = 2 * 96 * 2;
+    let kps = 2 * 96 * 2 * 4;
     assert_contains(
         &out.stdout,
         &["warning:", "larger than the dataset", &format!("--queue-size {}", 2000 / kps * kps)],

@@ -68,6 +68,13 @@ pub struct ConfigArgs {
     /// Keep the momentum at m0.
     #[arg(long, overrides_with = "momentum_cosine")]
     pub no_momentum_cosine: bool,
+    /// With --accumulation > 1: contrast every micro-batch's queries with the keys of the whole
+    /// optimiser step (the effective batch's negatives), as one large batch would.
+    #[arg(long, overrides_with = "no_effective_negatives")]
+    pub effective_negatives: bool,
+    /// With --accumulation > 1: contrast each micro-batch's queries with its own keys only.
+    #[arg(long, overrides_with = "effective_negatives")]
+    pub no_effective_negatives: bool,
     /// Mask a query's own image out of its queue negatives.
     #[arg(long, overrides_with = "no_mask_own")]
     pub mask_own: bool,
@@ -243,6 +250,7 @@ impl ConfigArgs {
         set(&mut c.temperature, &self.temperature);
         set(&mut c.momentum, &self.momentum);
         set(&mut c.momentum_cosine, &pair(self.momentum_cosine, self.no_momentum_cosine));
+        set(&mut c.effective_negatives, &pair(self.effective_negatives, self.no_effective_negatives));
         set(&mut c.mask_own, &pair(self.mask_own, self.no_mask_own));
         set(&mut c.bn_mode, &self.bn_mode);
         set(&mut c.shuffle_groups, &self.shuffle_groups);

@@ -31,6 +31,7 @@ fn config(fx: &Fixture, optimizer: Optimizer) -> TrainConfig {
         batch: fx.meta_usize("batch"),
         global_batch: 0,
         accumulation: 1,
+        effective_negatives: false,
         queue_size: fx.meta_usize("queue_size"),
         temperature: fx.meta_f32("T"),
         momentum: fx.meta_f32("m"),

@@ -23,6 +23,7 @@ fn cfg(batch: usize, queue: usize) -> TrainConfig {
         batch,
         global_batch: 0,
         accumulation: 1,
+        effective_negatives: false,
         queue_size: queue,
         temperature: 0.2,
         momentum: 0.99,
@@ -113,7 +114,10 @@ fn ctr_loss(
     let inp = CtrIn {
         q: &q.to_vec(),
         k_all: &k_all.to_vec(),
+        keys_per_rank: q.len() / d,
+        key_offset: 0,
         q_idx_all: idx_all,
+        k_idx_all: None,
         n: q.len() / d,
         dim: d,
         temperature: 0.2,

@@ -24,10 +24,21 @@ pub struct CtrOut<B: Backend> {
 pub struct CtrIn<'a, B: Backend> {
     /// Local L2-normalised queries `[n, dim]`.
     pub q: &'a B::Buf,
-    /// L2-normalised keys of every rank, in rank order `[n*world, dim]`.
+    /// L2-normalised keys of every rank, in rank order `[keys_per_rank*world, dim]`.
     pub k_all: &'a B::Buf,
+    /// Keys each rank contributes to `k_all`: `n`, or the whole optimiser step's
+    /// (accumulation x `n`) with effective-batch negatives.
+    pub keys_per_rank: usize,
+    /// Row of this micro-batch's first key within its rank's keys (0 without effective-batch
+    /// negatives): local query i's positive is column `keys_per_rank*rank + key_offset + i`.
+    pub key_offset: usize,
     /// Dataset index of every rank's queries, in rank order `[n*world]` (own-image masking).
     pub q_idx_all: &'a [i64],
+    /// Dataset index of every column of `k_all` with effective-batch negatives (None: the
+    /// columns are the micro-batch's own images, whose only same-image key is the positive).
+    /// A step can span an epoch boundary and hold an image twice; with `mask_own` its other key
+    /// is masked out of the query's negatives, as the queue's are.
+    pub k_idx_all: Option<&'a [i64]>,
     pub n: usize,
     pub dim: usize,
     pub temperature: f32,
@@ -60,8 +71,11 @@ pub fn contrastive<B: Backend>(
     let (n, d) = (inp.n, inp.dim);
     let (rank, world) = (comm.rank(), comm.world());
     let nw = n * world;
+    // Columns of the batch block: every rank's keys (more than its queries with effective-batch
+    // negatives, where the other micro-batches' keys are negatives too).
+    let nk = inp.keys_per_rank * world;
     let inv_t = 1.0 / inp.temperature;
-    let labels: Vec<i32> = (0..n).map(|i| (i + n * rank) as i32).collect();
+    let labels: Vec<i32> = (0..n).map(|i| (i + inp.key_offset + inp.keys_per_rank * rank) as i32).collect();
     // (max, sum-exp) of each local row per block of columns, [parts][n]: the batch block, then
     // every rank's queue shard in rank order (the order the log-sum-exp combines them in).
     let parts = 1 + if queue.is_some() { world } else { 0 };
@@ -69,18 +83,32 @@ pub fn contrastive<B: Backend>(
     let mut sums = be.zeros_master(parts * n)?;
 
     // Batch block: local queries against every rank's keys.
-    let mut logits_b = be.zeros_master(n * nw)?;
-    be.linear_fwd(n, d, nw, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
+    let mut logits_b = be.zeros_master(n * nk)?;
+    be.linear_fwd(n, d, nk, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
+    if let (true, Some(k_idx)) = (inp.mask_own, inp.k_idx_all) {
+        let own = &inp.q_idx_all[n * rank..n * (rank + 1)];
+        let mut cells = Vec::new();
+        for (i, (&own_i, &label)) in own.iter().zip(&labels).enumerate() {
+            for (c, &k) in k_idx.iter().enumerate().take(nk) {
+                if k == own_i && c as i32 != label {
+                    cells.push((i as u32, c as u32));
+                }
+            }
+        }
+        if !cells.is_empty() {
+            be.mask_cells(nk, full_mut::<B>(&mut logits_b), &cells);
+        }
+    }
     be.row_max_sumexp(
         n,
-        nw,
+        nk,
         full::<B>(&logits_b),
         B::view_mut(&mut maxes, 0..n),
         B::view_mut(&mut sums, 0..n),
     );
     let mut pos = be.zeros_master(n)?;
-    be.gather_cols(n, nw, full::<B>(&logits_b), &labels, full_mut::<B>(&mut pos));
+    be.gather_cols(n, nk, full::<B>(&logits_b), &labels, full_mut::<B>(&mut pos));
 
     // Queue block: every rank's queries against this rank's shard.
     let shard_part = match queue {
@@ -143,10 +171,10 @@ pub fn contrastive<B: Backend>(
     // d(loss)/d(logit) = 2T/N * (softmax - onehot); logits carry 1/T, so d(loss)/dq =
     // 2/N * (softmax - onehot) . k. The AMP loss scale is folded in.
     let scale = inp.grad_scale * 2.0 / n as f32;
-    let mut dlogits = be.zeros(n * nw)?;
+    let mut dlogits = be.zeros(n * nk)?;
     be.softmax_xent_bwd(
         n,
-        nw,
+        nk,
         full::<B>(&logits_b),
         full::<B>(&lse),
         &labels,
@@ -154,7 +182,7 @@ pub fn contrastive<B: Backend>(
         full_mut::<B>(&mut dlogits),
     );
     let mut dq = be.zeros(n * d)?;
-    be.linear_bwd_data(n, d, nw, full::<B>(&dlogits), full::<B>(inp.k_all), full_mut::<B>(&mut dq));
+    be.linear_bwd_data(n, d, nk, full::<B>(&dlogits), full::<B>(inp.k_all), full_mut::<B>(&mut dq));
     drop(dlogits);
 
     if let (Some(qs), Some((logits_q, _))) = (queue, shard_part) {

@@ -12,5 +12,6 @@ pub mod scaler;
 pub mod schedule;
 pub mod state;
 pub mod step_end;
+pub mod step_keys;
 
 pub use state::{MicroOut, Moco, StepOut, Views};

@@ -163,14 +163,22 @@ impl<B: Backend> Moco<B> {
     /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view whose images `x` are
     /// already on the device. Under shuffle BN the samples are permuted before the encoder and
     /// the keys un-permuted after it, both by row copies on the device.
-    fn keys(&mut self, comm: &StatSyncComm<'_>, x: B::Buf, v: &Views<'_>, view: u64) -> Result<B::Buf> {
+    /// `micro` numbers the micro-batch over the run (seeds the shuffle).
+    pub(super) fn keys(
+        &mut self,
+        comm: &StatSyncComm<'_>,
+        x: B::Buf,
+        v: &Views<'_>,
+        view: u64,
+        micro: u64,
+    ) -> Result<B::Buf> {
         let n = v.n;
         let per = v.size * v.size * v.channels;
         let (stats, perm) = match self.cfg.bn_mode {
             BnMode::Sync => (BnStats::Sync(comm), None),
             BnMode::Local => (BnStats::Local, None),
             BnMode::Shuffle => {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ (self.micro_total << 2 | view));
+                let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ (micro << 2 | view));
                 let mut perm: Vec<usize> = (0..n).collect();
                 perm.shuffle(&mut rng);
                 (BnStats::Groups(self.cfg.shuffle_groups), Some(perm))
@@ -237,22 +245,11 @@ impl<B: Backend> Moco<B> {
     /// Forward and backward of one micro-batch; gradients accumulate into `self.grads` and the
     /// loss terms into `self.metrics`, with no host wait (the step's one read is in
     /// [`Moco::optimizer_step`]). `momentum` is this optimiser step's EMA coefficient (applied on
-    /// its first micro-batch).
+    /// its first micro-batch). Its queries meet its own keys only: see [`Moco::queue_step`] for
+    /// the effective batch's.
     pub fn queue_micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<()> {
-        let (n, d) = (v.n, self.cfg.dim);
-        let per = v.size * v.size * v.channels;
-        if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
-            return Err(WorkerError::Data(format!(
-                "micro-batch of {n} images at {0}x{0}x{1}: view sizes {2}/{3}, {4} indices",
-                v.size,
-                v.channels,
-                v.x1.len(),
-                v.x2.len(),
-                v.idx.len()
-            )));
-        }
+        check_views(v)?;
         let sync = StatSyncComm(comm);
-        let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         if self.micro_in_step == 0 {
             // The forward passes below update the running statistics even if the step is skipped.
             self.guard.begin(&self.be, &self.q_stats, &self.k_stats)?;
@@ -260,24 +257,61 @@ impl<B: Backend> Moco<B> {
 
         // Query encoder, both views; tapes kept for the backward.
         let forward = tracing::info_span!("forward").entered();
+        let (q_out, key_inputs) = self.query_forward(&sync, v, true)?;
+
+        // EMA once per optimiser step, before the key forward (MOCO.md step 3).
+        self.ema_once(momentum)?;
+        let key_forward = tracing::info_span!("key_forward").entered();
+        let mut key_inputs = key_inputs.into_iter();
+        let (x1, x2) = (key_inputs.next(), key_inputs.next());
+        let (Some(x1), Some(x2)) = (x1, x2) else {
+            return Err(WorkerError::Data("a micro-batch without two views".into()));
+        };
+        let k1 = self.keys(&sync, x1, v, 1, self.micro_total)?;
+        let k2 = self.keys(&sync, x2, v, 2, self.micro_total)?;
+        drop(key_forward);
+        let (k1_all, k2_all) = self.gather_keys(comm, &k1, &k2)?;
+        let batch_keys = BatchKeys {
+            k1_all: &k1_all,
+            k2_all: &k2_all,
+            keys_per_rank: v.n,
+            key_offset: 0,
+            k_idx_all: None,
+        };
+        self.loss_and_backward(comm, v, q_out, &batch_keys, forward)?;
+
+        // Enqueue this micro-batch's keys (view 1 first), after the loss.
+        self.enqueue_keys(&k1, &k2, v.idx)?;
+        self.micro_in_step += 1;
+        self.micro_total += 1;
+        Ok(())
+    }
+
+    /// Query forward of both views of `v`: (normalised queries, norms, tapes), and with
+    /// `key_copies` a device copy of each view's images for the momentum encoder, so that each
+    /// view crosses to the device once per micro-batch.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn query_forward(
+        &mut self,
+        sync: &StatSyncComm<'_>,
+        v: &Views<'_>,
+        key_copies: bool,
+    ) -> Result<(Vec<(B::Buf, B::Buf, crate::model::EncoderTape<B>)>, Vec<B::Buf>)> {
+        let (n, d) = (v.n, self.cfg.dim);
+        let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         let mut q_out = Vec::with_capacity(2);
         let mut key_inputs = Vec::with_capacity(2);
         for x in [v.x1, v.x2] {
             let _s = tracing::info_span!("query_forward").entered();
             let input = self.be.act_from_host(x)?;
-            // The momentum encoder takes the same images: a device copy, so that each view
-            // crosses to the device once per micro-batch.
-            let mut key_in = self.be.zeros(B::buf_len(&input))?;
-            self.be.copy(full::<B>(&input), full_mut::<B>(&mut key_in));
-            key_inputs.push(key_in);
+            if key_copies {
+                let mut key_in = self.be.zeros(B::buf_len(&input))?;
+                self.be.copy(full::<B>(&input), full_mut::<B>(&mut key_in));
+                key_inputs.push(key_in);
+            }
             let weights = self.weights.as_ref().unwrap_or(&self.params);
-            let ctx = Ctx {
-                be: &self.be,
-                params: &self.topo.params,
-                weights,
-                stats: self.query_stats(&sync),
-                keep,
-            };
+            let ctx =
+                Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(sync), keep };
             let (q, tape) =
                 encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
             let mut qn = self.be.zeros(n * d)?;
@@ -285,8 +319,11 @@ impl<B: Backend> Moco<B> {
             self.be.l2norm_fwd(n, d, full::<B>(&q), full_mut::<B>(&mut qn), full_mut::<B>(&mut norm));
             q_out.push((qn, norm, tape));
         }
+        Ok((q_out, key_inputs))
+    }
 
-        // EMA once per optimiser step, before the key forward (MOCO.md step 3).
+    /// The EMA of the momentum encoder, on the optimiser step's first micro-batch only.
+    pub(super) fn ema_once(&mut self, momentum: f32) -> Result<()> {
         if self.micro_in_step == 0 {
             let _s = tracing::info_span!("ema").entered();
             let kl = self.topo.key_len();
@@ -295,22 +332,34 @@ impl<B: Backend> Moco<B> {
                 self.refresh_weights()?;
             }
         }
-        let key_forward = tracing::info_span!("key_forward").entered();
-        let mut key_inputs = key_inputs.into_iter();
-        let (x1, x2) = (key_inputs.next(), key_inputs.next());
-        let (Some(x1), Some(x2)) = (x1, x2) else {
-            return Err(WorkerError::Data("a micro-batch without two views".into()));
-        };
-        let k1 = self.keys(&sync, x1, v, 1)?;
-        let k2 = self.keys(&sync, x2, v, 2)?;
-        drop(key_forward);
-        let (k1_all, k2_all) = match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
+        Ok(())
+    }
+
+    /// Every rank's keys of both views, in rank order.
+    pub(super) fn gather_keys(&self, comm: &dyn Comm, k1: &B::Buf, k2: &B::Buf) -> Result<(B::Buf, B::Buf)> {
+        match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
             Some(dc) => {
                 let _c = tracing::info_span!("comm").entered();
-                (dc.all_gather(&self.be, &k1)?, dc.all_gather(&self.be, &k2)?)
+                Ok((dc.all_gather(&self.be, k1)?, dc.all_gather(&self.be, k2)?))
             }
-            None => (all_gather_buf(&self.be, comm, &k1)?, all_gather_buf(&self.be, comm, &k2)?),
-        };
+            None => Ok((all_gather_buf(&self.be, comm, k1)?, all_gather_buf(&self.be, comm, k2)?)),
+        }
+    }
+
+    /// The symmetric loss of one micro-batch's queries against `keys`, ctr(q1, k2) + ctr(q2, k1),
+    /// and the backward of both views into the shared gradient buffer. `forward` (the span of the
+    /// forward phase) ends with the loss.
+    pub(super) fn loss_and_backward(
+        &mut self,
+        comm: &dyn Comm,
+        v: &Views<'_>,
+        q_out: Vec<(B::Buf, B::Buf, crate::model::EncoderTape<B>)>,
+        keys: &BatchKeys<'_, B>,
+        forward: tracing::span::EnteredSpan,
+    ) -> Result<()> {
+        let (n, d) = (v.n, self.cfg.dim);
+        let sync = StatSyncComm(comm);
+        let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         let mut idx_all = vec![0i64; n * comm.world()];
         comm.all_gather_i64(v.idx, &mut idx_all)?;
 
@@ -320,11 +369,14 @@ impl<B: Backend> Moco<B> {
         self.reserve_loss_slots(self.micro_in_step + 1)?;
         let mut dqs = Vec::with_capacity(2);
         for (t, (qn, _, _)) in q_out.iter().enumerate() {
-            let k_all = if t == 0 { &k2_all } else { &k1_all };
+            let k_all = if t == 0 { keys.k2_all } else { keys.k1_all };
             let inp = CtrIn {
                 q: qn,
                 k_all,
+                keys_per_rank: keys.keys_per_rank,
+                key_offset: keys.key_offset,
                 q_idx_all: &idx_all,
+                k_idx_all: keys.k_idx_all,
                 n,
                 dim: d,
                 temperature: self.cfg.temperature,
@@ -337,7 +389,6 @@ impl<B: Backend> Moco<B> {
             dqs.push(out.dq);
         }
         drop((loss_span, forward));
-
         // Backward of both views into the shared gradient buffer. On the last micro-batch of the
         // step, view 2's backward finishes the gradients, so buckets start their all-reduce then.
         let last_micro = self.micro_in_step + 1 >= self.cfg.accumulation;
@@ -394,21 +445,24 @@ impl<B: Backend> Moco<B> {
             }
         }
         drop(backward);
+        Ok(())
+    }
 
-        // Enqueue this micro-batch's keys (view 1 first), after the loss.
+    /// Enqueue keys of both views (view 1's first) with the dataset index of their images, after
+    /// the loss, remembering the overwritten rows for a skipped step.
+    pub(super) fn enqueue_keys(&mut self, k1: &B::Buf, k2: &B::Buf, idx: &[i64]) -> Result<()> {
         if let Some(q) = self.queue.as_mut() {
             let _s = tracing::info_span!("enqueue").entered();
-            let mut keys = self.be.zeros(2 * n * d)?;
-            self.be.copy(full::<B>(&k1), B::view_mut(&mut keys, 0..n * d));
-            self.be.copy(full::<B>(&k2), B::view_mut(&mut keys, n * d..2 * n * d));
-            let idx: Vec<i64> = v.idx.iter().chain(v.idx).copied().collect();
+            let (rows, d) = (idx.len(), self.cfg.dim);
+            let mut keys = self.be.zeros(2 * rows * d)?;
+            self.be.copy(full::<B>(k1), B::view_mut(&mut keys, 0..rows * d));
+            self.be.copy(full::<B>(k2), B::view_mut(&mut keys, rows * d..2 * rows * d));
+            let idx: Vec<i64> = idx.iter().chain(idx).copied().collect();
             if q.rows.is_multiple_of(idx.len()) {
                 self.guard.before_enqueue(&self.be, q, idx.len())?;
             }
             q.enqueue(&self.be, &keys, &idx)?;
         }
-        self.micro_in_step += 1;
-        self.micro_total += 1;
         Ok(())
     }
 
@@ -424,4 +478,34 @@ impl<B: Backend> Moco<B> {
         }
         Ok(())
     }
+}
+
+/// The keys one micro-batch's queries are contrasted with (both views, every rank's).
+pub(super) struct BatchKeys<'a, B: Backend> {
+    pub k1_all: &'a B::Buf,
+    pub k2_all: &'a B::Buf,
+    /// Keys per rank in `k*_all`: the micro-batch's n, or the optimiser step's with
+    /// effective-batch negatives.
+    pub keys_per_rank: usize,
+    /// Where this micro-batch's own keys start within its rank's (its positives).
+    pub key_offset: usize,
+    /// Dataset index of every key column with effective-batch negatives (own-image mask).
+    pub k_idx_all: Option<&'a [i64]>,
+}
+
+/// A micro-batch's two views must hold n images of size x size x channels each.
+pub(super) fn check_views(v: &Views<'_>) -> Result<()> {
+    let n = v.n;
+    let per = v.size * v.size * v.channels;
+    if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
+        return Err(WorkerError::Data(format!(
+            "micro-batch of {n} images at {0}x{0}x{1}: view sizes {2}/{3}, {4} indices",
+            v.size,
+            v.channels,
+            v.x1.len(),
+            v.x2.len(),
+            v.idx.len()
+        )));
+    }
+    Ok(())
 }

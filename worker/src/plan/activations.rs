@@ -90,6 +90,9 @@ pub struct Activations {
     pub peak_phase: String,
     /// The peak of each phase: key forward, loss, backward.
     pub phases: Vec<(String, u64)>,
+    /// Bytes alive through the whole step, inside every phase's figure: the step's keys with
+    /// effective-batch negatives (0 without).
+    pub held: u64,
 }
 
 /// Inputs of the activation count besides the topology.
@@ -103,6 +106,9 @@ pub struct ActInput {
     /// Bytes per activation element: 2 under AMP (fp16), 4 otherwise.
     pub act_bytes: u64,
     pub recompute: bool,
+    /// Micro-batches whose keys the step holds: the accumulation with effective-batch
+    /// negatives (all of the step's keys are computed first, moco/step_keys.rs), else 1.
+    pub step_micro: usize,
 }
 
 /// Heads' tape: per layer the input, the linear output and (before a ReLU) the ReLU output.
@@ -152,18 +158,32 @@ pub fn activations(topo: &Topology, i: &ActInput) -> Activations {
             key_at = spec.name.clone();
         }
     }
-    let key_fwd = both + key_max * a + n * dim * a;
+    let am = i.step_micro.max(1) as u64;
+    let nw = n * i.world as u64;
+    // The step's keys, both views: this rank's and every rank's (gathered).
+    let step_keys = (2 * am * n * dim + 2 * am * nw * dim) * a;
+    let key_fwd = if am > 1 {
+        // Effective-batch negatives: the step's key forwards run before any query forward (no
+        // tape alive), next to the stacks of this rank's keys.
+        // (counted whole: the gathered copies come right after, ~KBs).
+        key_max * a + step_keys + n * dim * a
+    } else {
+        both + key_max * a + n * dim * a
+    };
 
     // ---- loss: one contrastive term at a time (moco/loss.rs) ----
-    let nw = n * i.world as u64;
     let rows = i.queue_rows as u64;
-    let keys = (2 * n * dim + 2 * nw * dim) * a;
-    let batch_block = n * nw * 4 + n * nw * a + 2 * n * dim * a;
+    let keys = step_keys;
+    // Columns of the batch block: every rank's keys of the micro-batch, or of the whole step.
+    let kn = am * nw;
+    let batch_block = n * kn * 4 + n * kn * a + 2 * n * dim * a;
     let queue_block = if rows > 0 { nw * rows * (4 + a) + 2 * nw * dim * a + n * dim * a } else { 0 };
     let loss = both + keys + batch_block + queue_block;
 
     // ---- backward of view 1, view 2's tape whole ----
-    let base = per_view + 2 * n * dim * a + feat * a;
+    // With effective-batch negatives the step's keys stay alive through every backward.
+    let held = if am > 1 { step_keys } else { 0 };
+    let base = per_view + 2 * n * dim * a + feat * a + held;
     let mut bwd = 0u64;
     let mut bwd_at = String::from("stem");
     // Tape of view 1 below block i: stem, BN stats, max-pool output, outputs of blocks < i,
@@ -199,7 +219,14 @@ pub fn activations(topo: &Topology, i: &ActInput) -> Activations {
     let backward = base + bwd;
 
     let phases = vec![
-        (format!("key forward of {key_at} (both query tapes kept)"), key_fwd),
+        (
+            if am > 1 {
+                format!("key forward of {key_at} (the step's keys first, no query tape yet)")
+            } else {
+                format!("key forward of {key_at} (both query tapes kept)")
+            },
+            key_fwd,
+        ),
         ("loss (logits vs the queue shard)".to_string(), loss),
         (format!("backward of {bwd_at}"), backward),
     ];
@@ -211,6 +238,7 @@ pub fn activations(topo: &Topology, i: &ActInput) -> Activations {
         peak,
         peak_phase,
         phases,
+        held,
     }
 }
 
@@ -230,7 +258,7 @@ mod tests {
     }
 
     fn input(n: usize, recompute: bool) -> ActInput {
-        ActInput { n, image_size: 224, world: 2, queue_rows: 38400, act_bytes: 2, recompute }
+        ActInput { n, image_size: 224, world: 2, queue_rows: 38400, act_bytes: 2, recompute, step_micro: 1 }
     }
 
     #[test]

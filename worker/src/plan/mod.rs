@@ -96,6 +96,7 @@ impl MemoryPlan {
                 queue_rows,
                 act_bytes,
                 recompute: cfg.recompute,
+                step_micro: moco_proto::validate::micro_per_enqueue(cfg),
             },
         );
         let mut components = model_memory::components(&params, cfg);
@@ -104,6 +105,25 @@ impl MemoryPlan {
                 "queue shard",
                 queue_rows as u64 * (cfg.dim as u64 * 4 + 8),
                 format!("{queue_rows} rows x {} fp32 keys + i64 image index", cfg.dim),
+            ));
+        }
+        let step_micro = moco_proto::validate::micro_per_enqueue(cfg);
+        if step_micro > 1 {
+            // moco/step_keys.rs: the step's keys are computed first and kept; its augmented
+            // inputs wait in host memory (re-sent to the GPU for the query forwards), not here.
+            let host = 2
+                * step_micro as u64
+                * batch as u64
+                * (cfg.image_size * cfg.image_size * IN_CHANNELS) as u64
+                * 4;
+            components.push(Component::shapes(
+                "step keys (effective-batch negatives)",
+                acts.held,
+                format!(
+                    "2 views x {step_micro} micro-batches x {batch} keys, own + gathered from {world} rank(s); \
+                     the step's inputs wait in host RAM ({} MiB)",
+                    host.div_ceil(1 << 20)
+                ),
             ));
         }
         let saved = 2 * acts.saved_per_view;
@@ -120,7 +140,7 @@ impl MemoryPlan {
         ));
         components.push(Component::shapes(
             "transient peak above them",
-            acts.peak.saturating_sub(saved),
+            acts.peak.saturating_sub(saved + acts.held),
             format!("at the {}", acts.peak_phase),
         ));
         components.push(Component::allowance("cuDNN workspace", allowances::CUDNN_WORKSPACE));
@@ -167,6 +187,25 @@ mod tests {
         let fp32_lars = MemoryPlan::for_batch(&cfg, 64, 2);
         assert_eq!(fp32_lars.bytes_of("optimiser"), 4 * q);
         assert_eq!(fp32_lars.bytes_of("query encoder weights"), 4 * q);
+    }
+
+    #[test]
+    fn effective_negatives_hold_the_steps_keys_and_count_them_once() {
+        let on = presets::get("optimized").unwrap();
+        let off = TrainConfig { effective_negatives: false, ..on.clone() };
+        let (p_on, p_off) = (MemoryPlan::for_batch(&on, 96, 2), MemoryPlan::for_batch(&off, 96, 2));
+        // fp16 keys: 2 views x 4 micro-batches x 96 x 256, this rank's and both ranks' gathered.
+        let held = 2 * 4 * 96 * 256 * (1 + 2) * 2;
+        assert_eq!(p_on.bytes_of("step keys"), held);
+        assert_eq!(p_off.bytes_of("step keys"), 0);
+        // The switch adds at most the held keys: its key forwards run before any query tape
+        // exists, so the key-forward phase (the peak without it, here) is lower with it.
+        assert!(p_on.total <= p_off.total + held, "{} vs {}", p_on.total, p_off.total);
+        let key_phase =
+            |p: &MemoryPlan| p.activations.phases.iter().find(|(n, _)| n.starts_with("key")).unwrap().1;
+        assert!(key_phase(&p_on) < key_phase(&p_off));
+        let c = p_on.components.iter().find(|c| c.name.starts_with("step keys")).unwrap();
+        assert!(c.how.contains("host RAM (441 MiB)"), "{}", c.how);
     }
 
     #[test]

@@ -82,7 +82,10 @@ fn largest(s: &mut String, r: &ResolvedConfig, plan: &MemoryPlan, v: &Verdict) {
         }
     }
     if let Some((below, above)) = v.queues_for_largest {
-        let kps = validate::keys_per_step(n, w);
+        // With effective-batch negatives one write holds the whole step's keys.
+        let micro = validate::micro_per_enqueue(c);
+        let kps = validate::keys_per_step(n * micro, w);
+        let acc = if micro > 1 { format!(" x {micro}") } else { String::new() };
         let sizes = match below {
             Some(b) if b == c.queue_size => format!("{b} (the current one) or {above}"),
             Some(b) => format!("{b} or {above}"),
@@ -90,7 +93,7 @@ fn largest(s: &mut String, r: &ResolvedConfig, plan: &MemoryPlan, v: &Verdict) {
         };
         let _ = writeln!(
             s,
-            "queue sizes for --batch {n} on {w} rank(s) (multiples of 2 x {n} x {w} = {kps}) nearest {}: {sizes}",
+            "queue sizes for --batch {n} on {w} rank(s) (multiples of 2 x {n} x {w}{acc} = {kps}) nearest {}: {sizes}",
             c.queue_size
         );
     }

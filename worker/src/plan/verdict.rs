@@ -27,7 +27,8 @@ impl Verdict {
         let largest_valid = largest.and_then(|max| (1..=max).rev().find(|&n| accepts(cfg, n, world)));
         let queues = match largest {
             Some(n) if cfg.queue_size > 0 => {
-                Some(validate::nearest_queues(cfg.queue_size, validate::keys_per_step(n, world)))
+                let micro = validate::micro_per_enqueue(cfg);
+                Some(validate::nearest_queues(cfg.queue_size, validate::keys_per_step(n * micro, world)))
             }
             _ => None,
         };
@@ -91,7 +92,9 @@ mod tests {
                 && valid.is_multiple_of(cfg.shuffle_groups)
         );
         let (below, above) = v.queues_for_largest.unwrap();
-        assert!(below.is_none_or(|b| validate::queue_fits(b, n, 2)) && validate::queue_fits(above, n, 2));
+        // The preset enqueues the whole step's keys (effective-batch negatives, accumulation 4).
+        let m = n * validate::micro_per_enqueue(&cfg);
+        assert!(below.is_none_or(|b| validate::queue_fits(b, m, 2)) && validate::queue_fits(above, m, 2));
     }
 
     #[test]

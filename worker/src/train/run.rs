@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// A two-view micro-batch owned by the loop.
+#[derive(Clone)]
 pub struct OwnedViews {
     pub x1: Vec<f32>,
     pub x2: Vec<f32>,
@@ -112,12 +113,23 @@ pub fn train<B: Backend>(
         let step = moco.steps;
         let lr = sched.lr(step) as f32;
         let m = sched.momentum(step) as f32;
-        for _ in 0..sched.accumulation {
-            let batch = {
+        if moco.cfg.effective_negatives && sched.accumulation > 1 {
+            // Effective-batch negatives: the step's keys come first, so it takes all of its
+            // micro-batches at once (held in host memory; see moco::step_keys).
+            let batches = {
                 let _s = tracing::info_span!("data").entered();
-                data.next_batch()?
+                (0..sched.accumulation).map(|_| data.next_batch()).collect::<Result<Vec<_>>>()?
             };
-            moco.queue_micro_batch(comm, &batch.views(), m)?;
+            let views: Vec<_> = batches.iter().map(|b| b.views()).collect();
+            moco.queue_step(comm, &views, m)?;
+        } else {
+            for _ in 0..sched.accumulation {
+                let batch = {
+                    let _s = tracing::info_span!("data").entered();
+                    data.next_batch()?
+                };
+                moco.queue_micro_batch(comm, &batch.views(), m)?;
+            }
         }
         // The step's one host wait is inside: it reads the verdict and the losses after all of
         // the step's work, so an asynchronous device (CUDA) reports the errors of ops queued

@@ -24,6 +24,7 @@ pub fn tiny_cfg() -> TrainConfig {
         batch: 4,
         global_batch: 0,
         accumulation: 1,
+        effective_negatives: false,
         queue_size: 32,
         temperature: 0.2,
         momentum: 0.99,

@@ -73,13 +73,29 @@ pub fn timed_steps<B: Backend>(
         let lr = sched.lr(step) as f32;
         let m = sched.momentum(step) as f32;
         let mut loss = 0.0f32;
-        for _ in 0..sched.accumulation {
+        let effective = moco.cfg.effective_negatives && sched.accumulation > 1;
+        if effective {
+            // Effective-batch negatives: the step takes its micro-batches at once, as training
+            // does (moco::step_keys); the loss comes with the step's one read below.
             let span = tracing::info_span!("data").entered();
-            let batch = feed.next()?;
+            let batches =
+                (0..sched.accumulation).map(|_| feed.next().cloned()).collect::<Result<Vec<_>>>()?;
             drop(span);
-            loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
+            let views: Vec<_> = batches.iter().map(|b| b.views()).collect();
+            moco.queue_step(comm, &views, m)?;
+        } else {
+            for _ in 0..sched.accumulation {
+                let span = tracing::info_span!("data").entered();
+                let batch = feed.next()?;
+                drop(span);
+                loss += moco.micro_batch(comm, &batch.views(), m)?.loss;
+            }
         }
-        let applied = moco.optimizer_step(comm, lr)?.applied;
+        let stepped = moco.optimizer_step(comm, lr)?;
+        if effective {
+            loss = stepped.loss_sum;
+        }
+        let applied = stepped.applied;
         moco.be.sync().map_err(moco_worker::WorkerError::from)?;
         let dt = t0.elapsed().as_secs_f64();
         guard.resolve();
