@@ -329,7 +329,8 @@ impl<B: Backend> Moco<B> {
             };
             let slot = loss_slot(self.micro_in_step, t);
             let loss_out = B::view_mut(&mut self.metrics, slot..slot + 1);
-            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref(), loss_out)?;
+            let dev = self.dev_comm.as_deref().filter(|_| comm.world() > 1);
+            let out = contrastive(&self.be, comm, dev, &inp, self.queue.as_ref(), loss_out)?;
             dqs.push(out.dq);
         }
         drop((loss_span, forward));

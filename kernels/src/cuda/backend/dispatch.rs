@@ -51,6 +51,18 @@ impl Backend for CudaBackend {
         self.download(&buf.full())
     }
 
+    /// Only `range` crosses to the host (a gradient bucket is ~1M of ~35M floats).
+    fn to_host_range(&self, buf: &CudaBuf, range: Range<usize>) -> Result<Vec<f32>> {
+        self.errors.check()?;
+        if range.start > range.end || range.end > buf.len() {
+            return Err(crate::error::KernelError::Shape {
+                op: "to_host_range",
+                detail: format!("range {range:?} of a buffer of {} elements", buf.len()),
+            });
+        }
+        self.download(&buf.view(range))
+    }
+
     fn write(&self, buf: &mut CudaBuf, offset: usize, data: &[f32]) -> Result<()> {
         self.errors.check()?;
         self.write_at(buf, offset, data)
