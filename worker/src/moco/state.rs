@@ -149,7 +149,7 @@ impl<B: Backend> Moco<B> {
         Ok(())
     }
 
-    fn query_stats<'a>(&self, comm: &'a StatSyncComm<'a>) -> BnStats<'a> {
+    fn query_stats<'a>(&self, comm: &'a StatSyncComm<'a, B>) -> BnStats<'a, B> {
         match self.cfg.bn_mode {
             BnMode::Sync => BnStats::Sync(comm),
             BnMode::Local | BnMode::Shuffle => BnStats::Local,
@@ -159,7 +159,7 @@ impl<B: Backend> Moco<B> {
     /// Momentum-encoder keys `[n, dim]`, L2-normalised, for one view whose images `x` are
     /// already on the device. Under shuffle BN the samples are permuted before the encoder and
     /// the keys un-permuted after it, both by row copies on the device.
-    fn keys(&mut self, comm: &StatSyncComm<'_>, x: B::Buf, v: &Views<'_>, view: u64) -> Result<B::Buf> {
+    fn keys(&mut self, comm: &StatSyncComm<'_, B>, x: B::Buf, v: &Views<'_>, view: u64) -> Result<B::Buf> {
         let n = v.n;
         let per = v.size * v.size * v.channels;
         let (stats, perm) = match self.cfg.bn_mode {
@@ -235,6 +235,22 @@ impl<B: Backend> Moco<B> {
     /// [`Moco::optimizer_step`]). `momentum` is this optimiser step's EMA coefficient (applied on
     /// its first micro-batch).
     pub fn queue_micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<()> {
+        // The device collective is lent to the micro-batch (SyncBN and the loss hold it while
+        // the step mutates the rest of `self`) and put back whatever happens.
+        let dev_comm = self.dev_comm.take();
+        let dev = dev_comm.as_deref().filter(|_| comm.world() > 1);
+        let done = self.micro_batch_with(comm, dev, v, momentum);
+        self.dev_comm = dev_comm;
+        done
+    }
+
+    fn micro_batch_with(
+        &mut self,
+        comm: &dyn Comm,
+        dev: Option<&dyn super::device_comm::DeviceComm<B>>,
+        v: &Views<'_>,
+        momentum: f32,
+    ) -> Result<()> {
         let (n, d) = (v.n, self.cfg.dim);
         let per = v.size * v.size * v.channels;
         if v.x1.len() != n * per || v.x2.len() != n * per || v.idx.len() != n {
@@ -247,7 +263,7 @@ impl<B: Backend> Moco<B> {
                 v.idx.len()
             )));
         }
-        let sync = StatSyncComm(comm);
+        let sync = StatSyncComm { comm, dev };
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         if self.micro_in_step == 0 {
             // The forward passes below update the running statistics even if the step is skipped.
@@ -300,7 +316,7 @@ impl<B: Backend> Moco<B> {
         let k1 = self.keys(&sync, x1, v, 1)?;
         let k2 = self.keys(&sync, x2, v, 2)?;
         drop(key_forward);
-        let (k1_all, k2_all) = match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
+        let (k1_all, k2_all) = match dev {
             Some(dc) => {
                 let _c = tracing::info_span!("comm").entered();
                 (dc.all_gather(&self.be, &k1)?, dc.all_gather(&self.be, &k2)?)
@@ -329,7 +345,6 @@ impl<B: Backend> Moco<B> {
             };
             let slot = loss_slot(self.micro_in_step, t);
             let loss_out = B::view_mut(&mut self.metrics, slot..slot + 1);
-            let dev = self.dev_comm.as_deref().filter(|_| comm.world() > 1);
             let out = contrastive(&self.be, comm, dev, &inp, self.queue.as_ref(), loss_out)?;
             dqs.push(out.dq);
         }
@@ -358,7 +373,7 @@ impl<B: Backend> Moco<B> {
                 stats: self.query_stats(&sync),
                 keep,
             };
-            let mut gs = if view == 1 && last_micro && comm.world() > 1 && self.dev_comm.is_none() {
+            let mut gs = if view == 1 && last_micro && comm.world() > 1 && dev.is_none() {
                 self.grad_sync.take()
             } else {
                 None

@@ -191,6 +191,21 @@ impl Backend for CudaBackend {
         run!(self, "bn_group_mean", self.bn_group_mean_impl(groups, c, &x, &mut y))
     }
 
+    fn bn_moments_pack(&self, c: usize, mean: DevView<'_>, var: DevView<'_>, mut packed: DevViewMut<'_>) {
+        run!(self, "bn_moments_pack", self.bn_moments_pack_impl(c, &mean, &var, &mut packed))
+    }
+
+    fn bn_moments_unpack(
+        &self,
+        c: usize,
+        world: usize,
+        packed: DevView<'_>,
+        mut mean: DevViewMut<'_>,
+        mut var: DevViewMut<'_>,
+    ) {
+        run!(self, "bn_moments_unpack", self.bn_moments_unpack_impl(c, world, &packed, &mut mean, &mut var))
+    }
+
     fn relu_inplace(&self, mut x: DevViewMut<'_>) {
         run!(self, "relu_inplace", self.relu_inplace_impl(&mut x))
     }
