@@ -500,6 +500,15 @@ fn device_collective_path_equals_the_host_path() {
     let mut c = cfg(4, 32);
     c.bn_mode = BnMode::Sync;
     c.accumulation = 2;
+    // BN layers of the query encoder (backbone, projector, predictor) and of the key encoder.
+    let topo = moco_worker::model::Topology::new(moco_worker::model::ModelDims::from_config(&c, 3));
+    let backbone_bns =
+        1 + topo.backbone.blocks.iter().map(|b| 3 + usize::from(b.downsample.is_some())).sum::<usize>();
+    let head_bns =
+        |h: &[moco_worker::model::topology::LinearSpec]| h.iter().filter(|l| l.bn.is_some()).count();
+    let k_bns = backbone_bns + head_bns(&topo.projector);
+    let q_bns = k_bns + head_bns(&topo.predictor);
+    assert!(!c.recompute, "a recomputed forward would sync its statistics again");
     let (x1, x2, idx) = views(32, 8);
     let per = 4 * 32 * 32 * 3;
     let run = |device_path: bool| {
@@ -524,12 +533,14 @@ fn device_collective_path_equals_the_host_path() {
                 m.optimizer_step(&comm, 0.5).unwrap();
             }
             if device_path {
-                // Per rank: 2 key all-gathers per micro-batch; per step, 1 gradient all-reduce and
-                // 1 of the inf/NaN verdict (a device flag, so it never visits the host).
+                // Per rank and step: 1 gradient all-reduce and 1 of the inf/NaN verdict (a device
+                // flag, so it never visits the host); per micro-batch, one SyncBN sum per BN layer
+                // and pass: both views through the query encoder (forward and backward) and the
+                // key encoder (forward).
                 assert_eq!(
                     calls[0].load(Ordering::SeqCst),
-                    4,
-                    "gradient and verdict all-reduces on the device path"
+                    2 * 2 + 4 * (2 * q_bns + 2 * k_bns + 2 * q_bns),
+                    "gradient, verdict and SyncBN all-reduces on the device path"
                 );
                 // Per micro-batch and contrastive term (2 x 2 x 2 = 8): the query all-gather, the
                 // (max, sum-exp) pairs and the log-sum-exp (fp32) and the queue gradient's
