@@ -23,6 +23,8 @@ trap 'rm -rf "$work"' EXIT
 
 tiny=(--preset tiny --data synthetic:128:64 --batch 8 --queue-size 64 --image-size 32)
 optimized=(--preset optimized --data synthetic:64:32 --batch 4 --accumulation 1 --queue-size 256 --image-size 32)
+# tiny with SyncBN (MoCo v3's BN): one cross-rank sum per BN layer and pass.
+syncbn=("${tiny[@]}" --bn-mode sync)
 
 # run NAME RANKS STEPS ARGS...: trains with counters written per process.
 run() {
@@ -42,7 +44,7 @@ echo "divided by $((b - a)), per rank (rank 0 shown; every rank does the same wo
 echo
 echo "| config | ranks | host waits | of which D2H to pageable | H2D bytes | D2H bytes | kernel launches | cuBLAS | cuDNN | NCCL calls | NCCL bytes | peak device MiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for cfg in tiny optimized; do
+for cfg in tiny optimized syncbn; do
     declare -n args="$cfg"
     for ranks in 1 2; do
         run "$cfg" "$ranks" "$a" "${args[@]}"
@@ -65,4 +67,5 @@ PY
     done
 done
 echo
-echo "tiny: \`${tiny[*]}\`; optimized-shaped: \`${optimized[*]}\` (full width, AMP, recompute, AdamW)."
+echo "tiny: \`${tiny[*]}\`; optimized-shaped: \`${optimized[*]}\` (full width, AMP, recompute, AdamW);"
+echo "syncbn: tiny with \`--bn-mode sync\`."

@@ -249,3 +249,26 @@ extern "C" __global__ void bn_group_mean(int groups, int c, const float* x, floa
         y[ch] = acc;
     }
 }
+
+// SyncBN without a host round trip: packed [2c] = [mean, var + mean^2], summed over ranks by the
+// device collective, then unpacked into the global moments. The _rn intrinsics keep the
+// compiler from fusing a multiply-add, so the values are the CPU reference's bit for bit.
+extern "C" __global__ void bn_moments_pack(int c, const float* mean, const float* var, float* packed) {
+    for (int ch = grid_start(); ch < c; ch += grid_stride()) {
+        const float m = mean[ch];
+        packed[ch] = m;
+        packed[c + ch] = __fadd_rn(var[ch], __fmul_rn(m, m));
+    }
+}
+
+// mean = s / world, var = max(s2 / world - mean^2, 0); fmaxf turns a NaN difference into 0 as
+// the reference's f32::max does.
+extern "C" __global__ void bn_moments_unpack(int c, int world, const float* packed, float* mean,
+                                             float* var) {
+    const float w = (float)world;
+    for (int ch = grid_start(); ch < c; ch += grid_stride()) {
+        const float m = __fdiv_rn(packed[ch], w);
+        mean[ch] = m;
+        var[ch] = fmaxf(__fsub_rn(__fdiv_rn(packed[c + ch], w), __fmul_rn(m, m)), 0.0f);
+    }
+}

@@ -163,6 +163,20 @@ pub trait Backend: Send + Sync {
     /// as `x / groups` (SplitBatchNorm: the key side's shuffle-BN groups update the running
     /// statistics with the average of their statistics, computed without leaving the device).
     fn bn_group_mean(&self, groups: usize, c: usize, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// SyncBN's exchange buffer from this rank's biased moments: `packed` `[2c]` = `[mean,
+    /// var + mean * mean]` (fp32, each operation rounded on its own: no fused multiply-add), so
+    /// that one sum over ranks of `packed` gives what the global moments need.
+    fn bn_moments_pack(&self, c: usize, mean: Self::View<'_>, var: Self::View<'_>, packed: Self::ViewMut<'_>);
+    /// The global moments from `packed` summed over `world` ranks: `mean = s / world`,
+    /// `var = max(s2 / world - mean * mean, 0)` (fp32, each operation rounded on its own).
+    fn bn_moments_unpack(
+        &self,
+        c: usize,
+        world: usize,
+        packed: Self::View<'_>,
+        mean: Self::ViewMut<'_>,
+        var: Self::ViewMut<'_>,
+    );
 
     // ---- elementwise ----
     fn relu_inplace(&self, x: Self::ViewMut<'_>);

@@ -188,6 +188,27 @@ fn effective_negatives_on_two_emulated_gpus_track_the_cpu() {
     assert!(off[0] > 100.0 * tol, "the switch must change the loss: {}", show(&off));
 }
 
+/// SyncBN over 2 ranks: on emulated CUDA the moments are packed, summed over the NCCL stand-in
+/// and unpacked on the device (and the backward's sums summed there), on the CPU over the host
+/// ring; the losses agree as the fresh runs above do (8 steps, fp32).
+#[test]
+fn two_ranks_with_sync_bn_over_the_nccl_stand_in_track_the_cpu_fp32() {
+    let d = TempDir::new("emu-sync-bn");
+    let run = |device: &str| {
+        let out = d.path().join(device);
+        train(device, 2, 8, &["--no-amp", "--bn-mode", "sync"], &out).expect_ok();
+        losses(&out)
+    };
+    let (cpu, cuda) = (run("cpu"), run("cuda"));
+    assert_eq!(cuda.len(), 8);
+    let r = diffs(&cpu, &cuda);
+    let tol = step_tolerance(false);
+    assert!(r[0] <= tol, "step 1: relative loss difference {:.2e} > {tol:.0e}: {}", r[0], show(&r));
+    let early = early_tolerance(false);
+    assert!(r[..4].iter().all(|&x| x <= early), "steps 1-4 differ by more than {early:.0e}: {}", show(&r));
+    assert!(cuda.iter().all(|(_, l)| l.is_finite()));
+}
+
 /// A checkpoint made by `from` at step 8 is resumed to step 10 on both backends: the two
 /// continuations must agree step by step within the one-step tolerance, which proves both
 /// that checkpoints cross between CPU and emulated CUDA and that the CUDA step is the CPU's.

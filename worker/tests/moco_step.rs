@@ -125,7 +125,7 @@ fn ctr_loss(
         grad_scale: 1.0,
     };
     let mut loss = [0.0f32];
-    let out = contrastive(&Cpu { amp: false }, comm, &inp, Some(queue), &mut loss).unwrap();
+    let out = contrastive(&Cpu { amp: false }, comm, None, &inp, Some(queue), &mut loss).unwrap();
     (loss[0], out.dq)
 }
 
@@ -477,8 +477,9 @@ fn device_collective_path_equals_the_host_path() {
     use moco_worker::moco::device_comm::{DeviceComm, HostStaged};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    /// Counts the calls [all_reduce, all_gather], so the test knows the path was taken.
-    struct Counted(HostStaged, Arc<[AtomicUsize; 2]>);
+    /// Counts the calls [all_reduce, all_gather, all_gather_f32, reduce_scatter_sum_f32], so
+    /// the test knows the path was taken.
+    struct Counted(HostStaged, Arc<[AtomicUsize; 4]>);
     impl DeviceComm<Cpu> for Counted {
         fn world(&self) -> usize {
             DeviceComm::<Cpu>::world(&self.0)
@@ -491,10 +492,27 @@ fn device_collective_path_equals_the_host_path() {
             self.1[1].fetch_add(1, Ordering::SeqCst);
             self.0.all_gather(be, send)
         }
+        fn all_gather_f32(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+            self.1[2].fetch_add(1, Ordering::SeqCst);
+            self.0.all_gather_f32(be, send)
+        }
+        fn reduce_scatter_sum_f32(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+            self.1[3].fetch_add(1, Ordering::SeqCst);
+            self.0.reduce_scatter_sum_f32(be, send)
+        }
     }
     let mut c = cfg(4, 32);
     c.bn_mode = BnMode::Sync;
     c.accumulation = 2;
+    // BN layers of the query encoder (backbone, projector, predictor) and of the key encoder.
+    let topo = moco_worker::model::Topology::new(moco_worker::model::ModelDims::from_config(&c, 3));
+    let backbone_bns =
+        1 + topo.backbone.blocks.iter().map(|b| 3 + usize::from(b.downsample.is_some())).sum::<usize>();
+    let head_bns =
+        |h: &[moco_worker::model::topology::LinearSpec]| h.iter().filter(|l| l.bn.is_some()).count();
+    let k_bns = backbone_bns + head_bns(&topo.projector);
+    let q_bns = k_bns + head_bns(&topo.predictor);
+    assert!(!c.recompute, "a recomputed forward would sync its statistics again");
     let (x1, x2, idx) = views(32, 8);
     let per = 4 * 32 * 32 * 3;
     let run = |device_path: bool| {
@@ -503,7 +521,7 @@ fn device_collective_path_equals_the_host_path() {
             let ring: Arc<dyn Collective> = Arc::new(ring);
             let comm = AsComm(ring.as_ref());
             let mut m = Moco::new(Cpu { amp: false }, &c, 3, r, 2).unwrap();
-            let calls = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            let calls = Arc::new(std::array::from_fn(|_| AtomicUsize::new(0)));
             if device_path {
                 m.dev_comm = Some(Box::new(Counted(HostStaged(ring.clone()), calls.clone())));
             }
@@ -519,14 +537,21 @@ fn device_collective_path_equals_the_host_path() {
                 m.optimizer_step(&comm, 0.5).unwrap();
             }
             if device_path {
-                // Per rank: 2 key all-gathers per micro-batch; per step, 1 gradient all-reduce and
-                // 1 of the inf/NaN verdict (a device flag, so it never visits the host).
+                // Per rank and step: 1 gradient all-reduce and 1 of the inf/NaN verdict (a device
+                // flag, so it never visits the host); per micro-batch, one SyncBN sum per BN layer
+                // and pass: both views through the query encoder (forward and backward) and the
+                // key encoder (forward).
                 assert_eq!(
                     calls[0].load(Ordering::SeqCst),
-                    4,
-                    "gradient and verdict all-reduces on the device path"
+                    2 * 2 + 4 * (2 * q_bns + 2 * k_bns + 2 * q_bns),
+                    "gradient, verdict and SyncBN all-reduces on the device path"
                 );
-                assert_eq!(calls[1].load(Ordering::SeqCst), 8, "key all-gathers on the device path");
+                // Per micro-batch and contrastive term (2 x 2 x 2 = 8): the query all-gather, the
+                // (max, sum-exp) pairs and the log-sum-exp (fp32) and the queue gradient's
+                // reduce-scatter; plus the 2 key all-gathers per micro-batch.
+                assert_eq!(calls[1].load(Ordering::SeqCst), 8 + 8, "key and query all-gathers");
+                assert_eq!(calls[2].load(Ordering::SeqCst), 2 * 8, "fp32 all-gathers of the loss");
+                assert_eq!(calls[3].load(Ordering::SeqCst), 8, "queue-gradient reduce-scatters");
             }
             let q = m.queue.as_ref().unwrap();
             (losses, m.params, m.key_params, q.keys.clone(), q.ptr)

@@ -225,6 +225,31 @@ pub fn bn_group_mean(groups: usize, c: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// SyncBN's exchange buffer: `packed` `[2c]` = `[mean, var + mean * mean]` (the arithmetic the
+/// model did on the host before the moments stayed on the device).
+pub fn bn_moments_pack(c: usize, mean: &[f32], var: &[f32], packed: &mut [f32]) {
+    assert!(mean.len() == c && var.len() == c, "bn_moments_pack: mean and var must have {c} elements");
+    assert_eq!(packed.len(), 2 * c, "bn_moments_pack: packed must have {} elements", 2 * c);
+    let (pm, pv) = packed.split_at_mut(c);
+    pm.copy_from_slice(mean);
+    for ((p, &v), &m) in pv.iter_mut().zip(var).zip(mean) {
+        *p = v + m * m;
+    }
+}
+
+/// The global moments from `packed` summed over `world` ranks: mean = s / world, var =
+/// max(s2 / world - mean^2, 0) (a NaN difference becomes 0, as `f32::max` makes it).
+pub fn bn_moments_unpack(c: usize, world: usize, packed: &[f32], mean: &mut [f32], var: &mut [f32]) {
+    assert_eq!(packed.len(), 2 * c, "bn_moments_unpack: packed must have {} elements", 2 * c);
+    assert!(mean.len() == c && var.len() == c, "bn_moments_unpack: mean and var must have {c} elements");
+    let w = world as f32;
+    for ch in 0..c {
+        let m = packed[ch] / w;
+        mean[ch] = m;
+        var[ch] = (packed[c + ch] / w - m * m).max(0.0);
+    }
+}
+
 /// running = (1 - momentum) * running + momentum * batch stat, with the batch variance made
 /// unbiased (var * count / (count - 1)) as PyTorch does; computed in f64. `running` is `[2c]`:
 /// the running mean, then the running variance. With count = 1 (which PyTorch rejects in

@@ -28,6 +28,9 @@ pub static BWD_APPLY: KernelPairDef =
 pub static RUNNING_UPDATE: KernelDef =
     KernelDef { name: "bn_running_update", params: &[I32, Ptr, Ptr, I32, F32, Ptr] };
 pub static GROUP_MEAN: KernelDef = KernelDef { name: "bn_group_mean", params: &[I32, I32, Ptr, Ptr] };
+pub static MOMENTS_PACK: KernelDef = KernelDef { name: "bn_moments_pack", params: &[I32, Ptr, Ptr, Ptr] };
+pub static MOMENTS_UNPACK: KernelDef =
+    KernelDef { name: "bn_moments_unpack", params: &[I32, I32, Ptr, Ptr, Ptr] };
 
 pub static DEFS: &[&KernelDef] = &[
     &STATS_PARTIAL.f16,
@@ -42,6 +45,8 @@ pub static DEFS: &[&KernelDef] = &[
     &BWD_APPLY.f32,
     &RUNNING_UPDATE,
     &GROUP_MEAN,
+    &MOMENTS_PACK,
+    &MOMENTS_UNPACK,
 ];
 
 /// Channels per block and row lanes per block of the `*_partial` kernels (BN_TILE_C and
@@ -91,6 +96,8 @@ pub struct BatchNorm {
     bwd_apply: KernelPair,
     running_update: Kernel,
     group_mean: Kernel,
+    moments_pack: Kernel,
+    moments_unpack: Kernel,
 }
 
 fn partial_config(c: usize, chunks: usize) -> LaunchConfig {
@@ -132,6 +139,8 @@ impl BatchNorm {
             bwd_apply: KernelPair::load(module, &BWD_APPLY)?,
             running_update: Kernel::load(module, &RUNNING_UPDATE)?,
             group_mean: Kernel::load(module, &GROUP_MEAN)?,
+            moments_pack: Kernel::load(module, &MOMENTS_PACK)?,
+            moments_unpack: Kernel::load(module, &MOMENTS_UNPACK)?,
         })
     }
 
@@ -428,6 +437,44 @@ impl BatchNorm {
         expect_len(OP, "y", y.len(), c)?;
         // SAFETY: x holds groups * c floats and y c floats (checked above).
         unsafe { launch!(stream, &self.group_mean, self.grid.elems(c), &g_i, &c_i, x, y) }
+    }
+
+    /// packed `[2c]` = `[mean, var + mean^2]` (SyncBN's exchange buffer).
+    pub fn moments_pack(
+        &self,
+        stream: &CudaStream,
+        c: usize,
+        mean: &CudaView<'_, f32>,
+        var: &CudaView<'_, f32>,
+        packed: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "bn_moments_pack";
+        let c_i = to_i32(OP, "2c", 2 * c).map(|_| c as i32)?;
+        expect_len(OP, "mean", mean.len(), c)?;
+        expect_len(OP, "var", var.len(), c)?;
+        expect_len(OP, "packed", packed.len(), 2 * c)?;
+        // SAFETY: mean and var hold c floats, packed 2c (checked above).
+        unsafe { launch!(stream, &self.moments_pack, self.grid.elems(c), &c_i, mean, var, packed) }
+    }
+
+    /// mean, var `[c]` from `packed` summed over `world` ranks.
+    pub fn moments_unpack(
+        &self,
+        stream: &CudaStream,
+        c: usize,
+        world: usize,
+        packed: &CudaView<'_, f32>,
+        mean: &mut CudaViewMut<'_, f32>,
+        var: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "bn_moments_unpack";
+        let c_i = to_i32(OP, "2c", 2 * c).map(|_| c as i32)?;
+        let w_i = to_i32(OP, "world", world)?;
+        expect_len(OP, "packed", packed.len(), 2 * c)?;
+        expect_len(OP, "mean", mean.len(), c)?;
+        expect_len(OP, "var", var.len(), c)?;
+        // SAFETY: packed holds 2c floats, mean and var c each (checked above).
+        unsafe { launch!(stream, &self.moments_unpack, self.grid.elems(c), &c_i, &w_i, packed, mean, var) }
     }
 }
 

@@ -163,6 +163,12 @@ impl Backend for Broken {
     fn bn_group_mean(&self, groups: usize, c: usize, x: &[f32], y: &mut [f32]) {
         self.inner.bn_group_mean(groups, c, x, y)
     }
+    fn bn_moments_pack(&self, c: usize, mean: &[f32], var: &[f32], packed: &mut [f32]) {
+        self.inner.bn_moments_pack(c, mean, var, packed)
+    }
+    fn bn_moments_unpack(&self, c: usize, world: usize, packed: &[f32], mean: &mut [f32], var: &mut [f32]) {
+        self.inner.bn_moments_unpack(c, world, packed, mean, var)
+    }
     fn relu_inplace(&self, x: &mut [f32]) {
         self.inner.relu_inplace(x)
     }

@@ -18,6 +18,8 @@ const OPS: &[&str] = &[
     "bn_bwd_apply",
     "bn_running_update",
     "bn_group_mean",
+    "bn_moments_pack",
+    "bn_moments_unpack",
     "relu_inplace",
     "relu_bwd",
     "add_inplace",

@@ -1,6 +1,7 @@
 //! NCCL between the GPUs of a run, for the step's device collectives (DESIGN.md contract 8).
 //!
-//! Compiled, NOT YET RUN: no NCCL communicator has been created in this project (no GPUs).
+//! Not run on a GPU: it runs on the emulated device's NCCL stand-in (kernels/emu), not on
+//! real NCCL.
 //!
 //! Joining: every rank says over the host ring (which the rendezvous set up) whether it can use
 //! NCCL; only when all can does rank 0 make the unique id and broadcast it over the ring, and
@@ -117,6 +118,27 @@ impl DeviceComm<CudaBackend> for Nccl {
             be.stream().wait(&g.done).map_err(driver("cuStreamWaitEvent"))?;
         }
         Ok(())
+    }
+
+    fn all_gather_f32(&self, be: &CudaBackend, send: &CudaBuf) -> Result<CudaBuf> {
+        let n = CudaBackend::buf_len(send);
+        let mut recv = be.zeros_master(n * self.0.world())?;
+        let len = CudaBackend::buf_len(&recv);
+        // An fp16 `send` is refused by the wrapper (send and receive types must match).
+        self.0.all_gather(&CudaBackend::view(send, 0..n), &mut CudaBackend::view_mut(&mut recv, 0..len))?;
+        Ok(recv)
+    }
+
+    fn reduce_scatter_sum_f32(&self, be: &CudaBackend, send: &CudaBuf) -> Result<CudaBuf> {
+        let n = CudaBackend::buf_len(send);
+        // A length that does not split over the ranks is refused by the wrapper's shape check.
+        let mut recv = be.zeros_master(n / self.0.world())?;
+        let len = CudaBackend::buf_len(&recv);
+        self.0.reduce_scatter_sum(
+            &CudaBackend::view(send, 0..n),
+            &mut CudaBackend::view_mut(&mut recv, 0..len),
+        )?;
+        Ok(recv)
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the MoCo step needs from the collective layer, and small helpers on device buffers.
 
+use super::device_comm::DeviceComm;
 use crate::error::Result;
 use crate::model::bn::StatSync;
 use moco_kernels::Backend;
@@ -43,15 +44,26 @@ impl Comm for Solo {
     }
 }
 
-/// SyncBN statistics through the collective.
-pub struct StatSyncComm<'a>(pub &'a dyn Comm);
+/// SyncBN statistics through the collective: the device collective when the run has one (no
+/// host round trip), else the host `Comm`.
+pub struct StatSyncComm<'a, B: Backend> {
+    pub comm: &'a dyn Comm,
+    pub dev: Option<&'a dyn DeviceComm<B>>,
+}
 
-impl StatSync for StatSyncComm<'_> {
+impl<B: Backend> StatSync<B> for StatSyncComm<'_, B> {
     fn world(&self) -> usize {
-        self.0.world()
+        self.comm.world()
     }
-    fn sum(&self, values: &mut [f32]) -> Result<()> {
-        self.0.all_reduce_sum(values)
+    fn sum(&self, be: &B, values: &mut B::Buf) -> Result<()> {
+        if self.comm.world() == 1 {
+            // A sum over one rank is the buffer itself: no copy to the host and back.
+            return Ok(());
+        }
+        match self.dev {
+            Some(dc) => dc.all_reduce_sum(be, values),
+            None => all_reduce_buf(be, self.comm, values),
+        }
     }
 }
 

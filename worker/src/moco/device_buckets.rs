@@ -85,6 +85,16 @@ mod tests {
         fn all_gather(&self, _be: &Cpu, _send: &<Cpu as Backend>::Buf) -> Result<<Cpu as Backend>::Buf> {
             unreachable!("not a gather")
         }
+        fn all_gather_f32(&self, _be: &Cpu, _send: &<Cpu as Backend>::Buf) -> Result<<Cpu as Backend>::Buf> {
+            unreachable!("not a gather")
+        }
+        fn reduce_scatter_sum_f32(
+            &self,
+            _be: &Cpu,
+            _send: &<Cpu as Backend>::Buf,
+        ) -> Result<<Cpu as Backend>::Buf> {
+            unreachable!("not a reduce-scatter")
+        }
         fn overlaps_buckets(&self) -> bool {
             true
         }

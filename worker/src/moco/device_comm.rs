@@ -1,12 +1,14 @@
-//! Collectives on the backend's own buffers: with one installed ([`Moco::dev_comm`]), the step's
-//! two large exchanges, the gradient all-reduce and the key all-gather, run on device memory
-//! (NCCL on the GPU) instead of going through host copies and the TCP ring. The small ones
-//! (SyncBN moments, image indices, the inf/NaN verdict, the loss) stay on the host [`Comm`].
+//! Collectives on the backend's own buffers: with one installed ([`Moco::dev_comm`]), every
+//! exchange of the step that carries device data runs on device memory (NCCL on the GPU)
+//! instead of going through host copies and the TCP ring: the gradient all-reduce, the key and
+//! query all-gathers, the loss's (max, sum-exp) pairs and log-sum-exp, the queue gradient's
+//! reduce-scatter and the inf/NaN verdict. SyncBN moments and the image indices still use the
+//! host [`Comm`] (see `state.rs`).
 //!
 //! [`Moco::dev_comm`]: super::Moco::dev_comm
 //! [`Comm`]: super::comm::Comm
 
-use super::comm::{all_gather_buf, all_reduce_buf};
+use super::comm::{all_gather_buf, all_reduce_buf, Comm};
 use crate::collective::{AsComm, Collective};
 use crate::error::Result;
 use moco_kernels::Backend;
@@ -43,11 +45,19 @@ pub trait DeviceComm<B: Backend>: Send {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Every rank's fp32 `send` (a `zeros_master` buffer), concatenated in rank order, in a new
+    /// fp32 buffer: nothing is rounded to the activation precision (the loss's (max, sum-exp)
+    /// pairs and log-sum-exp).
+    fn all_gather_f32(&self, be: &B, send: &B::Buf) -> Result<B::Buf>;
+    /// fp32 `send` of `world * L` elements; returns the `L`-element fp32 sum over ranks of
+    /// their `send[rank * L..(rank + 1) * L]` (the queue gradient back to the queries' owners).
+    fn reduce_scatter_sum_f32(&self, be: &B, send: &B::Buf) -> Result<B::Buf>;
 }
 
 /// Through host buffers and a host collective: what the step does without a device collective,
 /// behind this interface, so the CPU tests can check the step's device-collective path (the
-/// NCCL one has the same shape but needs GPUs).
+/// NCCL one has the same shape; it runs on the emulated device).
 pub struct HostStaged(pub Arc<dyn Collective>);
 
 impl<B: Backend> DeviceComm<B> for HostStaged {
@@ -61,5 +71,19 @@ impl<B: Backend> DeviceComm<B> for HostStaged {
 
     fn all_gather(&self, be: &B, send: &B::Buf) -> Result<B::Buf> {
         all_gather_buf(be, &AsComm(self.0.as_ref()), send)
+    }
+
+    fn all_gather_f32(&self, be: &B, send: &B::Buf) -> Result<B::Buf> {
+        let send = be.to_host(send)?;
+        let mut recv = vec![0.0f32; send.len() * self.0.world()];
+        AsComm(self.0.as_ref()).all_gather(&send, &mut recv)?;
+        Ok(be.from_host(&recv)?)
+    }
+
+    fn reduce_scatter_sum_f32(&self, be: &B, send: &B::Buf) -> Result<B::Buf> {
+        let send = be.to_host(send)?;
+        let mut recv = vec![0.0f32; send.len() / self.0.world().max(1)];
+        AsComm(self.0.as_ref()).reduce_scatter_sum(&send, &mut recv)?;
+        Ok(be.from_host(&recv)?)
     }
 }

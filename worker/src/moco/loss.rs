@@ -8,6 +8,7 @@
 //! queue block flows back to the queries' owners with one reduce-scatter.
 
 use super::comm::{all_gather_buf, Comm};
+use super::device_comm::DeviceComm;
 use super::queue::QueueShard;
 use crate::error::Result;
 use crate::model::views::{full, full_mut};
@@ -59,11 +60,15 @@ fn all_gather_f32<B: Backend>(be: &B, comm: &dyn Comm, buf: &B::Buf) -> Result<V
 
 /// One term: its mean loss times 2T goes to `loss_out` (one fp32 element, on the device), and
 /// the gradient with respect to the local queries is returned. With one rank nothing is read
-/// back to the host; with several, the pairs, the log-sum-exp and the queue gradient cross the
-/// host `Comm`.
+/// back to the host. With several, the gathered queries, the pairs, the log-sum-exp and the
+/// queue gradient go over `dev` when there is one (device buffers: no host wait), else over
+/// the host `Comm` (one wait each). Both give the same bits: the values exchanged are the same
+/// fp32 (or activation) numbers and both collectives sum in rank order (NCCL: two ranks, or the
+/// emulator; see DESIGN.md on NCCL's reduction order beyond two).
 pub fn contrastive<B: Backend>(
     be: &B,
     comm: &dyn Comm,
+    dev: Option<&dyn DeviceComm<B>>,
     inp: &CtrIn<'_, B>,
     queue: Option<&QueueShard<B>>,
     loss_out: B::ViewMut<'_>,
@@ -113,7 +118,10 @@ pub fn contrastive<B: Backend>(
     // Queue block: every rank's queries against this rank's shard.
     let shard_part = match queue {
         Some(qs) => {
-            let q_all = all_gather_buf(be, comm, inp.q)?;
+            let q_all = match dev {
+                Some(dc) if world > 1 => dc.all_gather(be, inp.q)?,
+                _ => all_gather_buf(be, comm, inp.q)?,
+            };
             let mut logits_q = be.zeros_master(nw * qs.rows)?;
             be.linear_fwd(
                 nw,
@@ -147,15 +155,27 @@ pub fn contrastive<B: Backend>(
                     be.copy(full::<B>(&mq), B::view_mut(&mut shard, 0..nw));
                     be.copy(full::<B>(&sq), B::view_mut(&mut shard, nw..2 * nw));
                 }
-                let all = all_gather_f32(be, comm, &shard)?;
-                let (mut m_host, mut s_host) = (Vec::with_capacity(world * n), Vec::with_capacity(world * n));
-                for r in 0..world {
-                    let own = r * 2 * nw + n * rank;
-                    m_host.extend_from_slice(&all[own..own + n]);
-                    s_host.extend_from_slice(&all[own + nw..own + nw + n]);
+                if let Some(dc) = dev {
+                    // The same selection as below, by device copies out of the gathered pairs.
+                    let all = dc.all_gather_f32(be, &shard)?;
+                    for r in 0..world {
+                        let own = r * 2 * nw + n * rank;
+                        let to = n + r * n..n + (r + 1) * n;
+                        be.copy(B::view(&all, own..own + n), B::view_mut(&mut maxes, to.clone()));
+                        be.copy(B::view(&all, own + nw..own + nw + n), B::view_mut(&mut sums, to));
+                    }
+                } else {
+                    let all = all_gather_f32(be, comm, &shard)?;
+                    let (mut m_host, mut s_host) =
+                        (Vec::with_capacity(world * n), Vec::with_capacity(world * n));
+                    for r in 0..world {
+                        let own = r * 2 * nw + n * rank;
+                        m_host.extend_from_slice(&all[own..own + n]);
+                        s_host.extend_from_slice(&all[own + nw..own + nw + n]);
+                    }
+                    be.write(&mut maxes, n, &m_host)?;
+                    be.write(&mut sums, n, &s_host)?;
                 }
-                be.write(&mut maxes, n, &m_host)?;
-                be.write(&mut sums, n, &s_host)?;
             }
             Some((logits_q, q_all))
         }
@@ -186,7 +206,11 @@ pub fn contrastive<B: Backend>(
     drop(dlogits);
 
     if let (Some(qs), Some((logits_q, _))) = (queue, shard_part) {
-        let lse_all = if world == 1 { lse } else { be.from_host(&all_gather_f32(be, comm, &lse)?)? };
+        let lse_all = match dev {
+            _ if world == 1 => lse,
+            Some(dc) => dc.all_gather_f32(be, &lse)?,
+            None => be.from_host(&all_gather_f32(be, comm, &lse)?)?,
+        };
         let none = vec![-1i32; nw];
         let mut dl = be.zeros(nw * qs.rows)?;
         be.softmax_xent_bwd(
@@ -203,6 +227,16 @@ pub fn contrastive<B: Backend>(
         if world == 1 {
             // This rank owns every gathered row: its shard's contribution is the whole sum.
             be.add_inplace(full::<B>(&dq_all), full_mut::<B>(&mut dq));
+        } else if let Some(dc) = dev {
+            // As below on device buffers: summed in fp32 (not in the activation precision), then
+            // stored in an activation buffer as the upload below stores it.
+            let mut send = be.zeros_master(nw * d)?;
+            be.copy(full::<B>(&dq_all), full_mut::<B>(&mut send));
+            drop(dq_all);
+            let mine32 = dc.reduce_scatter_sum_f32(be, &send)?;
+            let mut mine = be.zeros(n * d)?;
+            be.copy(full::<B>(&mine32), full_mut::<B>(&mut mine));
+            be.add_inplace(full::<B>(&mine), full_mut::<B>(&mut dq));
         } else {
             // Sum every shard's contribution for each query row and hand the rows to their owner.
             let send = be.to_host(&dq_all)?;

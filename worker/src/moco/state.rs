@@ -5,6 +5,7 @@
 //! unscale with one global inf/NaN verdict, and the optimiser.
 
 use super::comm::{all_gather_buf, Comm, StatSyncComm};
+use super::device_comm::DeviceComm;
 use super::loss::{contrastive, CtrIn};
 use super::optim::OptimState;
 use super::queue::QueueShard;
@@ -153,7 +154,7 @@ impl<B: Backend> Moco<B> {
         Ok(())
     }
 
-    fn query_stats<'a>(&self, comm: &'a StatSyncComm<'a>) -> BnStats<'a> {
+    fn query_stats<'a>(&self, comm: &'a StatSyncComm<'a, B>) -> BnStats<'a, B> {
         match self.cfg.bn_mode {
             BnMode::Sync => BnStats::Sync(comm),
             BnMode::Local | BnMode::Shuffle => BnStats::Local,
@@ -166,7 +167,7 @@ impl<B: Backend> Moco<B> {
     /// `micro` numbers the micro-batch over the run (seeds the shuffle).
     pub(super) fn keys(
         &mut self,
-        comm: &StatSyncComm<'_>,
+        comm: &StatSyncComm<'_, B>,
         x: B::Buf,
         v: &Views<'_>,
         view: u64,
@@ -248,8 +249,33 @@ impl<B: Backend> Moco<B> {
     /// its first micro-batch). Its queries meet its own keys only: see [`Moco::queue_step`] for
     /// the effective batch's.
     pub fn queue_micro_batch(&mut self, comm: &dyn Comm, v: &Views<'_>, momentum: f32) -> Result<()> {
+        self.with_dev_comm(comm, |m, dev| m.micro_batch_with(comm, dev, v, momentum))
+    }
+
+    /// Runs `f` with the device collective lent out of `self` (SyncBN and the loss hold it while
+    /// the step mutates the rest of `self`), filtered to runs of more than one rank, and puts it
+    /// back whatever happens.
+    pub(super) fn with_dev_comm<T>(
+        &mut self,
+        comm: &dyn Comm,
+        f: impl FnOnce(&mut Self, Option<&dyn DeviceComm<B>>) -> Result<T>,
+    ) -> Result<T> {
+        let dev_comm = self.dev_comm.take();
+        let dev = dev_comm.as_deref().filter(|_| comm.world() > 1);
+        let done = f(self, dev);
+        self.dev_comm = dev_comm;
+        done
+    }
+
+    fn micro_batch_with(
+        &mut self,
+        comm: &dyn Comm,
+        dev: Option<&dyn DeviceComm<B>>,
+        v: &Views<'_>,
+        momentum: f32,
+    ) -> Result<()> {
         check_views(v)?;
-        let sync = StatSyncComm(comm);
+        let sync = StatSyncComm { comm, dev };
         if self.micro_in_step == 0 {
             // The forward passes below update the running statistics even if the step is skipped.
             self.guard.begin(&self.be, &self.q_stats, &self.k_stats)?;
@@ -270,7 +296,7 @@ impl<B: Backend> Moco<B> {
         let k1 = self.keys(&sync, x1, v, 1, self.micro_total)?;
         let k2 = self.keys(&sync, x2, v, 2, self.micro_total)?;
         drop(key_forward);
-        let (k1_all, k2_all) = self.gather_keys(comm, &k1, &k2)?;
+        let (k1_all, k2_all) = self.gather_keys(comm, dev, &k1, &k2)?;
         let batch_keys = BatchKeys {
             k1_all: &k1_all,
             k2_all: &k2_all,
@@ -278,7 +304,7 @@ impl<B: Backend> Moco<B> {
             key_offset: 0,
             k_idx_all: None,
         };
-        self.loss_and_backward(comm, v, q_out, &batch_keys, forward)?;
+        self.loss_and_backward(comm, dev, v, q_out, &batch_keys, forward)?;
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
         self.enqueue_keys(&k1, &k2, v.idx)?;
@@ -293,7 +319,7 @@ impl<B: Backend> Moco<B> {
     #[allow(clippy::type_complexity)]
     pub(super) fn query_forward(
         &mut self,
-        sync: &StatSyncComm<'_>,
+        sync: &StatSyncComm<'_, B>,
         v: &Views<'_>,
         key_copies: bool,
     ) -> Result<(Vec<(B::Buf, B::Buf, crate::model::EncoderTape<B>)>, Vec<B::Buf>)> {
@@ -336,8 +362,14 @@ impl<B: Backend> Moco<B> {
     }
 
     /// Every rank's keys of both views, in rank order.
-    pub(super) fn gather_keys(&self, comm: &dyn Comm, k1: &B::Buf, k2: &B::Buf) -> Result<(B::Buf, B::Buf)> {
-        match self.dev_comm.as_ref().filter(|_| comm.world() > 1) {
+    pub(super) fn gather_keys(
+        &self,
+        comm: &dyn Comm,
+        dev: Option<&dyn DeviceComm<B>>,
+        k1: &B::Buf,
+        k2: &B::Buf,
+    ) -> Result<(B::Buf, B::Buf)> {
+        match dev {
             Some(dc) => {
                 let _c = tracing::info_span!("comm").entered();
                 Ok((dc.all_gather(&self.be, k1)?, dc.all_gather(&self.be, k2)?))
@@ -352,13 +384,14 @@ impl<B: Backend> Moco<B> {
     pub(super) fn loss_and_backward(
         &mut self,
         comm: &dyn Comm,
+        dev: Option<&dyn DeviceComm<B>>,
         v: &Views<'_>,
         q_out: Vec<(B::Buf, B::Buf, crate::model::EncoderTape<B>)>,
         keys: &BatchKeys<'_, B>,
         forward: tracing::span::EnteredSpan,
     ) -> Result<()> {
         let (n, d) = (v.n, self.cfg.dim);
-        let sync = StatSyncComm(comm);
+        let sync = StatSyncComm { comm, dev };
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         let mut idx_all = vec![0i64; n * comm.world()];
         comm.all_gather_i64(v.idx, &mut idx_all)?;
@@ -385,7 +418,7 @@ impl<B: Backend> Moco<B> {
             };
             let slot = loss_slot(self.micro_in_step, t);
             let loss_out = B::view_mut(&mut self.metrics, slot..slot + 1);
-            let out = contrastive(&self.be, comm, &inp, self.queue.as_ref(), loss_out)?;
+            let out = contrastive(&self.be, comm, dev, &inp, self.queue.as_ref(), loss_out)?;
             dqs.push(out.dq);
         }
         drop((loss_span, forward));
@@ -413,12 +446,12 @@ impl<B: Backend> Moco<B> {
                 keep,
             };
             let overlap = view == 1 && last_micro && comm.world() > 1;
-            let mut gs = if overlap && self.dev_comm.is_none() { self.grad_sync.take() } else { None };
+            let mut gs = if overlap && dev.is_none() { self.grad_sync.take() } else { None };
             if let Some(g) = gs.as_mut() {
                 g.begin(self.topo.param_len());
             }
             // With a device collective that overlaps, its buckets start during the backward.
-            let dc = self.dev_comm.as_deref().filter(|_| overlap);
+            let dc = dev.filter(|_| overlap);
             let mut db = if dc.is_some() { self.dev_buckets.take() } else { None };
             if let Some(d) = db.as_mut() {
                 d.begin(self.topo.param_len());

@@ -26,6 +26,7 @@
 //! out of its batch negatives, as it masks the queue's (moco/loss.rs).
 
 use super::comm::{Comm, StatSyncComm};
+use super::device_comm::DeviceComm;
 use super::state::{check_views, BatchKeys, Moco, Views};
 use crate::error::{Result, WorkerError};
 use crate::model::views::full;
@@ -43,6 +44,16 @@ impl<B: Backend> Moco<B> {
             }
             return Ok(());
         }
+        self.with_dev_comm(comm, |m, dev| m.step_with(comm, dev, micro, momentum))
+    }
+
+    fn step_with(
+        &mut self,
+        comm: &dyn Comm,
+        dev: Option<&dyn DeviceComm<B>>,
+        micro: &[Views<'_>],
+        momentum: f32,
+    ) -> Result<()> {
         if self.micro_in_step != 0 {
             return Err(WorkerError::Data(format!(
                 "effective-batch negatives take a whole optimiser step at once, but {} micro-batch(es) \
@@ -61,7 +72,7 @@ impl<B: Backend> Moco<B> {
             }
         }
         let (a, d) = (micro.len(), self.cfg.dim);
-        let sync = StatSyncComm(comm);
+        let sync = StatSyncComm { comm, dev };
         // The forward passes below update the running statistics even if the step is skipped.
         self.guard.begin(&self.be, &self.q_stats, &self.k_stats)?;
         self.ema_once(momentum)?;
@@ -81,7 +92,7 @@ impl<B: Backend> Moco<B> {
         drop(key_forward);
         // One gather for the step: rank-major, micro-batch order within a rank, which is the
         // column order of one batch of a x n per rank.
-        let (k1_all, k2_all) = self.gather_keys(comm, &local[0], &local[1])?;
+        let (k1_all, k2_all) = self.gather_keys(comm, dev, &local[0], &local[1])?;
         let idx: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
         let mut idx_all = vec![0i64; idx.len() * comm.world()];
         comm.all_gather_i64(&idx, &mut idx_all)?;
@@ -96,7 +107,7 @@ impl<B: Backend> Moco<B> {
                 key_offset: j * n,
                 k_idx_all: Some(&idx_all),
             };
-            self.loss_and_backward(comm, v, q_out, &keys, forward)?;
+            self.loss_and_backward(comm, dev, v, q_out, &keys, forward)?;
             self.micro_in_step += 1;
             self.micro_total += 1;
         }

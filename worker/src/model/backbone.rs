@@ -30,7 +30,7 @@ pub struct Ctx<'a, B: Backend> {
     pub params: &'a [ParamSpec],
     /// Weights used for compute (the fp16-rounded copy under AMP emulation).
     pub weights: &'a B::Buf,
-    pub stats: BnStats<'a>,
+    pub stats: BnStats<'a, B>,
     pub keep: Keep,
 }
 

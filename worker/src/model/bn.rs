@@ -1,9 +1,10 @@
 //! Batch norm as the model runs it: statistics per mode (local, synchronised across ranks, or
 //! over sample groups for the key-side shuffle), running-stat updates, and the backward.
 //!
-//! Statistics of one layer are a few hundred floats, so merging them across ranks happens on the
-//! host through `StatSync`; the heavy work (reductions over rows, the normalisation) stays in the
-//! backend.
+//! Statistics of one layer are a few hundred floats; merging them across ranks goes through
+//! `StatSync` on a small fp32 buffer of the backend (a device collective where the run has one,
+//! else the host `Comm`); the packing and the global moments are computed by the backend, so
+//! with a device collective SyncBN makes no host round trip.
 
 use super::topology::BnSpec;
 use super::views::{full, full_mut};
@@ -14,20 +15,20 @@ use moco_kernels::Backend;
 pub const BN_EPS: f32 = 1e-5;
 pub const BN_MOMENTUM: f32 = 0.1;
 
-/// Sums small host vectors over all ranks (SyncBN). Implemented by the collective layer.
-pub trait StatSync: Sync {
+/// Sums small fp32 buffers of the backend over all ranks (SyncBN). Implemented by the
+/// collective layer.
+pub trait StatSync<B: Backend> {
     fn world(&self) -> usize;
-    /// Element-wise sum over ranks, in rank order, result on every rank.
-    fn sum(&self, values: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over ranks, in rank order, result on every rank, in place.
+    fn sum(&self, be: &B, values: &mut B::Buf) -> Result<()>;
 }
 
 /// How a BN layer takes its statistics in one forward pass.
-#[derive(Clone, Copy)]
-pub enum BnStats<'a> {
+pub enum BnStats<'a, B: Backend> {
     /// Over this rank's batch.
     Local,
     /// Over every rank's batch (SyncBN).
-    Sync(&'a dyn StatSync),
+    Sync(&'a dyn StatSync<B>),
     /// Separately over `G` contiguous groups of samples (shuffle BN on the key side; the caller
     /// permutes samples first). Forward only: nothing is saved for a backward.
     Groups(usize),
@@ -36,7 +37,15 @@ pub enum BnStats<'a> {
     Running,
 }
 
-impl BnStats<'_> {
+// By hand: a derive would require `B: Copy`, and only a reference is copied.
+impl<B: Backend> Clone for BnStats<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for BnStats<'_, B> {}
+
+impl<B: Backend> BnStats<'_, B> {
     /// Rows the statistics are taken over, for a local batch of `m` rows.
     fn count(&self, m: usize) -> usize {
         match self {
@@ -65,7 +74,7 @@ pub fn bn_forward<B: Backend>(
     spec: &BnSpec,
     params: &B::Buf,
     running: Option<&mut B::Buf>,
-    stats: BnStats<'_>,
+    stats: BnStats<'_, B>,
     saved: Option<&BnSaved<B>>,
     m: usize,
     x: &B::Buf,
@@ -210,7 +219,7 @@ pub fn bn_backward<B: Backend>(
     spec: &BnSpec,
     params: &B::Buf,
     grads: &mut B::Buf,
-    stats: BnStats<'_>,
+    stats: BnStats<'_, B>,
     saved: &BnSaved<B>,
     m: usize,
     x: &B::Buf,
@@ -237,11 +246,12 @@ pub fn bn_backward<B: Backend>(
         be.add_inplace(full::<B>(&sum_dy), B::view_mut(grads, topo_params[bi].range()));
     }
     if let BnStats::Sync(sync) = stats {
-        let mut both = be.to_host(&sum_dy)?;
-        both.extend(be.to_host(&sum_dy_xhat)?);
-        sync.sum(&mut both)?;
-        be.write(&mut sum_dy, 0, &both[..c])?;
-        be.write(&mut sum_dy_xhat, 0, &both[c..])?;
+        let mut both = be.zeros_master(2 * c)?;
+        be.copy(full::<B>(&sum_dy), B::view_mut(&mut both, 0..c));
+        be.copy(full::<B>(&sum_dy_xhat), B::view_mut(&mut both, c..2 * c));
+        sync.sum(be, &mut both)?;
+        be.copy(B::view(&both, 0..c), full_mut::<B>(&mut sum_dy));
+        be.copy(B::view(&both, c..2 * c), full_mut::<B>(&mut sum_dy_xhat));
     }
     let gamma = spec.gamma.map(|i| B::view(params, topo_params[i].range()));
     be.bn_bwd_apply(
@@ -263,16 +273,16 @@ pub fn bn_backward<B: Backend>(
 
 /// Merge per-rank (mean, biased var) over equal-sized rank batches: the global mean is the
 /// average of means, the global variance the average of (var + mean^2) minus mean^2.
-fn sync_moments<B: Backend>(be: &B, sync: &dyn StatSync, mean: &mut B::Buf, var: &mut B::Buf) -> Result<()> {
-    let m = be.to_host(mean)?;
-    let v = be.to_host(var)?;
-    let c = m.len();
-    let mut buf: Vec<f32> = m.iter().copied().chain(v.iter().zip(&m).map(|(v, m)| v + m * m)).collect();
-    sync.sum(&mut buf)?;
-    let w = sync.world() as f32;
-    let gm: Vec<f32> = buf[..c].iter().map(|s| s / w).collect();
-    let gv: Vec<f32> = buf[c..].iter().zip(&gm).map(|(s, m)| (s / w - m * m).max(0.0)).collect();
-    be.write(mean, 0, &gm)?;
-    be.write(var, 0, &gv)?;
+fn sync_moments<B: Backend>(
+    be: &B,
+    sync: &dyn StatSync<B>,
+    mean: &mut B::Buf,
+    var: &mut B::Buf,
+) -> Result<()> {
+    let c = B::buf_len(mean);
+    let mut packed = be.zeros_master(2 * c)?;
+    be.bn_moments_pack(c, full::<B>(mean), full::<B>(var), full_mut::<B>(&mut packed));
+    sync.sum(be, &mut packed)?;
+    be.bn_moments_unpack(c, sync.world(), full::<B>(&packed), full_mut::<B>(mean), full_mut::<B>(var));
     Ok(())
 }

@@ -51,6 +51,18 @@ impl Backend for CudaBackend {
         self.download(&buf.full())
     }
 
+    /// Only `range` crosses to the host (a gradient bucket is ~1M of ~35M floats).
+    fn to_host_range(&self, buf: &CudaBuf, range: Range<usize>) -> Result<Vec<f32>> {
+        self.errors.check()?;
+        if range.start > range.end || range.end > buf.len() {
+            return Err(crate::error::KernelError::Shape {
+                op: "to_host_range",
+                detail: format!("range {range:?} of a buffer of {} elements", buf.len()),
+            });
+        }
+        self.download(&buf.view(range))
+    }
+
     fn write(&self, buf: &mut CudaBuf, offset: usize, data: &[f32]) -> Result<()> {
         self.errors.check()?;
         self.write_at(buf, offset, data)
@@ -177,6 +189,21 @@ impl Backend for CudaBackend {
 
     fn bn_group_mean(&self, groups: usize, c: usize, x: DevView<'_>, mut y: DevViewMut<'_>) {
         run!(self, "bn_group_mean", self.bn_group_mean_impl(groups, c, &x, &mut y))
+    }
+
+    fn bn_moments_pack(&self, c: usize, mean: DevView<'_>, var: DevView<'_>, mut packed: DevViewMut<'_>) {
+        run!(self, "bn_moments_pack", self.bn_moments_pack_impl(c, &mean, &var, &mut packed))
+    }
+
+    fn bn_moments_unpack(
+        &self,
+        c: usize,
+        world: usize,
+        packed: DevView<'_>,
+        mut mean: DevViewMut<'_>,
+        mut var: DevViewMut<'_>,
+    ) {
+        run!(self, "bn_moments_unpack", self.bn_moments_unpack_impl(c, world, &packed, &mut mean, &mut var))
     }
 
     fn relu_inplace(&self, mut x: DevViewMut<'_>) {

@@ -243,6 +243,42 @@ impl CudaBackend {
         out.finish(self)
     }
 
+    pub(crate) fn bn_moments_pack_impl(
+        &self,
+        c: usize,
+        mean: &DevView<'_>,
+        var: &DevView<'_>,
+        packed: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        let (mean, var) = (self.src::<f32>(mean)?, self.src::<f32>(var)?);
+        let mut out = self.dst::<f32>(packed, false)?;
+        self.kernels.bn.moments_pack(&self.stream, c, &mean.view(), &var.view(), &mut out.view())?;
+        out.finish(self)
+    }
+
+    pub(crate) fn bn_moments_unpack_impl(
+        &self,
+        c: usize,
+        world: usize,
+        packed: &DevView<'_>,
+        mean: &mut DevViewMut<'_>,
+        var: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        let packed = self.src::<f32>(packed)?;
+        let mut m = self.dst::<f32>(mean, false)?;
+        let mut v = self.dst::<f32>(var, false)?;
+        self.kernels.bn.moments_unpack(
+            &self.stream,
+            c,
+            world,
+            &packed.view(),
+            &mut m.view(),
+            &mut v.view(),
+        )?;
+        m.finish(self)?;
+        v.finish(self)
+    }
+
     pub(crate) fn l2norm_fwd_impl(
         &self,
         n: usize,

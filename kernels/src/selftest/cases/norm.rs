@@ -22,6 +22,8 @@ const RUNNING: Tol = Tol::both(1e-6);
 /// The groups' average: the same f32 additions of IEEE quotients in the same order on both
 /// sides, so only a reordering could differ (one rounding of the result).
 const GROUP_MEAN: Tol = Tol::both(1e-7);
+/// SyncBN's moments: each operation rounded once, as the reference does: bit for bit.
+const MOMENTS: Tol = Tol::both(0.0);
 /// A row norm in fp32, then a scaling: a few ulps; fp16 output rounded once.
 const L2: Tol = Tol::new(2e-6, 1e-3);
 /// <y, dy> cancels; fp16 output rounded once.
@@ -152,6 +154,28 @@ fn group_mean<X: Backend>(be: &X, groups: usize, c: usize, x: &[f32]) -> Result<
     be.to_host(&y)
 }
 
+/// SyncBN's pack, then the unpack of `world` ranks' packs summed (the collective's sum is made
+/// on the host here: only the two kernels are under test).
+fn moments<X: Backend>(be: &X, c: usize, world: usize, stats: &[f32]) -> Result<[Vec<f32>; 3]> {
+    let mut packs = vec![0.0f32; 2 * c];
+    let mut first = Vec::new();
+    for r in 0..world {
+        let s = &stats[r * 2 * c..(r + 1) * 2 * c];
+        let (mean, var) = (be.from_host(&s[..c])?, be.from_host(&s[c..])?);
+        let mut packed = be.zeros_master(2 * c)?;
+        be.bn_moments_pack(c, full::<X>(&mean), full::<X>(&var), full_mut::<X>(&mut packed));
+        let p = be.to_host(&packed)?;
+        packs.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        if r == 0 {
+            first = p;
+        }
+    }
+    let summed = be.from_host(&packs)?;
+    let (mut mean, mut var) = (be.zeros_master(c)?, be.zeros_master(c)?);
+    be.bn_moments_unpack(c, world, full::<X>(&summed), full_mut::<X>(&mut mean), full_mut::<X>(&mut var));
+    Ok([first, be.to_host(&mean)?, be.to_host(&var)?])
+}
+
 fn l2_fwd<X: Backend>(be: &X, n: usize, d: usize, x: &[f32]) -> Result<[Vec<f32>; 2]> {
     let xb = be.act_from_host(x)?;
     let (mut y, mut norm) = (be.zeros(n * d)?, be.zeros_master(n)?);
@@ -230,6 +254,25 @@ pub(crate) fn run<A: Backend, B: Backend>(cx: &mut Cx<'_, A, B>) -> Result<()> {
             let x = cx.gen.normals(groups * c, 0.5, 2.0);
             let (r, cand) = both!(cx, group_mean(groups, c, &x));
             cx.compare(format!("bn_group_mean {groups} groups {dims}"), GROUP_MEAN, &r, &cand);
+        }
+
+        // SyncBN's moments over 2 and 3 ranks (per rank: c means, then c variances). Channel 0
+        // has the same mean and no variance on every rank: its global variance is a difference
+        // of two nearly equal terms, where rounding can go below zero and the clamp acts.
+        for world in [2, 3] {
+            let mut stats = Vec::new();
+            for _ in 0..world {
+                stats.extend(cx.gen.normals(c, 0.5, 2.0));
+                stats.extend(cx.gen.normals(c, 1.0, 0.5).iter().map(|v| v.abs()));
+            }
+            for r in 0..world {
+                stats[r * 2 * c] = 3.1;
+                stats[r * 2 * c + c] = 0.0;
+            }
+            let (r, cand) = both!(cx, moments(c, world, &stats));
+            cx.compare(format!("bn_moments_pack {world} ranks {dims}"), MOMENTS, &r[0], &cand[0]);
+            cx.compare(format!("bn_moments_unpack mean {world} ranks {dims}"), MOMENTS, &r[1], &cand[1]);
+            cx.compare(format!("bn_moments_unpack var {world} ranks {dims}"), MOMENTS, &r[2], &cand[2]);
         }
     }
 
