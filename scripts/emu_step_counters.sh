@@ -22,7 +22,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 tiny=(--preset tiny --data synthetic:128:64 --batch 8 --queue-size 64 --image-size 32)
-optimized=(--preset optimized --data synthetic:64:32 --batch 4 --accumulation 1 --queue-size 256 --image-size 32)
+optimized=(--preset optimized --data synthetic:64:32 --batch 4 --accumulation 1 --queue-size 256 --image-size 32
+    --heartbeat-timeout 600)  # a loaded machine can leave one emulated rank over a minute behind: not a hang
 # tiny with SyncBN (MoCo v3's BN): one cross-rank sum per BN layer and pass.
 syncbn=("${tiny[@]}" --bn-mode sync)
 
