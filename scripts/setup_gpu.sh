@@ -16,7 +16,7 @@
 # A system CUDA toolkit with cuDNN and NCCL (CUDA_HOME, /usr/local/cuda, ld.so's paths) needs
 # no setup at all: `launcher doctor` says what it found.
 #
-# Needs python3 with pip and about 1.5 GB of disk. Idempotent: a stamp records what was
+# Needs python3 with pip and about 2.5 GB of disk (the CUDA 12 set measured 2.5 GB). Idempotent: a stamp records what was
 # installed; a second run installs nothing.
 set -euo pipefail
 
@@ -128,7 +128,7 @@ if [[ -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
 else
     command -v "$python" >/dev/null 2>&1 || die "no $python on PATH (set PYTHON=...)"
     mkdir -p "$target"
-    say "installing (about 1.5 GB, once)"
+    say "installing (about 2.5 GB, once)"
     "${cmd[@]}" >&2
     printf '%s\n' "${packages[@]}" >"$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 fi
