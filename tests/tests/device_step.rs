@@ -86,10 +86,19 @@ fn accumulation_micro_steps_add_no_host_wait() {
     // Two micro-batches per optimiser step, with LARS (trust ratios on the device): still one
     // wait per optimiser step, none in the micro-steps. fp32, because AMP's first steps skip
     // (the scale starts at 2^16) and a skipped step reads its diagnosis back on purpose.
-    let (waits, _, h2d, d2h) = per_step(1, &["--accumulation", "2", "--optimizer", "lars"]);
+    // Micro-batch negatives: each micro-batch crosses to the device once.
+    let micro = ["--accumulation", "2", "--optimizer", "lars", "--no-effective-negatives"];
+    let (waits, _, h2d, d2h) = per_step(1, &micro);
     assert!(waits <= 1.0, "{waits} host waits per optimiser step of 2 micro-batches");
     assert!(d2h <= 20.0, "{d2h} bytes device to host per step (flag + 2 x 2 loss terms)");
     assert!(h2d <= 2.0 * BATCH_BYTES + 512.0, "{h2d} bytes host to device per step (2 batches)");
+    // The effective batch's negatives (the default at accumulation > 1): every micro-batch's
+    // keys are made before any query forward, and the inputs wait in host memory rather than
+    // device memory (the memory plan's "step keys" line), so each crosses twice: still no wait.
+    let (waits, _, h2d, d2h) = per_step(1, &["--accumulation", "2", "--optimizer", "lars"]);
+    assert!(waits <= 1.0, "{waits} host waits per optimiser step of 2 micro-batches (effective negatives)");
+    assert!(d2h <= 20.0, "{d2h} bytes device to host per step (effective negatives)");
+    assert!(h2d <= 4.0 * BATCH_BYTES + 512.0, "{h2d} bytes host to device per step (2 batches, twice each)");
 }
 
 #[test]
