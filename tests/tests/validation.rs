@@ -22,9 +22,10 @@ fn queue_not_a_multiple_of_keys_per_step() {
             "--queue-size 65536",
             &format!("= {kps}"),
             &format!("--queue-size {below} or {}", below + kps),
-            // Per-GPU batches that divide the queue on 2 GPUs are powers of two; the six nearest
-            // 96 by ratio.
-            "--batch 16, 32, 64, 128, 256, 512",
+            // Per-GPU batches that divide the queue on 2 GPUs are powers of two; of those nearest
+            // 96, only the ones a rank's share of the assumed 2,000 images can feed (1,000 per
+            // rank, 4 micro-batches per step: at most 250) are offered.
+            "--batch 16, 32, 64, 128.",
             "queue_size % batch_size == 0",
         ],
     );
