@@ -57,6 +57,25 @@ pub const TINY_RUN: &[&str] = &[
     "32",
 ];
 
+/// Removes the rank environment contract (torchrun's and SLURM's variables) from `c`, so a
+/// hand-started worker takes its rank, world and rendezvous from its flags only, whatever the
+/// test runner's own environment holds.
+pub fn clear_rank_env(c: &mut Command) -> &mut Command {
+    for v in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RUN_ID",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 pub fn launcher() -> PathBuf {
     binary("launcher", "MOCO_LAUNCHER")
 }

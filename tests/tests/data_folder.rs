@@ -2,7 +2,7 @@
 //! started by hand, which share one cache build and one run folder, and refuse two), `--strict-data` refuses a bad file, and
 //! `launcher preview` draws a 16-bit 4-band folder, on which a worker also trains with all four bands.
 
-use moco_tests::{assert_contains, launcher, run_launcher, worker, TempDir};
+use moco_tests::{assert_contains, clear_rank_env, launcher, run_launcher, worker, TempDir};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -28,18 +28,7 @@ fn worker_cmd(data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(worker());
     c.args(QUICK).args(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for v in [
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "RUN_ID",
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-    ] {
-        c.env_remove(v);
-    }
+    clear_rank_env(&mut c);
     c
 }
 

@@ -11,7 +11,7 @@
 //! lack it (`sch_netem`), while `tbf` is everywhere. Namespaces, links and processes are
 //! removed even when an assertion fails (Drop guards).
 
-use moco_tests::{assert_contains, spawn_stderr_lines, wait_for_line, worker, TempDir};
+use moco_tests::{assert_contains, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -146,32 +146,24 @@ fn nodes_or_skip(test: &str, net: u8) -> Option<Nodes> {
 
 /// Flags of rank `rank` of a 2-rank tiny CPU run whose rank 0 is on node 0.
 fn rank_args(nodes: &Nodes, rank: usize, out: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--device",
-        "cpu",
-        "--preset",
-        "tiny",
-        "--data",
-        "synthetic:128:64",
-        "--batch",
-        "8",
-        "--queue-size",
-        "64",
-        "--image-size",
-        "32",
-        "--epochs",
-        "100",
-        "--checkpoint-every",
-        "1",
-        "--log-every",
-        "1",
-        "--threads",
-        "1",
-        "--join-timeout",
-        "30",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut a: Vec<String> = TINY_RUN.iter().map(|s| s.to_string()).collect();
+    a.extend(
+        [
+            "--device",
+            "cpu",
+            "--epochs",
+            "100",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+            "--threads",
+            "1",
+            "--join-timeout",
+            "30",
+        ]
+        .map(String::from),
+    );
     a.extend(["--rank".into(), rank.to_string(), "--world-size".into(), "2".into()]);
     a.extend(["--master".into(), format!("{}:29500", nodes.addr[0]), "--run-id".into(), "netns".into()]);
     a.extend(["--steps".into(), steps.to_string(), "--out".into(), out.to_str().unwrap().into()]);

@@ -3,7 +3,8 @@
 //! and through SLURM's environment.
 
 use moco_tests::{
-    assert_contains, launcher, run_launcher, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN,
+    assert_contains, clear_rank_env, launcher, run_launcher, spawn_stderr_lines, wait_for_line, worker,
+    TempDir, TINY_RUN,
 };
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -212,18 +213,7 @@ fn worker_cmd(extra: &[&str], out: &std::path::Path) -> Command {
     let mut c = Command::new(worker());
     c.args(quick()).args(["--steps", "3", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for v in [
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "RUN_ID",
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-    ] {
-        c.env_remove(v);
-    }
+    clear_rank_env(&mut c);
     c
 }
 

@@ -5,7 +5,7 @@
 //! run id, another config) are refused with the reason, which they print, and which rank 0
 //! logs, while the legitimate group goes on and trains.
 
-use moco_tests::{assert_contains, worker, TempDir, TINY_RUN};
+use moco_tests::{assert_contains, clear_rank_env, worker, TempDir, TINY_RUN};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -22,18 +22,7 @@ fn worker_cmd(extra: &[&str], out: &Path) -> Command {
     c.args(["--device", "cpu"]).args(TINY_RUN);
     c.args(["--steps", "2", "--log-every", "1", "--out", out.to_str().unwrap()]).args(extra);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for v in [
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "RUN_ID",
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-    ] {
-        c.env_remove(v);
-    }
+    clear_rank_env(&mut c);
     c
 }
 
