@@ -389,7 +389,7 @@ fn bucketed_overlapped_all_reduce_equals_one_all_reduce() {
                             0.99,
                         )
                         .unwrap();
-                        buckets = m.grad_sync.as_ref().map_or(0, |g| g.buckets);
+                        buckets = m.grad_sync.as_ref().map_or(0, |g| g.buckets());
                     }
                     m.optimizer_step(&comm, 0.5).unwrap();
                     (m.params, buckets)

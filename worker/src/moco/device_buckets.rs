@@ -11,31 +11,25 @@
 //! (tests/tests/emulated_cuda.rs); real NCCL may pick another ring/tree split per call size, so
 //! with more than two ranks the last bits can differ there (two ranks: one addition, equal).
 
+use super::bucket_cursor::BucketCursor;
 use super::device_comm::DeviceComm;
 use crate::error::Result;
 use moco_kernels::Backend;
 
-pub struct DeviceBuckets {
-    bucket: usize,
-    /// Gradients at offsets >= this have been started in this step (usize::MAX: no step).
-    sent_from: usize,
-    /// Buckets started in the current step.
-    pub buckets: usize,
-}
+pub struct DeviceBuckets(pub BucketCursor);
 
 impl DeviceBuckets {
     pub fn new(bucket: usize) -> DeviceBuckets {
-        DeviceBuckets { bucket: bucket.max(1), sent_from: usize::MAX, buckets: 0 }
+        DeviceBuckets(BucketCursor::new(bucket))
     }
 
     /// Starts a step over a gradient buffer of `len` elements.
     pub fn begin(&mut self, len: usize) {
-        self.sent_from = len;
-        self.buckets = 0;
+        self.0.begin(len);
     }
 
     pub fn active(&self) -> bool {
-        self.sent_from != usize::MAX
+        self.0.active()
     }
 
     /// Gradients from `start` to the end are final: start what has grown past a bucket.
@@ -46,21 +40,17 @@ impl DeviceBuckets {
         grads: &mut B::Buf,
         start: usize,
     ) -> Result<()> {
-        if self.active() && start < self.sent_from && self.sent_from - start >= self.bucket {
-            dc.all_reduce_bucket(be, grads, start..self.sent_from)?;
-            self.sent_from = start;
-            self.buckets += 1;
+        match self.0.ready(start) {
+            Some(range) => dc.all_reduce_bucket(be, grads, range),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Starts the rest and orders the backend's later work after every bucket.
     pub fn finish<B: Backend>(&mut self, dc: &dyn DeviceComm<B>, be: &B, grads: &mut B::Buf) -> Result<()> {
-        if self.active() && self.sent_from > 0 {
-            dc.all_reduce_bucket(be, grads, 0..self.sent_from)?;
-            self.buckets += 1;
+        if let Some(range) = self.0.rest() {
+            dc.all_reduce_bucket(be, grads, range)?;
         }
-        self.sent_from = usize::MAX;
         dc.join_buckets(be)
     }
 }
@@ -129,7 +119,7 @@ mod tests {
         }
         b.finish(&rec, &be, &mut grads).unwrap();
         assert_eq!(*rec.0.lock().unwrap(), ["60..100", "20..60", "0..20", "join"]);
-        assert_eq!(b.buckets, 3);
+        assert_eq!(b.0.buckets, 3);
         assert!(!b.active());
     }
 }

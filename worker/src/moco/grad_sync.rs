@@ -9,6 +9,7 @@
 //! waits, and writes the sums back. Every element is still summed in rank order, so the result
 //! is bit-identical to one all-reduce of the whole buffer.
 
+use super::bucket_cursor::BucketCursor;
 use crate::collective::Collective;
 use crate::error::{Result, WorkerError};
 use moco_kernels::Backend;
@@ -27,12 +28,8 @@ pub struct GradSync {
     tx: Option<Sender<Job>>,
     done: Receiver<Result<Job>>,
     worker: Option<JoinHandle<()>>,
-    bucket: usize,
-    /// Gradients at offsets >= this have been sent in this step.
-    sent_from: usize,
+    cursor: BucketCursor,
     in_flight: usize,
-    /// Buckets sent in the current step (for tests and the trace).
-    pub buckets: usize,
 }
 
 impl GradSync {
@@ -54,22 +51,24 @@ impl GradSync {
             tx: Some(tx),
             done,
             worker: Some(worker),
-            bucket: bucket.max(1),
-            sent_from: usize::MAX,
+            cursor: BucketCursor::new(bucket),
             in_flight: 0,
-            buckets: 0,
         })
     }
 
     /// Start a step over a gradient buffer of `len` elements.
     pub fn begin(&mut self, len: usize) {
-        self.sent_from = len;
+        self.cursor.begin(len);
         self.in_flight = 0;
-        self.buckets = 0;
     }
 
     pub fn active(&self) -> bool {
-        self.sent_from != usize::MAX
+        self.cursor.active()
+    }
+
+    /// Buckets sent in the current step (for tests and the trace).
+    pub fn buckets(&self) -> usize {
+        self.cursor.buckets
     }
 
     fn send(&mut self, range: Range<usize>, data: Vec<f32>) -> Result<()> {
@@ -80,16 +79,13 @@ impl GradSync {
         tx.send((range, data))
             .map_err(|_| WorkerError::Collective("gradient all-reduce thread stopped".into()))?;
         self.in_flight += 1;
-        self.buckets += 1;
         Ok(())
     }
 
     /// Gradients from `start` to the end are final: send what has grown past a bucket.
     pub fn ready<B: Backend>(&mut self, be: &B, grads: &B::Buf, start: usize) -> Result<()> {
-        if self.active() && start < self.sent_from && self.sent_from - start >= self.bucket {
-            let range = start..self.sent_from;
+        if let Some(range) = self.cursor.ready(start) {
             let data = be.to_host_range(grads, range.clone())?;
-            self.sent_from = start;
             self.send(range, data)?;
         }
         Ok(())
@@ -97,8 +93,7 @@ impl GradSync {
 
     /// Send the rest, wait for every bucket, and write the sums into `grads`.
     pub fn finish<B: Backend>(&mut self, be: &B, grads: &mut B::Buf) -> Result<()> {
-        if self.sent_from > 0 && self.active() {
-            let range = 0..self.sent_from;
+        if let Some(range) = self.cursor.rest() {
             let data = be.to_host_range(grads, range.clone())?;
             self.send(range, data)?;
         }
@@ -117,7 +112,6 @@ impl GradSync {
                 }
             }
         }
-        self.sent_from = usize::MAX;
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),

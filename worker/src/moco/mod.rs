@@ -1,5 +1,6 @@
 //! The hybrid MoCo step: loss with the sharded queue, EMA, optimisers, loss scaling, schedules.
 
+pub mod bucket_cursor;
 pub mod comm;
 pub mod device_buckets;
 pub mod device_comm;
