@@ -55,8 +55,10 @@ import glob, json, sys
 small, big, cfg, ranks, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 def rank0(d):
     # The lowest pid is rank 0 (the launcher starts the ranks in order).
+    # The launcher's own file (its pre-flight driver query) launched no kernel: left out.
     files = sorted(glob.glob(d + "/counters-*.json"), key=lambda f: int(f.split("-")[-1].split(".")[0]))
-    return json.load(open(files[0]))
+    ranks = [c for c in (json.load(open(f)) for f in files) if c.get("kernel_launches", 0) > 0]
+    return ranks[0]
 s, b = rank0(small), rank0(big)
 per = lambda k: (b[k] - s[k]) / steps
 pageable = (b["host_waits_by_reason"].get("cuMemcpyDtoHAsync to pageable memory", 0)
