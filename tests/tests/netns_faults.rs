@@ -14,17 +14,26 @@
 use moco_tests::{assert_contains, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+
+// Not a test target of its own: a file in a folder named after this one.
+#[path = "netns_faults/wire.rs"]
+mod wire;
+use wire::{Shape, Wire};
 
 /// Seconds of silence from a ring neighbour before a worker stops (short, for the tests).
 const PEER_TIMEOUT: u64 = 5;
 
-/// Two namespaces `a`, `b` joined by a veth pair, `10.231.<net>.1` and `.2`; removed on drop.
+/// Two namespaces `a`, `b` joined by a veth pair or a userspace wire (TAP devices), with
+/// `10.231.<net>.1` and `.2`; removed on drop.
 struct Nodes {
     ns: [String; 2],
     dev: [String; 2],
     addr: [String; 2],
+    /// The delaying wire that joins them, where it is not a veth pair.
+    wire: Option<Wire>,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -37,8 +46,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Nodes {
-    /// The two nodes, or why they cannot be made here (not root, no namespaces, no veth).
-    fn new(net: u8) -> Result<Nodes, String> {
+    /// The two nodes, joined by a veth pair, or by a wire of `shape` if given; or why they
+    /// cannot be made here (not root, no namespaces, no veth, no TUN/TAP).
+    fn new(net: u8, shape: Option<Shape>) -> Result<Nodes, String> {
         // The effective uid, from /proc (this crate has no libc).
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2));
@@ -46,15 +56,20 @@ impl Nodes {
             return Err("network namespaces need root (CI runs as root)".into());
         }
         let tag = format!("{}{net}", std::process::id() % 100_000);
-        let nodes = Nodes {
+        let mut nodes = Nodes {
             ns: [format!("moco-{tag}-a"), format!("moco-{tag}-b")],
             dev: [format!("mc{tag}a"), format!("mc{tag}b")],
             addr: [format!("10.231.{net}.1"), format!("10.231.{net}.2")],
+            wire: None,
         };
         for ns in &nodes.ns {
             ip(&["netns", "add", ns])?;
         }
-        ip(&["link", "add", &nodes.dev[0], "type", "veth", "peer", "name", &nodes.dev[1]])?;
+        match shape {
+            None => ip(&["link", "add", &nodes.dev[0], "type", "veth", "peer", "name", &nodes.dev[1]])?,
+            // The TAP devices are made here and then moved: their files stay attached.
+            Some(shape) => nodes.wire = Some(Wire::new([&nodes.dev[0], &nodes.dev[1]], shape, net.into())?),
+        }
         for i in 0..2 {
             ip(&["link", "set", &nodes.dev[i], "netns", &nodes.ns[i]])?;
             ip(&["-n", &nodes.ns[i], "addr", "add", &format!("{}/24", nodes.addr[i]), "dev", &nodes.dev[i]])?;
@@ -93,6 +108,8 @@ impl Nodes {
 
 impl Drop for Nodes {
     fn drop(&mut self) {
+        // Stopping the wire closes the TAP devices' files, which removes the devices.
+        self.wire = None;
         // Deleting a namespace deletes its end of the veth pair, and with it the other end.
         for ns in &self.ns {
             let _ = ip(&["netns", "del", ns]);
@@ -132,9 +149,10 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
 }
 
-/// The nodes, or None after printing why the test is skipped.
-fn nodes_or_skip(test: &str, net: u8) -> Option<Nodes> {
-    match Nodes::new(net) {
+/// The nodes (joined by a wire of `shape`, if given), or None after printing why the test is
+/// skipped.
+fn nodes_or_skip(test: &str, net: u8, shape: Option<Shape>) -> Option<Nodes> {
+    match Nodes::new(net, shape) {
         Ok(n) => Some(n),
         Err(why) => {
             println!("SKIPPED: {test}: {why}");
@@ -187,7 +205,9 @@ fn latest_step(out: &Path) -> u64 {
 /// rank, 2 ranks), inject `fault`, and check that rank 0 stops within the peer timeout naming
 /// rank 1 and node 1's address, then that the run resumes from its newest checkpoint.
 fn fault_stops_and_resumes(test: &str, net: u8, fault: &str) {
-    let Some(nodes) = nodes_or_skip(test, net) else { return };
+    // A stall needs the userspace wire; a short delay keeps the run before it quick.
+    let shape = (fault == "stall").then_some(Shape { delay: Duration::from_millis(2), jitter: Duration::ZERO, loss: 0.0 });
+    let Some(nodes) = nodes_or_skip(test, net, shape) else { return };
     let dir = TempDir::new(test);
     let out = dir.path().join("run");
     let timeout = PEER_TIMEOUT.to_string();
@@ -201,6 +221,8 @@ fn fault_stops_and_resumes(test: &str, net: u8, fault: &str) {
     match fault {
         "cut" => nodes.link(1, "down"),
         "freeze" => signal(r1.pid(), "-STOP"),
+        // A delay spike twice the peer timeout: every frame from now on waits that long.
+        "stall" => nodes.wire.as_ref().unwrap().stall(Duration::from_secs(2 * PEER_TIMEOUT)),
         other => panic!("unknown fault {other}"),
     }
     let status = r0.wait(Duration::from_secs(PEER_TIMEOUT + 20));
@@ -215,10 +237,12 @@ fn fault_stops_and_resumes(test: &str, net: u8, fault: &str) {
         detected.as_secs_f64(),
         { seen0.iter().rev().take(2).cloned().collect::<Vec<_>>().join(" | ") }
     );
-    // Rank 1 ends too once the link is back (or it is woken): nothing keeps running.
+    // Rank 1 ends too once the link is back (or it is woken, or the stall is over): nothing
+    // keeps running.
     match fault {
         "cut" => nodes.link(1, "up"),
-        _ => signal(r1.pid(), "-CONT"),
+        "freeze" => signal(r1.pid(), "-CONT"),
+        _ => {}
     }
     let s1 = r1.wait(Duration::from_secs(PEER_TIMEOUT + 20));
     let mut seen1 = Vec::new();
@@ -275,7 +299,7 @@ fn three_steps(nodes: &Nodes, out: &Path) -> String {
 #[test]
 fn a_slow_lossy_link_only_slows_the_run_down() {
     let test = "netns-lossy";
-    let Some(nodes) = nodes_or_skip(test, 3) else { return };
+    let Some(nodes) = nodes_or_skip(test, 3, None) else { return };
     let dir = TempDir::new(test);
     let t = Instant::now();
     let clean = three_steps(&nodes, &dir.path().join("clean"));
@@ -307,4 +331,47 @@ fn a_slow_lossy_link_only_slows_the_run_down() {
     // Same data, seeds and config: the same result, only later.
     assert_eq!(last_loss(&slow), last_loss(&clean), "clean:\n{clean}\nslow:\n{slow}");
     assert!(!last_loss(&clean).is_empty(), "{clean}");
+}
+
+#[test]
+fn a_delay_spike_longer_than_the_peer_timeout_stops_the_group_naming_the_node_and_it_resumes() {
+    fault_stops_and_resumes("netns-stall", 5, "stall");
+}
+
+/// The loss of every step rank 0 printed, in order.
+fn losses(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("step"))
+        .filter_map(|l| Some(l.split("loss ").nth(1)?.split_whitespace().next()?.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_delayed_jittery_lossy_link_only_slows_the_run_down() {
+    let test = "netns-delay";
+    // 25-35 ms each way (a round trip of 50-70 ms, as between distant sites), 1 % of frames
+    // lost: a userspace wire, as this kernel has no netem.
+    let delay = Duration::from_millis(25);
+    let shape = Shape { delay, jitter: Duration::from_millis(10), loss: 0.01 };
+    let Some(clean_nodes) = nodes_or_skip(test, 6, None) else { return };
+    let Some(nodes) = nodes_or_skip(test, 4, Some(shape)) else { return };
+    let dir = TempDir::new(test);
+    let t = Instant::now();
+    let clean = three_steps(&clean_nodes, &dir.path().join("clean"));
+    let clean_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let slow = three_steps(&nodes, &dir.path().join("slow"));
+    let slow_s = t.elapsed().as_secs_f64();
+    let wire = nodes.wire.as_ref().unwrap();
+    println!("{test}: clean (veth) {clean_s:.1} s, through the wire {slow_s:.1} s; the wire: {}", wire.summary());
+    let stats = wire.stats();
+    let (forwarded, dropped) = (stats.forwarded.load(Relaxed), stats.dropped.load(Relaxed));
+    // The run went through the wire, every frame it carried waited the delay, and it lost some.
+    assert!(forwarded > 100, "{}", wire.summary());
+    assert_eq!(stats.held_short.load(Relaxed), 0, "{}", wire.summary());
+    assert!(dropped > 0, "nothing was dropped, so loss was not tested: {}", wire.summary());
+    // Same data, seeds and config: the same losses at every step, only later.
+    let (clean_losses, slow_losses) = (losses(&clean), losses(&slow));
+    assert_eq!(clean_losses.len(), 3, "{clean}");
+    assert_eq!(slow_losses, clean_losses, "clean:\n{clean}\nslow:\n{slow}");
 }
