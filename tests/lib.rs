@@ -278,3 +278,17 @@ pub fn wait_for_line(
     }
     false
 }
+
+/// (file, xxh3) of every rank file of a run's checkpoint at `step`: equal lists mean
+/// bit-identical state (weights, momentum encoder, optimiser, BN statistics, queue).
+pub fn checkpoint_hashes(run: &std::path::Path, step: u64) -> Vec<(String, String)> {
+    let meta = run.join(format!("checkpoints/step-{step:06}/meta.json"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("the run wrote a checkpoint")).unwrap();
+    meta["files"]
+        .as_array()
+        .expect("meta.json lists the rank files")
+        .iter()
+        .map(|f| (f["file"].as_str().unwrap().to_string(), f["xxh3"].as_str().unwrap().to_string()))
+        .collect()
+}

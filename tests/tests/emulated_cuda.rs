@@ -12,7 +12,7 @@
 //! made step by step from shared checkpoints, and the fresh runs get tight bounds only on
 //! the steps before the drift, and a sanity bound after.
 
-use moco_tests::{emu_env, launcher, worker, Ran, TempDir, TINY_RUN};
+use moco_tests::{checkpoint_hashes, emu_env, launcher, worker, Ran, TempDir, TINY_RUN};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -427,20 +427,6 @@ fn the_launcher_stops_the_group_when_a_rank_hangs_inside_an_nccl_all_reduce() {
     assert!(named.iter().any(|n| err.contains(n)), "the report names the hung rank or the watchdog:\n{err}");
     assert!(err.contains("all workers were stopped"), "{err}");
     assert!(secs < 45.0, "the group stopped after {secs:.1} s; the heartbeat timeout is 5 s");
-}
-
-/// (file, xxh3) of every rank file of a run's checkpoint at `step`: equal lists mean
-/// bit-identical state (weights, momentum encoder, optimiser, BN statistics, queue).
-fn checkpoint_hashes(run: &Path, step: u64) -> Vec<(String, String)> {
-    let meta = run.join(format!("checkpoints/step-{step:06}/meta.json"));
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&meta).expect("the run wrote a checkpoint")).unwrap();
-    meta["files"]
-        .as_array()
-        .expect("meta.json lists the rank files")
-        .iter()
-        .map(|f| (f["file"].as_str().unwrap().to_string(), f["xxh3"].as_str().unwrap().to_string()))
-        .collect()
 }
 
 /// The emulator's counters of one rank of a run that wrote `counters-{pid}.json` into `dir`.

@@ -11,7 +11,9 @@
 //! lack it (`sch_netem`), while `tbf` is everywhere. Namespaces, links and processes are
 //! removed even when an assertion fails (Drop guards).
 
-use moco_tests::{assert_contains, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN};
+use moco_tests::{
+    assert_contains, checkpoint_hashes, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN,
+};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
@@ -206,7 +208,11 @@ fn latest_step(out: &Path) -> u64 {
 /// rank 1 and node 1's address, then that the run resumes from its newest checkpoint.
 fn fault_stops_and_resumes(test: &str, net: u8, fault: &str) {
     // A stall needs the userspace wire; a short delay keeps the run before it quick.
-    let shape = (fault == "stall").then_some(Shape { delay: Duration::from_millis(2), jitter: Duration::ZERO, loss: 0.0 });
+    let shape = (fault == "stall").then_some(Shape {
+        delay: Duration::from_millis(2),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+    });
     let Some(nodes) = nodes_or_skip(test, net, shape) else { return };
     let dir = TempDir::new(test);
     let out = dir.path().join("run");
@@ -301,8 +307,9 @@ fn a_slow_lossy_link_only_slows_the_run_down() {
     let test = "netns-lossy";
     let Some(nodes) = nodes_or_skip(test, 3, None) else { return };
     let dir = TempDir::new(test);
+    let (clean_out, slow_out) = (dir.path().join("clean"), dir.path().join("slow"));
     let t = Instant::now();
-    let clean = three_steps(&nodes, &dir.path().join("clean"));
+    let clean = three_steps(&nodes, &clean_out);
     let clean_s = t.elapsed().as_secs_f64();
     // 20 Mbit/s with a 16 KiB queue on both ends: queueing delay, and TCP's bursts overflow
     // the queue, so packets are dropped and retransmitted.
@@ -314,7 +321,7 @@ fn a_slow_lossy_link_only_slows_the_run_down() {
         }
     }
     let t = Instant::now();
-    let slow = three_steps(&nodes, &dir.path().join("slow"));
+    let slow = three_steps(&nodes, &slow_out);
     let slow_s = t.elapsed().as_secs_f64();
     let stats = format!(
         "{}{}",
@@ -331,6 +338,8 @@ fn a_slow_lossy_link_only_slows_the_run_down() {
     // Same data, seeds and config: the same result, only later.
     assert_eq!(last_loss(&slow), last_loss(&clean), "clean:\n{clean}\nslow:\n{slow}");
     assert!(!last_loss(&clean).is_empty(), "{clean}");
+    // And bit-identical state: weights, optimiser, BN statistics, queue of both ranks.
+    assert_eq!(checkpoint_hashes(&slow_out, 3), checkpoint_hashes(&clean_out, 3));
 }
 
 #[test]
@@ -356,14 +365,18 @@ fn a_delayed_jittery_lossy_link_only_slows_the_run_down() {
     let Some(clean_nodes) = nodes_or_skip(test, 6, None) else { return };
     let Some(nodes) = nodes_or_skip(test, 4, Some(shape)) else { return };
     let dir = TempDir::new(test);
+    let (clean_out, slow_out) = (dir.path().join("clean"), dir.path().join("slow"));
     let t = Instant::now();
-    let clean = three_steps(&clean_nodes, &dir.path().join("clean"));
+    let clean = three_steps(&clean_nodes, &clean_out);
     let clean_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let slow = three_steps(&nodes, &dir.path().join("slow"));
+    let slow = three_steps(&nodes, &slow_out);
     let slow_s = t.elapsed().as_secs_f64();
     let wire = nodes.wire.as_ref().unwrap();
-    println!("{test}: clean (veth) {clean_s:.1} s, through the wire {slow_s:.1} s; the wire: {}", wire.summary());
+    println!(
+        "{test}: clean (veth) {clean_s:.1} s, through the wire {slow_s:.1} s; the wire: {}",
+        wire.summary()
+    );
     let stats = wire.stats();
     let (forwarded, dropped) = (stats.forwarded.load(Relaxed), stats.dropped.load(Relaxed));
     // The run went through the wire, every frame it carried waited the delay, and it lost some.
@@ -374,4 +387,8 @@ fn a_delayed_jittery_lossy_link_only_slows_the_run_down() {
     let (clean_losses, slow_losses) = (losses(&clean), losses(&slow));
     assert_eq!(clean_losses.len(), 3, "{clean}");
     assert_eq!(slow_losses, clean_losses, "clean:\n{clean}\nslow:\n{slow}");
+    // And bit-identical state: weights, optimiser, BN statistics, queue of both ranks.
+    let hashes = checkpoint_hashes(&clean_out, 3);
+    assert_eq!(hashes.len(), 2, "one file per rank: {hashes:?}");
+    assert_eq!(checkpoint_hashes(&slow_out, 3), hashes);
 }
