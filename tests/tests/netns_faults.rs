@@ -1,15 +1,20 @@
 //! Faults between nodes, with two "nodes" on this machine: network namespaces joined by a veth
-//! pair (addresses only inside them), one rank of a hand-started group in each, over the TCP
-//! ring. Injected: the link cut mid-step (`ip link set down`), a slow and lossy link (tc `tbf`:
-//! a low rate with a short queue adds queueing delay and tail drops), and a node's process
-//! frozen (SIGSTOP). A cut or a freeze must end in a clean stop within `--peer-timeout` that
-//! names the lost rank and its node's address, with the newest checkpoint intact (the run
-//! resumes from it); a slow, lossy link must only slow the run down (same losses).
+//! pair or by a userspace wire (two TAP devices whose frames this test process carries, see
+//! netns_faults/wire.rs), addresses only inside them, one rank of a hand-started group in
+//! each, over the TCP ring. Injected: the link cut mid-step (`ip link set down`), a node's
+//! process frozen (SIGSTOP), a delay spike longer than `--peer-timeout` (the wire holds every
+//! frame for twice the timeout), a slow and lossy link (tc `tbf`: a low rate with a short queue
+//! adds queueing delay and tail drops), and added delay with jitter and random loss (the wire:
+//! 25-35 ms each way, 1 % of frames dropped). A cut, a freeze or a spike must end in a clean
+//! stop within `--peer-timeout` that names the lost rank and its node's address, with the
+//! newest checkpoint intact (the run resumes from it); a slow, delayed or lossy link must only
+//! slow the run down (the same loss at every step and bit-identical checkpoints).
 //!
-//! Needs root and network namespaces (CI runs as root). Elsewhere each test prints
-//! "SKIPPED: <reason>" and returns. tc's `netem` is not used: the kernels this was written on
-//! lack it (`sch_netem`), while `tbf` is everywhere. Namespaces, links and processes are
-//! removed even when an assertion fails (Drop guards).
+//! Needs root and network namespaces (CI runs as root), and /dev/net/tun for the wire.
+//! Elsewhere each test prints "SKIPPED: <reason>" and returns. tc's `netem` is not used: the
+//! kernels this was written on lack it (`sch_netem`, no modules), hence `tbf` and the
+//! userspace wire, which need no kernel module beyond TUN/TAP. Namespaces, links, TAP devices
+//! and processes are removed even when an assertion fails (Drop guards).
 
 use moco_tests::{
     assert_contains, checkpoint_hashes, spawn_stderr_lines, wait_for_line, worker, TempDir, TINY_RUN,
