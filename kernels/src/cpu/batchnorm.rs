@@ -32,6 +32,35 @@ where
     total
 }
 
+/// `by_width!(c, |w| body)`: `body` with `w` = c, compiled separately for the narrow channel
+/// counts of the small presets (8, 16, 32: w a constant there, so the per-row channel loop is
+/// unrolled into whole vectors instead of a loop shorter than one unrolled vector iteration,
+/// which would run its scalar remainder). The same operations in the same order for every
+/// width, so the results do not change. Used by the two elementwise passes only: on the f64
+/// reductions it measured slower (cpu_ops_bench, results/2026-12-05-cpu-kernels.md).
+macro_rules! by_width {
+    ($c:expr, |$w:ident| $body:expr) => {
+        match $c {
+            8 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 8;
+                $body
+            }
+            16 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 16;
+                $body
+            }
+            32 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 32;
+                $body
+            }
+            $w => $body,
+        }
+    };
+}
+
 fn inv_std(var: f32, eps: f32) -> f64 {
     1.0 / (var as f64 + eps as f64).sqrt()
 }
@@ -106,13 +135,16 @@ pub fn bn_apply(
     let shift: Vec<f32> = (0..c).map(|ch| beta.map_or(0.0, |b| b[ch])).collect();
     let per = reduce_rows_per_chunk(m, c);
     y.par_chunks_mut(per * c).zip(x.par_chunks(per * c)).for_each(|(yc, xc)| {
-        for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-            let per_channel = mean.iter().zip(&scale).zip(&shift);
-            for ((y, &x), ((&mu, &sc), &sh)) in yr.iter_mut().zip(xr).zip(per_channel) {
-                let v = (x - mu) * sc + sh;
-                *y = if relu_out { relu(v) } else { v };
+        by_width!(c, |w| {
+            let (mean, scale, shift) = (&mean[..w], &scale[..w], &shift[..w]);
+            for (yr, xr) in yc.chunks_exact_mut(w).zip(xc.chunks_exact(w)) {
+                let per_channel = mean.iter().zip(scale).zip(shift);
+                for ((y, &x), ((&mu, &sc), &sh)) in yr.iter_mut().zip(xr).zip(per_channel) {
+                    let v = (x - mu) * sc + sh;
+                    *y = if relu_out { relu(v) } else { v };
+                }
             }
-        }
+        })
     });
 }
 }
@@ -196,15 +228,19 @@ pub fn bn_bwd_apply(
     let per = reduce_rows_per_chunk(m, c);
     dx.par_chunks_mut(per * c).zip(x.par_chunks(per * c)).zip(dy.par_chunks(per * c)).for_each(
         |((dxc, xc), dyc)| {
-            for ((dr, xr), gr) in dxc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(dyc.chunks_exact(c)) {
-                let per_channel = mean.iter().zip(&istd).zip(&k).zip(mean_dy.iter().zip(&mean_dyxh));
-                for (((d, &x), &g), (((&mu, &is), &kc), (&mdy, &mdx))) in
-                    dr.iter_mut().zip(xr).zip(gr).zip(per_channel)
-                {
-                    let xhat = (x - mu) * is;
-                    *d = kc * (g - mdy - xhat * mdx);
+            by_width!(c, |w| {
+                let (mean, istd, k) = (&mean[..w], &istd[..w], &k[..w]);
+                let (mean_dy, mean_dyxh) = (&mean_dy[..w], &mean_dyxh[..w]);
+                for ((dr, xr), gr) in dxc.chunks_exact_mut(w).zip(xc.chunks_exact(w)).zip(dyc.chunks_exact(w)) {
+                    let per_channel = mean.iter().zip(istd).zip(k).zip(mean_dy.iter().zip(mean_dyxh));
+                    for (((d, &x), &g), (((&mu, &is), &kc), (&mdy, &mdx))) in
+                        dr.iter_mut().zip(xr).zip(gr).zip(per_channel)
+                    {
+                        let xhat = (x - mu) * is;
+                        *d = kc * (g - mdy - xhat * mdx);
+                    }
                 }
-            }
+            })
         },
     );
 }
