@@ -6,7 +6,7 @@
 //! constants computed in f64.
 
 use super::scratch::reduce_rows_per_chunk;
-use super::simd::avx2_fn;
+use super::simd::{avx2_fn, by_width};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -30,35 +30,6 @@ where
         total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
     }
     total
-}
-
-/// `by_width!(c, |w| body)`: `body` with `w` = c, compiled separately for the narrow channel
-/// counts of the small presets (8, 16, 32: w a constant there, so the per-row channel loop is
-/// unrolled into whole vectors instead of a loop shorter than one unrolled vector iteration,
-/// which would run its scalar remainder). The same operations in the same order for every
-/// width, so the results do not change. Used by the two elementwise passes only: on the f64
-/// reductions it measured slower (cpu_ops_bench, results/2026-12-05-cpu-kernels.md).
-macro_rules! by_width {
-    ($c:expr, |$w:ident| $body:expr) => {
-        match $c {
-            8 => {
-                #[allow(non_upper_case_globals)]
-                const $w: usize = 8;
-                $body
-            }
-            16 => {
-                #[allow(non_upper_case_globals)]
-                const $w: usize = 16;
-                $body
-            }
-            32 => {
-                #[allow(non_upper_case_globals)]
-                const $w: usize = 32;
-                $body
-            }
-            $w => $body,
-        }
-    };
 }
 
 fn inv_std(var: f32, eps: f32) -> f64 {

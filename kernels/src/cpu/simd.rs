@@ -45,6 +45,36 @@ macro_rules! avx2_fn {
 }
 pub(crate) use avx2_fn;
 
+/// `by_width!(c, |w| body)`: `body` with `w` = c, compiled separately for the narrow channel
+/// counts of the small presets (8, 16, 32: w a constant there, so the per-row channel loop is
+/// unrolled into whole vectors instead of a loop shorter than one unrolled vector iteration,
+/// which would run its scalar remainder). The same operations in the same order for every
+/// width, so the results do not change. Used by batch norm's two elementwise passes (on its f64
+/// reductions and on the max pool it measured slower: results/2026-12-05-cpu-kernels.md).
+macro_rules! by_width {
+    ($c:expr, |$w:ident| $body:expr) => {
+        match $c {
+            8 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 8;
+                $body
+            }
+            16 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 16;
+                $body
+            }
+            32 => {
+                #[allow(non_upper_case_globals)]
+                const $w: usize = 32;
+                $body
+            }
+            $w => $body,
+        }
+    };
+}
+pub(crate) use by_width;
+
 /// Whether the CPU has the AVX-512 subsets [`avx2_fn!`]'s widest copy is compiled for, and
 /// `MOCO_CPU_NO_AVX512` is unset (to compare against the AVX2 copy). Cached after the first
 /// call.
