@@ -4,16 +4,19 @@
 //! cargo run --release -p moco-kernels --example cpu_ops_bench              # tiny: width 0.125, 64 px, batch 32
 //! cargo run --release -p moco-kernels --example cpu_ops_bench -- full      # width 1, 224 px, batch 2
 //! cargo run --release -p moco-kernels --example cpu_ops_bench -- W PX N    # any width, input size, batch
+//! cargo run --release -p moco-kernels --example cpu_ops_bench -- --memory-only [...]  # skip the GEMMs
 //! ```
 //! Prints, per distinct convolution shape, GFLOP/s of the forward, backward-data and
 //! backward-filter (best of several runs after a warm-up), then the whole backbone's conv
 //! time per direction, then the linear layers, then the memory-bound ops (BN, ReLU, max pool)
-//! in GB/s. A benchmark, not a test: nothing is asserted.
+//! in GB/s, then the optimiser phase's whole-parameter passes (SGD, EMA, unscale, zero fill,
+//! copy) over the backbone's conv weights. A benchmark, not a test: nothing is asserted.
 
 use moco_kernels::cpu::batchnorm::{bn_apply, bn_bwd_apply, bn_bwd_reduce, bn_stats};
 use moco_kernels::cpu::conv::{conv2d_bwd_data, conv2d_bwd_filter, conv2d_fwd};
-use moco_kernels::cpu::elementwise::relu_bwd;
+use moco_kernels::cpu::elementwise::{copy, fill, relu_bwd};
 use moco_kernels::cpu::linear::{linear_bwd_data, linear_bwd_weight, linear_fwd};
+use moco_kernels::cpu::optim::{ema, sgd_step, unscale_check};
 use moco_kernels::cpu::pool::{maxpool_bwd, maxpool_fwd};
 use moco_kernels::{ConvShape, PoolShape};
 use std::time::{Duration, Instant};
@@ -224,8 +227,38 @@ fn bench_memory_bound(width: f32, px: usize, n: usize) {
     );
 }
 
+/// The optimiser phase's passes over every parameter, on as many elements as the backbone's
+/// convolution weights (the bulk of the parameters), in GB/s of f32 traffic.
+fn bench_optimizer(width: f32, px: usize, n: usize) {
+    let len: usize = resnet50_convs(width, px, n).iter().map(|(_, s)| s.k * s.k * s.c_in * s.c_out).sum();
+    println!("\nWhole-parameter passes over {len} elements (GB/s of f32 traffic, ms):");
+    let (mut p, mut g, mut mu, mut k) = (data(len, 11), data(len, 12), data(len, 13), data(len, 14));
+    let gb = |elems: usize, t: Duration| {
+        format!("{:.1} GB/s ({:.2} ms)", (elems * 4) as f64 / t.as_secs_f64() / 1e9, t.as_secs_f64() * 1e3)
+    };
+    let t_sgd = best_time(|| sgd_step(1e-9, 0.9, 1e-4, &mut p, &g, &mut mu));
+    let t_ema = best_time(|| ema(0.99, &p, &mut k));
+    let t_unscale = best_time(|| {
+        unscale_check(&mut g, 1.0);
+    });
+    let t_fill = best_time(|| fill(&mut mu, 0.0));
+    let t_copy = best_time(|| copy(&p, &mut k));
+    println!(
+        "sgd_step {}, ema {}, unscale_check {}, fill {}, copy {}",
+        gb(5 * len, t_sgd),
+        gb(3 * len, t_ema),
+        gb(2 * len, t_unscale),
+        gb(len, t_fill),
+        gb(2 * len, t_copy)
+    );
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let memory_only = args.first().is_some_and(|a| a == "--memory-only");
+    if memory_only {
+        args.remove(0);
+    }
     let (width, px, n) = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] | ["tiny"] => (0.125, 64, 32),
         ["full"] => (1.0, 224, 2),
@@ -242,7 +275,10 @@ fn main() {
         }
     };
     println!("rayon threads: {}", rayon::current_num_threads());
-    bench_convs(width, px, n);
-    bench_linears(n, scaled(2048, width));
+    if !memory_only {
+        bench_convs(width, px, n);
+        bench_linears(n, scaled(2048, width));
+    }
     bench_memory_bound(width, px, n);
+    bench_optimizer(width, px, n);
 }

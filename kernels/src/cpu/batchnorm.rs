@@ -6,7 +6,7 @@
 //! constants computed in f64.
 
 use super::scratch::reduce_rows_per_chunk;
-use super::simd::avx2_fn;
+use super::simd::{avx2_fn, by_width};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -106,13 +106,16 @@ pub fn bn_apply(
     let shift: Vec<f32> = (0..c).map(|ch| beta.map_or(0.0, |b| b[ch])).collect();
     let per = reduce_rows_per_chunk(m, c);
     y.par_chunks_mut(per * c).zip(x.par_chunks(per * c)).for_each(|(yc, xc)| {
-        for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-            let per_channel = mean.iter().zip(&scale).zip(&shift);
-            for ((y, &x), ((&mu, &sc), &sh)) in yr.iter_mut().zip(xr).zip(per_channel) {
-                let v = (x - mu) * sc + sh;
-                *y = if relu_out { relu(v) } else { v };
+        by_width!(c, |w| {
+            let (mean, scale, shift) = (&mean[..w], &scale[..w], &shift[..w]);
+            for (yr, xr) in yc.chunks_exact_mut(w).zip(xc.chunks_exact(w)) {
+                let per_channel = mean.iter().zip(scale).zip(shift);
+                for ((y, &x), ((&mu, &sc), &sh)) in yr.iter_mut().zip(xr).zip(per_channel) {
+                    let v = (x - mu) * sc + sh;
+                    *y = if relu_out { relu(v) } else { v };
+                }
             }
-        }
+        })
     });
 }
 }
@@ -196,15 +199,19 @@ pub fn bn_bwd_apply(
     let per = reduce_rows_per_chunk(m, c);
     dx.par_chunks_mut(per * c).zip(x.par_chunks(per * c)).zip(dy.par_chunks(per * c)).for_each(
         |((dxc, xc), dyc)| {
-            for ((dr, xr), gr) in dxc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(dyc.chunks_exact(c)) {
-                let per_channel = mean.iter().zip(&istd).zip(&k).zip(mean_dy.iter().zip(&mean_dyxh));
-                for (((d, &x), &g), (((&mu, &is), &kc), (&mdy, &mdx))) in
-                    dr.iter_mut().zip(xr).zip(gr).zip(per_channel)
-                {
-                    let xhat = (x - mu) * is;
-                    *d = kc * (g - mdy - xhat * mdx);
+            by_width!(c, |w| {
+                let (mean, istd, k) = (&mean[..w], &istd[..w], &k[..w]);
+                let (mean_dy, mean_dyxh) = (&mean_dy[..w], &mean_dyxh[..w]);
+                for ((dr, xr), gr) in dxc.chunks_exact_mut(w).zip(xc.chunks_exact(w)).zip(dyc.chunks_exact(w)) {
+                    let per_channel = mean.iter().zip(istd).zip(k).zip(mean_dy.iter().zip(mean_dyxh));
+                    for (((d, &x), &g), (((&mu, &is), &kc), (&mdy, &mdx))) in
+                        dr.iter_mut().zip(xr).zip(gr).zip(per_channel)
+                    {
+                        let xhat = (x - mu) * is;
+                        *d = kc * (g - mdy - xhat * mdx);
+                    }
                 }
-            }
+            })
         },
     );
 }

@@ -5,6 +5,7 @@
 //! it is bit-identical on every machine; reductions use a fixed split summed in order.
 
 use super::scratch::FLAT_CHUNK;
+use super::simd::avx2_fn;
 use rayon::prelude::*;
 
 fn same_len(op: &str, a: usize, b: usize) {
@@ -41,6 +42,7 @@ pub fn sumsq_axpy(alpha: f32, x: &[f32], y: &[f32]) -> f64 {
     })
 }
 
+avx2_fn! {
 /// theta_k = m * theta_k + (1 - m) * theta_q.
 pub fn ema(m: f32, theta_q: &[f32], theta_k: &mut [f32]) {
     same_len("ema", theta_q.len(), theta_k.len());
@@ -49,9 +51,21 @@ pub fn ema(m: f32, theta_q: &[f32], theta_k: &mut [f32]) {
         k.iter_mut().zip(q).for_each(|(k, q)| *k = m * *k + one_m * q);
     });
 }
+}
 
+avx2_fn! {
 /// g *= inv_scale; true if any element was inf or NaN before or after the scaling.
+///
+/// A scale of exactly 1.0 (no loss scaling, one rank, one micro-batch: every CPU run without
+/// AMP) only reads g: `v * 1.0` is `v` for every non-NaN v, and a NaN skips the step anyway.
+/// That saves writing the whole gradient buffer back unchanged every step.
 pub fn unscale_check(g: &mut [f32], inv_scale: f32) -> bool {
+    if inv_scale == 1.0 {
+        return g
+            .par_chunks(FLAT_CHUNK)
+            .map(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))
+            .reduce(|| false, |a, b| a || b);
+    }
     g.par_chunks_mut(FLAT_CHUNK)
         .map(|c| {
             let mut bad = false;
@@ -64,7 +78,9 @@ pub fn unscale_check(g: &mut [f32], inv_scale: f32) -> bool {
         })
         .reduce(|| false, |a, b| a || b)
 }
+}
 
+avx2_fn! {
 /// The momentum update shared by SGD and LARS: d = (g + wd p) * trust; mu = momentum mu + d;
 /// p -= lr mu. `trust = None` skips the multiplication (plain SGD, bit-exact PyTorch).
 fn momentum_step(
@@ -91,6 +107,7 @@ fn momentum_step(
         },
     );
 }
+}
 
 /// PyTorch SGD (dampening 0, no Nesterov): d = g + wd p; mu = momentum mu + d; p -= lr mu.
 /// PyTorch starts the momentum buffer at d on the first step; a zeroed mu gives the same.
@@ -105,6 +122,7 @@ pub fn lars_step(lr: f32, momentum: f32, wd: f32, trust: f32, p: &mut [f32], g: 
     momentum_step(lr, momentum, wd, Some(trust), p, g, mu);
 }
 
+avx2_fn! {
 /// PyTorch AdamW (`torch.optim.AdamW`, single-tensor path), operation for operation:
 /// ```text
 /// p *= 1 - lr * wd
@@ -155,6 +173,7 @@ pub fn adamw_step(
                 *p += neg_step_size * *m / denom;
             }
         });
+}
 }
 
 /// LARS over the tensors of a flat buffer (tensor s: the next `tensors[s].0` elements), one

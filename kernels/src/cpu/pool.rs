@@ -123,16 +123,22 @@ pub fn maxpool_bwd(s: &PoolShape, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         // Windows oy whose rows oy*STRIDE - PAD .. + K cover iy.
         let oy_lo = (iy + PAD + 1).saturating_sub(K).div_ceil(STRIDE);
         let oy_hi = ((iy + PAD) / STRIDE).min(oh - 1);
+        // Per window and tap column kx, a masked add over the channels (vectorised) instead of
+        // a per-channel scatter. Each dx element still receives its windows' gradients in
+        // (oy, ox) order; the windows whose argmax is elsewhere add +0.0, which changes no
+        // value: the row starts at +0.0 and a sum that starts at +0.0 is never -0.0.
         for oy in oy_lo..=oy_hi {
             let ky = iy + PAD - oy * STRIDE;
             let at = (img * oh + oy) * ow * c;
             let (g_row, a_row) = (&dy[at..at + ow * c], &args[at..at + ow * c]);
             for (ox, (g, a)) in g_row.chunks_exact(c).zip(a_row.chunks_exact(c)).enumerate() {
-                for (ch, (&g, &tap)) in g.iter().zip(a).enumerate() {
-                    let tap = tap as usize;
-                    if tap / K == ky {
-                        let ix = ox * STRIDE + tap % K - PAD;
-                        dx_row[ix * c + ch] += g;
+                let (kx_lo, kx_hi) = taps(ox, s.w);
+                for kx in kx_lo..kx_hi {
+                    let tap = (ky * K + kx) as u8;
+                    let ix = ox * STRIDE + kx - PAD;
+                    let d = &mut dx_row[ix * c..(ix + 1) * c];
+                    for ((d, &g), &t) in d.iter_mut().zip(g).zip(a) {
+                        *d += if t == tap { g } else { 0.0 };
                     }
                 }
             }

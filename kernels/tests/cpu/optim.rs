@@ -98,6 +98,26 @@ fn unscale_check_flags_non_finite() {
     assert!(unscale_check(&mut g, 10.0), "overflow caused by the scaling must be flagged");
 }
 
+/// A scale of exactly 1 takes the read-only path: the same verdicts, the values unchanged
+/// bit for bit (-0.0 and subnormals included).
+#[test]
+fn unscale_check_by_one_reads_only() {
+    let mut g = uniform(712, 70_000);
+    g[5] = -0.0;
+    g[6] = f32::from_bits(1); // the smallest subnormal
+    let before = g.clone();
+    assert!(!unscale_check(&mut g, 1.0));
+    assert_eq!(
+        g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        before.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let mut g = vec![1.0f32; 70_000];
+        g[69_999] = bad; // in the last of several reduction chunks
+        assert!(unscale_check(&mut g, 1.0), "{bad} must be flagged");
+    }
+}
+
 /// [3, 4] -> 25; (y + 2x) with x = [1, 1], y = [1, 2] is [3, 4] -> 25; and a long random
 /// vector (several chunks) against an f64 loop.
 #[test]
