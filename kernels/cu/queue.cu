@@ -13,6 +13,10 @@
 // fp32 holds every integer below 2^24 exactly, and the worker refuses dataset indices and
 // shard sizes beyond that.
 //
+// The rows an enqueue overwrites (and the pointer it found) are copied to `saved_*` on the way,
+// in the same launch, so a step the loss scaler skips can put them back (the worker's skip
+// guard) without the host ever knowing the pointer during the step.
+//
 // Writes never wrap inside one batch, which holds because rows % b == 0 and ptr is always a
 // multiple of b. Config validation checks divisibility before training starts; the kernel
 // re-checks and, instead of writing out of bounds or corrupting the queue (the failure the
@@ -33,7 +37,8 @@
 template <typename T>
 __device__ __forceinline__ void queue_enqueue(int rows, int dim, int b, const T* keys,
                                               const float* key_idx, T* queue, float* queue_idx,
-                                              float* ptr, float* error) {
+                                              float* ptr, float* error, T* saved_keys,
+                                              float* saved_idx, float* saved_ptr) {
     if (gridDim.x != 1) {
         if (blockIdx.x == 0 && threadIdx.x == 0) *error = QUEUE_ERR_LAUNCH;
         return;
@@ -41,6 +46,7 @@ __device__ __forceinline__ void queue_enqueue(int rows, int dim, int b, const T*
     __shared__ int start;
     if (threadIdx.x == 0) {
         const float pf = *ptr;
+        *saved_ptr = pf;
         // The comparisons are false for NaN, so a NaN pointer is refused too; the float
         // range check comes before the conversion to int, which is undefined out of range.
         const bool in_range = pf >= 0.0f && pf < (float)rows && pf == floorf(pf);
@@ -60,8 +66,15 @@ __device__ __forceinline__ void queue_enqueue(int rows, int dim, int b, const T*
     // Rows [start, start + b) are contiguous in the [rows, dim] layout: one flat copy.
     const int n = b * dim;
     T* dst = queue + start * dim;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = keys[i];
-    for (int i = threadIdx.x; i < b; i += blockDim.x) queue_idx[start + i] = key_idx[i];
+    // Each element is saved and overwritten by the same thread, so no barrier is needed.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        saved_keys[i] = dst[i];
+        dst[i] = keys[i];
+    }
+    for (int i = threadIdx.x; i < b; i += blockDim.x) {
+        saved_idx[i] = queue_idx[start + i];
+        queue_idx[start + i] = key_idx[i];
+    }
 
     // Everyone has read `start` (from shared memory, long ago) and no thread reads *ptr again,
     // so thread 0 may advance it now; the launch boundary publishes it to the next kernel.
@@ -70,12 +83,16 @@ __device__ __forceinline__ void queue_enqueue(int rows, int dim, int b, const T*
 
 extern "C" __global__ void queue_enqueue_f16(int rows, int dim, int b, const __half* keys,
                                              const float* key_idx, __half* queue, float* queue_idx,
-                                             float* ptr, float* error) {
-    queue_enqueue(rows, dim, b, keys, key_idx, queue, queue_idx, ptr, error);
+                                             float* ptr, float* error, __half* saved_keys,
+                                             float* saved_idx, float* saved_ptr) {
+    queue_enqueue(rows, dim, b, keys, key_idx, queue, queue_idx, ptr, error, saved_keys, saved_idx,
+                  saved_ptr);
 }
 
 extern "C" __global__ void queue_enqueue_f32(int rows, int dim, int b, const float* keys,
                                              const float* key_idx, float* queue, float* queue_idx,
-                                             float* ptr, float* error) {
-    queue_enqueue(rows, dim, b, keys, key_idx, queue, queue_idx, ptr, error);
+                                             float* ptr, float* error, float* saved_keys,
+                                             float* saved_idx, float* saved_ptr) {
+    queue_enqueue(rows, dim, b, keys, key_idx, queue, queue_idx, ptr, error, saved_keys, saved_idx,
+                  saved_ptr);
 }

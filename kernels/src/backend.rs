@@ -330,6 +330,8 @@ pub trait Backend: Send + Sync {
     /// The fused pointer-advance enqueue: with p = `ptr[0]`, writes `keys` (`[b, dim]`) and
     /// `key_idx` (`[b]`, b = its length) at rows `[p, p + b)` of `queue` (`[rows, dim]`) and
     /// `queue_idx` (`[rows]`), and sets `ptr[0] = (p + b) % rows`, without the host knowing p.
+    /// The rows it overwrites go to `saved_keys` (`[b, dim]`) and `saved_idx` (`[b]`) and p to
+    /// `saved_ptr[0]` (always, also when refused), so a skipped step can be undone.
     /// The indices and the pointer are integer-valued fp32 (exact below 2^24). When b does not
     /// divide `rows` or p is not an integer multiple of b in `[0, rows)` (a corrupted pointer),
     /// nothing is written and `error[0]` is set to the code [`describe_queue_error`] explains;
@@ -346,6 +348,7 @@ pub trait Backend: Send + Sync {
         queue_idx: Self::ViewMut<'_>,
         ptr: Self::ViewMut<'_>,
         error: Self::ViewMut<'_>,
+        saved: [Self::ViewMut<'_>; 3],
     );
 
     // ---- optimiser pieces on flat fp32 buffers ----

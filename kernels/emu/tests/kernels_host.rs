@@ -233,6 +233,7 @@ fn queue_enqueue_writes_the_rows_advances_the_pointer_and_refuses_bad_state() {
             (0..b.max(0) as usize * dim).map(|i| f16::from_f32(tag + i as f32)).collect();
         let mut key_idx: Vec<f32> = (0..b.max(0)).map(|i| 100.0 * tag + i as f32).collect();
         let (mut p_dev, mut err) = ([ptr], [0f32]);
+        let (mut sk, mut si, mut sp) = (vec![f16::ZERO; b.max(0) as usize * dim], vec![0f32; b.max(0) as usize], [0f32]);
         launch(
             "queue_enqueue_f16",
             [grid, 1, 1],
@@ -247,6 +248,9 @@ fn queue_enqueue_writes_the_rows_advances_the_pointer_and_refuses_bad_state() {
                 p(&mut queue_idx),
                 p(&mut p_dev),
                 p(&mut err),
+                p(&mut sk),
+                p(&mut si),
+                p(&mut sp),
             ],
         )
         .unwrap();
@@ -294,6 +298,7 @@ fn queue_enqueue_f32_writes_fp32_keys_bit_for_bit() {
     let mut keys: Vec<f32> = (0..2 * dim).map(|i| 0.1 + i as f32 / 3.0).collect();
     let mut key_idx = vec![5f32, 6.0];
     let (mut ptr, mut err) = ([2f32], [0f32]);
+    let (mut sk, mut si, mut sp) = (vec![7f32; 2 * dim], vec![7f32; 2], [7f32]);
     launch(
         "queue_enqueue_f32",
         [1, 1, 1],
@@ -308,12 +313,16 @@ fn queue_enqueue_f32_writes_fp32_keys_bit_for_bit() {
             p(&mut queue_idx),
             p(&mut ptr),
             p(&mut err),
+            p(&mut sk),
+            p(&mut si),
+            p(&mut sp),
         ],
     )
     .unwrap();
     assert_eq!((ptr[0], err[0]), (0.0, 0.0));
     assert_eq!(&queue[2 * dim..], &keys[..], "fp32 keys unrounded");
     assert_eq!(queue_idx, [-1.0, -1.0, 5.0, 6.0]);
+    assert_eq!((sk, si, sp), (vec![0f32; 2 * dim], vec![-1f32; 2], [2f32]), "overwritten rows saved");
 }
 
 #[test]

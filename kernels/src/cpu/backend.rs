@@ -238,8 +238,9 @@ impl Backend for Cpu {
         queue_idx: &mut [f32],
         ptr: &mut [f32],
         error: &mut [f32],
+        saved: [&mut [f32]; 3],
     ) {
-        queue::enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error);
+        queue::enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved);
     }
     fn softmax_xent_bwd(
         &self,

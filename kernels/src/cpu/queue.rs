@@ -15,12 +15,18 @@ pub fn enqueue(
     queue_idx: &mut [f32],
     ptr: &mut [f32],
     error: &mut [f32],
+    [saved_keys, saved_idx, saved_ptr]: [&mut [f32]; 3],
 ) {
     let b = key_idx.len();
     assert_eq!(keys.len(), b * dim, "queue_enqueue: keys must be [{b}, {dim}]");
     assert_eq!(queue.len(), rows * dim, "queue_enqueue: queue must be [{rows}, {dim}]");
     assert_eq!(queue_idx.len(), rows, "queue_enqueue: queue_idx must hold {rows} rows");
     assert!(ptr.len() == 1 && error.len() == 1, "queue_enqueue: ptr and error are one element each");
+    assert!(
+        saved_keys.len() == b * dim && saved_idx.len() == b && saved_ptr.len() == 1,
+        "queue_enqueue: saved rows must be [{b}, {dim}], [{b}], [1]"
+    );
+    saved_ptr[0] = ptr[0];
     if b == 0 || !rows.is_multiple_of(b) {
         error[0] = queue_error::DIVISIBILITY;
         return;
@@ -34,6 +40,8 @@ pub fn enqueue(
         return;
     }
     let start = p as usize;
+    saved_keys.copy_from_slice(&queue[start * dim..(start + b) * dim]);
+    saved_idx.copy_from_slice(&queue_idx[start..start + b]);
     queue[start * dim..(start + b) * dim].copy_from_slice(keys);
     queue_idx[start..start + b].copy_from_slice(key_idx);
     ptr[0] = ((start + b) % rows) as f32;
@@ -77,19 +85,27 @@ mod tests {
         let mut q = vec![0.0f32; rows * dim];
         let mut qi = vec![-1.0f32; rows];
         let (mut ptr, mut err) = ([2.0f32], [0.0f32]);
-        enqueue(rows, dim, &[1.0, 2.0, 3.0, 4.0], &[7.0, 8.0], &mut q, &mut qi, &mut ptr, &mut err);
+        let (mut sk, mut si, mut sp) = ([5.0f32; 4], [5.0f32; 2], [5.0f32]);
+        q[4..].copy_from_slice(&[-1.0, -2.0, -3.0, -4.0]);
+        let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
+        enqueue(rows, dim, &[1.0, 2.0, 3.0, 4.0], &[7.0, 8.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
         assert_eq!((ptr[0], err[0]), (0.0, 0.0), "wraps to row 0");
+        assert_eq!((sk, si, sp), ([-1.0, -2.0, -3.0, -4.0], [-1.0, -1.0], [2.0]), "overwritten rows saved");
         assert_eq!(q, [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]);
         assert_eq!(qi, [-1.0, -1.0, 7.0, 8.0]);
         let before = (q.clone(), qi.clone());
         for (bad, code) in [(1.0, 2.0), (4.0, 2.0), (-2.0, 2.0), (f32::NAN, 2.0), (0.5, 2.0)] {
             let (mut ptr, mut err) = ([bad], [0.0f32]);
-            enqueue(rows, dim, &[9.0; 4], &[9.0, 9.0], &mut q, &mut qi, &mut ptr, &mut err);
+            let (mut sk, mut si, mut sp) = ([0.0f32; 4], [0.0f32; 2], [0.0f32]);
+            let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
+            enqueue(rows, dim, &[9.0; 4], &[9.0, 9.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
             assert_eq!(err[0], code, "pointer {bad}");
             assert!(ptr[0].to_bits() == bad.to_bits() && q == before.0 && qi == before.1, "nothing written");
         }
         let (mut ptr, mut err) = ([0.0f32], [0.0f32]);
-        enqueue(rows, dim, &[9.0; 6], &[9.0; 3], &mut q, &mut qi, &mut ptr, &mut err);
+        let (mut sk, mut si, mut sp) = ([0.0f32; 6], [0.0f32; 3], [0.0f32]);
+        let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
+        enqueue(rows, dim, &[9.0; 6], &[9.0; 3], &mut q, &mut qi, &mut ptr, &mut err, saved);
         assert_eq!((err[0], ptr[0]), (1.0, 0.0), "3 keys do not divide 4 rows");
     }
 

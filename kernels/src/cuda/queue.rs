@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::QUEUE;
 
-pub static ENQUEUE: KernelPairDef = kernel_pair!("queue_enqueue", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr]);
+pub static ENQUEUE: KernelPairDef = kernel_pair!("queue_enqueue", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr]);
 
 pub static DEFS: &[&crate::cuda::launch::KernelDef] = &[&ENQUEUE.f16, &ENQUEUE.f32];
 
@@ -39,7 +39,8 @@ impl Queue {
 
     /// Writes `keys` (`[b, dim]`, the queue's precision T) and `key_idx` (`[b]`) at rows
     /// `[ptr, ptr + b)` of the shard `queue` (`[rows, dim]`) / `queue_idx` (`[rows]`) and
-    /// advances `ptr` (one device float) to `(ptr + b) % rows`, all on the device.
+    /// advances `ptr` (one device float) to `(ptr + b) % rows`, all on the device, copying the
+    /// rows it overwrites and the pointer it found to `saved_*` (`[b, dim]`, `[b]`, `[1]`).
     /// `rows % b == 0` is required (and checked here too); a bad device pointer makes the
     /// kernel write nothing and set `error` (one device float, see [`describe_error`]), which
     /// the caller reads when it next syncs.
@@ -55,6 +56,8 @@ impl Queue {
         queue_idx: &mut CudaViewMut<'_, f32>,
         ptr: &mut CudaViewMut<'_, f32>,
         error: &mut CudaViewMut<'_, f32>,
+        saved_keys: &mut CudaViewMut<'_, T>,
+        [saved_idx, saved_ptr]: [&mut CudaViewMut<'_, f32>; 2],
     ) -> Result<()> {
         const OP: &str = "queue_enqueue";
         let b = key_idx.len();
@@ -70,9 +73,13 @@ impl Queue {
         expect_len(OP, "queue_idx", queue_idx.len(), rows)?;
         expect_len(OP, "ptr", ptr.len(), 1)?;
         expect_len(OP, "error", error.len(), 1)?;
+        expect_len(OP, "saved_keys", saved_keys.len(), b * dim)?;
+        expect_len(OP, "saved_idx", saved_idx.len(), b)?;
+        expect_len(OP, "saved_ptr", saved_ptr.len(), 1)?;
         let (rows_i, dim_i, b_i) = (rows as i32, dim as i32, b as i32);
-        // SAFETY: keys hold b*dim values of T and key_idx b floats; queue holds rows*dim values
-        // of T and queue_idx rows floats; ptr and error one float each (all checked above). The
+        // SAFETY: keys and saved_keys hold b*dim values of T, key_idx and saved_idx b floats;
+        // queue holds rows*dim values
+        // of T and queue_idx rows floats; ptr, error and saved_ptr one float each (all checked above). The
         // kernel writes rows [p, p + b) only after checking on the device that rows % b == 0
         // and that p is an integer multiple of b inside [0, rows), so p + b <= rows; it runs as
         // the one block it requires.
@@ -89,7 +96,10 @@ impl Queue {
                 queue,
                 queue_idx,
                 ptr,
-                error
+                error,
+                saved_keys,
+                saved_idx,
+                saved_ptr
             )
         }
     }

@@ -254,8 +254,9 @@ impl Backend for Broken {
         queue_idx: &mut [f32],
         ptr: &mut [f32],
         error: &mut [f32],
+        saved: [&mut [f32]; 3],
     ) {
-        self.inner.queue_enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error)
+        self.inner.queue_enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved)
     }
     fn softmax_xent_bwd(
         &self,

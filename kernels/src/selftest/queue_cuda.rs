@@ -39,11 +39,19 @@ struct Shard<X: Backend> {
     idx: X::Buf,
     ptr: X::Buf,
     error: X::Buf,
+    /// What the latest enqueue overwrote: keys, indices, pointer.
+    saved: [X::Buf; 3],
 }
 
 impl<X: Backend> Shard<X> {
     fn new(be: &X, queue: X::Buf) -> Result<Self> {
-        Ok(Shard { queue, idx: be.from_host(&[-1.0; ROWS])?, ptr: be.from_host(&[0.0])?, error: be.from_host(&[0.0])? })
+        Ok(Shard {
+            queue,
+            idx: be.from_host(&[-1.0; ROWS])?,
+            ptr: be.from_host(&[0.0])?,
+            error: be.from_host(&[0.0])?,
+            saved: [be.from_host(&[0.0; B * DIM])?, be.from_host(&[0.0; B])?, be.from_host(&[0.0])?],
+        })
     }
 
     fn enqueue(&mut self, be: &X, keys: &[f32], idx: &[f32]) -> Result<()> {
@@ -57,6 +65,10 @@ impl<X: Backend> Shard<X> {
             X::view_mut(&mut self.idx, 0..ROWS),
             X::view_mut(&mut self.ptr, 0..1),
             X::view_mut(&mut self.error, 0..1),
+            self.saved.each_mut().map(|s| {
+                let n = X::buf_len(s);
+                X::view_mut(s, 0..n)
+            }),
         );
         be.sync()
     }
@@ -64,7 +76,8 @@ impl<X: Backend> Shard<X> {
     /// (keys, indices, pointer, error flag) as bits, so NaN compares too.
     fn read(&self, be: &X) -> Result<Vec<u32>> {
         let mut v = Vec::new();
-        for b in [&self.queue, &self.idx, &self.ptr, &self.error] {
+        let [sk, si, sp] = &self.saved;
+        for b in [&self.queue, &self.idx, &self.ptr, &self.error, sk, si, sp] {
             v.extend(be.to_host(b)?.iter().map(|x| x.to_bits()));
         }
         Ok(v)
@@ -81,10 +94,12 @@ fn compare(cpu: &Cpu, cuda: &CudaBackend, queue: crate::cuda::CudaBuf, precision
         g.enqueue(cuda, &keys_of(step), &idx)?;
     }
     let (want, got) = (c.read(cpu)?, g.read(cuda)?);
-    let ptr = f32::from_bits(got[got.len() - 2]);
+    // The layout of `read`: queue, indices, pointer, error, then the saved rows, indices, pointer.
+    let at = ROWS * DIM + ROWS;
+    let ptr = f32::from_bits(got[at]);
     let mut rows = vec![row(
         precision,
-        "queue_enqueue x5 into 8 rows (wraps): keys, indices, device pointer = CPU",
+        "queue_enqueue x5 into 8 rows (wraps): keys, indices, device pointer, saved rows = CPU",
         want == got && ptr == 2.0,
         format!("pointer {ptr} (want 2)"),
     )];
@@ -95,8 +110,8 @@ fn compare(cpu: &Cpu, cuda: &CudaBackend, queue: crate::cuda::CudaBuf, precision
     c.enqueue(cpu, &[-1.0; B * DIM], &[7.0, 7.0])?;
     g.enqueue(cuda, &[-1.0; B * DIM], &[7.0, 7.0])?;
     let (want2, got2) = (c.read(cpu)?, g.read(cuda)?);
-    let err = f32::from_bits(got2[got2.len() - 1]);
-    let untouched = got2[..ROWS * DIM + ROWS] == got[..ROWS * DIM + ROWS];
+    let err = f32::from_bits(got2[at + 1]);
+    let untouched = got2[..at] == got[..at];
     rows.push(row(
         precision,
         "queue_enqueue with a corrupted device pointer writes nothing and flags it (= CPU)",

@@ -372,13 +372,23 @@ impl Backend for CudaBackend {
         mut queue_idx: DevViewMut<'_>,
         mut ptr: DevViewMut<'_>,
         mut error: DevViewMut<'_>,
+        [mut saved_keys, mut saved_idx, mut saved_ptr]: [DevViewMut<'_>; 3],
     ) {
         // A launch failure is recorded and fails the step's metrics read, like the kernels'
         // own error flag (which the worker reads in the same place).
         run!(
             self,
             "queue_enqueue",
-            self.queue_enqueue_impl(rows, dim, [&keys, &key_idx], &mut queue, &mut queue_idx, &mut ptr, &mut error)
+            self.queue_enqueue_impl(
+                rows,
+                dim,
+                [&keys, &key_idx],
+                &mut queue,
+                &mut queue_idx,
+                &mut ptr,
+                &mut error,
+                [&mut saved_keys, &mut saved_idx, &mut saved_ptr]
+            )
         )
     }
 

@@ -183,15 +183,16 @@ impl CudaBackend {
         &self,
         rows: usize,
         dim: usize,
-        [keys, key_idx]: [&DevView<'_>; 2],
+        keys: [&DevView<'_>; 2],
         queue: &mut DevViewMut<'_>,
         queue_idx: &mut DevViewMut<'_>,
         ptr: &mut DevViewMut<'_>,
         error: &mut DevViewMut<'_>,
+        saved: [&mut DevViewMut<'_>; 3],
     ) -> Result<()> {
         match queue.dtype() {
-            Dtype::F16 => self.queue_enqueue_t::<f16>(rows, dim, [keys, key_idx], queue, queue_idx, ptr, error),
-            Dtype::F32 => self.queue_enqueue_t::<f32>(rows, dim, [keys, key_idx], queue, queue_idx, ptr, error),
+            Dtype::F16 => self.queue_enqueue_t::<f16>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
+            Dtype::F32 => self.queue_enqueue_t::<f32>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
         }
     }
 
@@ -205,6 +206,7 @@ impl CudaBackend {
         queue_idx: &mut DevViewMut<'_>,
         ptr: &mut DevViewMut<'_>,
         error: &mut DevViewMut<'_>,
+        [saved_keys, saved_idx, saved_ptr]: [&mut DevViewMut<'_>; 3],
     ) -> Result<()> {
         let keys = self.src::<T>(keys)?;
         let key_idx = self.src::<f32>(key_idx)?;
@@ -213,6 +215,9 @@ impl CudaBackend {
         let mut qi = self.dst::<f32>(queue_idx, true)?;
         let mut p = self.dst::<f32>(ptr, true)?;
         let mut e = self.dst::<f32>(error, true)?;
+        let mut sk = self.dst::<T>(saved_keys, false)?;
+        let mut si = self.dst::<f32>(saved_idx, false)?;
+        let mut sp = self.dst::<f32>(saved_ptr, false)?;
         self.kernels.queue.enqueue::<T>(
             &self.stream,
             rows,
@@ -223,7 +228,12 @@ impl CudaBackend {
             &mut qi.view(),
             &mut p.view(),
             &mut e.view(),
+            &mut sk.view(),
+            [&mut si.view(), &mut sp.view()],
         )?;
+        sk.finish(self)?;
+        si.finish(self)?;
+        sp.finish(self)?;
         q.finish(self)?;
         qi.finish(self)?;
         p.finish(self)?;
