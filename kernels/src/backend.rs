@@ -290,8 +290,8 @@ pub trait Backend: Send + Sync {
     /// Set logits[r, c] = -inf for every (r, c) in `cells` (host list).
     fn mask_cells(&self, cols: usize, logits: Self::ViewMut<'_>, cells: &[(u32, u32)]);
     /// Own-image masking from device-side dataset indices: logits[r, c] = -inf wherever
-    /// `row_idx[r] >= 0`, `row_idx[r] == col_idx[c]` and `c != labels[r]` (the positive column
-    /// is kept; `labels` is a host list of `rows` entries, None: no positive in this block).
+    /// `row_idx[r] >= 0`, `row_idx[r] == col_idx[c]` and `c != positives + r` (row r's positive
+    /// column is kept; None: no positive in this block).
     /// `row_idx` `[rows]` and `col_idx` `[cols]` hold integer-valued fp32 indices on the device.
     fn mask_own_image(
         &self,
@@ -299,7 +299,7 @@ pub trait Backend: Send + Sync {
         cols: usize,
         row_idx: Self::View<'_>,
         col_idx: Self::View<'_>,
-        labels: Option<&[i32]>,
+        positives: Option<usize>,
         logits: Self::ViewMut<'_>,
     );
     /// dlogits = scale * (exp(logits - lse[row]) - onehot(label[row])), label -1 = none in this

@@ -223,10 +223,10 @@ impl Backend for Cpu {
         cols: usize,
         row_idx: &[f32],
         col_idx: &[f32],
-        labels: Option<&[i32]>,
+        positives: Option<usize>,
         logits: &mut [f32],
     ) {
-        queue::mask_own_image(rows, cols, row_idx, col_idx, labels, logits);
+        queue::mask_own_image(rows, cols, row_idx, col_idx, positives, logits);
     }
     fn queue_enqueue(
         &self,

@@ -53,22 +53,19 @@ pub fn mask_own_image(
     cols: usize,
     row_idx: &[f32],
     col_idx: &[f32],
-    labels: Option<&[i32]>,
+    positives: Option<usize>,
     logits: &mut [f32],
 ) {
     assert_eq!(logits.len(), rows * cols, "mask_own_image: logits must be [{rows}, {cols}]");
     assert_eq!(row_idx.len(), rows, "mask_own_image: row_idx must hold {rows} entries");
     assert_eq!(col_idx.len(), cols, "mask_own_image: col_idx must hold {cols} entries");
-    if let Some(l) = labels {
-        assert_eq!(l.len(), rows, "mask_own_image: labels must hold {rows} entries");
-    }
     for (r, &q) in row_idx.iter().enumerate() {
         if q < 0.0 {
             continue;
         }
-        let keep = labels.map_or(-1, |l| l[r]);
+        let keep = positives.map(|p| p + r);
         for (c, &k) in col_idx.iter().enumerate() {
-            if k == q && c as i64 != i64::from(keep) {
+            if k == q && Some(c) != keep {
                 logits[r * cols + c] = f32::NEG_INFINITY;
             }
         }
@@ -112,8 +109,11 @@ mod tests {
     #[test]
     fn mask_own_image_masks_equal_indices_but_the_label_column_and_unset_rows() {
         let mut l = vec![0.0f32; 6];
-        mask_own_image(2, 3, &[5.0, -1.0], &[5.0, 6.0, 5.0], Some(&[0, -1]), &mut l);
+        mask_own_image(2, 3, &[5.0, -1.0], &[5.0, 6.0, 5.0], Some(0), &mut l);
         assert_eq!(l, [0.0, 0.0, f32::NEG_INFINITY, 0.0, 0.0, 0.0]);
+        let mut l = vec![0.0f32; 6];
+        mask_own_image(2, 3, &[6.0, 5.0], &[5.0, 6.0, 5.0], Some(1), &mut l);
+        assert_eq!(l, [0.0, 0.0, 0.0, f32::NEG_INFINITY, 0.0, 0.0], "row 1 keeps column 2");
         let mut l = vec![0.0f32; 3];
         mask_own_image(1, 3, &[5.0], &[5.0, 6.0, 5.0], None, &mut l);
         assert_eq!(l, [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);

@@ -20,7 +20,7 @@ pub static ROW_MAX_SUMEXP: KernelDef =
     KernelDef { name: "row_max_sumexp_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 pub static MASK_CELLS: KernelDef = KernelDef { name: "mask_cells_f32", params: &[I32, I32, I32, Ptr, Ptr] };
 pub static MASK_OWN_IMAGE: KernelDef =
-    KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, Ptr, Ptr] };
+    KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, I32, Ptr] };
 pub static XENT_BWD: KernelPairDef = kernel_pair!("softmax_xent_bwd", [I32, I32, Ptr, Ptr, Ptr, F32, Ptr]);
 pub static GATHER_COLS: KernelDef = KernelDef { name: "gather_cols_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 pub static LSE_COMBINE: KernelDef = KernelDef { name: "lse_combine_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
@@ -115,8 +115,9 @@ impl Softmax {
         unsafe { launch!(stream, &self.mask_cells, self.grid.elems(n_cells), &r, &c, &k, cells, logits) }
     }
 
-    /// `logits[r, c] = -inf` where `row_idx[r] == col_idx[c] >= 0` and `c != labels[r]`
-    /// (own-image masking from device-side dataset indices, without a host round trip).
+    /// `logits[r, c] = -inf` where `row_idx[r] == col_idx[c] >= 0` and, with `positives`,
+    /// `c != positives + r` (own-image masking from device-side dataset indices, without a host
+    /// round trip).
     #[allow(clippy::too_many_arguments)]
     pub fn mask_own_image(
         &self,
@@ -125,7 +126,7 @@ impl Softmax {
         cols: usize,
         row_idx: &CudaView<'_, f32>,
         col_idx: &CudaView<'_, f32>,
-        labels: &CudaView<'_, i32>,
+        positives: Option<usize>,
         logits: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         const OP: &str = "mask_own_image";
@@ -133,13 +134,16 @@ impl Softmax {
         expect_len(OP, "logits", logits.len(), rows * cols)?;
         expect_len(OP, "row_idx", row_idx.len(), rows)?;
         expect_len(OP, "col_idx", col_idx.len(), cols)?;
-        expect_len(OP, "labels", labels.len(), rows)?;
         if rows * cols == 0 {
             return Ok(());
         }
         let (r, c) = (rows as i32, cols as i32);
-        // SAFETY: row_idx and labels hold rows entries, col_idx cols, logits rows*cols floats
-        // (checked above); the kernel indexes only within those (labels are only compared).
+        let p = match positives {
+            Some(p) => to_i32(OP, "positives", p)?,
+            None => -1,
+        };
+        // SAFETY: row_idx holds rows entries, col_idx cols, logits rows*cols floats (checked
+        // above); the kernel indexes only within those (the positive offset is only compared).
         unsafe {
             launch!(
                 stream,
@@ -149,7 +153,7 @@ impl Softmax {
                 &c,
                 row_idx,
                 col_idx,
-                labels,
+                &p,
                 logits
             )
         }

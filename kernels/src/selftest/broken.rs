@@ -238,10 +238,10 @@ impl Backend for Broken {
         cols: usize,
         row_idx: &[f32],
         col_idx: &[f32],
-        labels: Option<&[i32]>,
+        positives: Option<usize>,
         logits: &mut [f32],
     ) {
-        self.inner.mask_own_image(rows, cols, row_idx, col_idx, labels, logits)
+        self.inner.mask_own_image(rows, cols, row_idx, col_idx, positives, logits)
     }
     #[allow(clippy::too_many_arguments)]
     fn queue_enqueue(

@@ -120,19 +120,20 @@ fn compare(cpu: &Cpu, cuda: &CudaBackend, queue: crate::cuda::CudaBuf, precision
     ));
 
     // Own-image mask of 3 queries against the shard's device-side indices (rows 0-1 hold
-    // images 400-401 after the wrap, 2-3 hold 100-101, ...), the second query keeping column 2.
-    let q_idx = [401.0f32, 100.0, -1.0];
-    let labels = [-1, 2, -1];
+    // images 400-401 after the wrap, rows 2-3 images 100-101, ...). Positives at columns 1 + r:
+    // both first queries are of image 100 (column 2); the first loses it, the second keeps it
+    // as its positive, the third (index -1) matches nothing.
+    let q_idx = [100.0f32, 100.0, -1.0];
     let mut lc = vec![0.5f32; 3 * ROWS];
     let (qc, qg) = (cpu.from_host(&q_idx)?, cuda.from_host(&q_idx)?);
-    cpu.mask_own_image(3, ROWS, &qc, &c.idx, Some(&labels), &mut lc);
+    cpu.mask_own_image(3, ROWS, &qc, &c.idx, Some(1), &mut lc);
     let mut lg = cuda.from_host(&vec![0.5f32; 3 * ROWS])?;
     cuda.mask_own_image(
         3,
         ROWS,
         qg.full(),
         g.idx.full(),
-        Some(&labels),
+        Some(1),
         <CudaBackend as Backend>::view_mut(&mut lg, 0..3 * ROWS),
     );
     let lg = cuda.to_host(&lg)?;

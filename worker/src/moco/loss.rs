@@ -95,7 +95,8 @@ pub fn contrastive<B: Backend>(
     if let (true, Some(q_idx), Some(k_idx)) = (inp.mask_own, inp.q_idx_all, inp.k_idx_all) {
         // From the device-side indices; the positive column keeps its logit.
         let own = B::view(q_idx, n * rank..n * (rank + 1));
-        be.mask_own_image(n, nk, own, B::view(k_idx, 0..nk), Some(&labels), full_mut::<B>(&mut logits_b));
+        let first = inp.key_offset + inp.keys_per_rank * rank;
+        be.mask_own_image(n, nk, own, B::view(k_idx, 0..nk), Some(first), full_mut::<B>(&mut logits_b));
     }
     be.row_max_sumexp(
         n,

@@ -356,10 +356,10 @@ impl Backend for CudaBackend {
         cols: usize,
         row_idx: DevView<'_>,
         col_idx: DevView<'_>,
-        labels: Option<&[i32]>,
+        positives: Option<usize>,
         mut logits: DevViewMut<'_>,
     ) {
-        run!(self, "mask_own_image", self.mask_own_image_impl(rows, cols, [&row_idx, &col_idx], labels, &mut logits))
+        run!(self, "mask_own_image", self.mask_own_image_impl(rows, cols, [&row_idx, &col_idx], positives, &mut logits))
     }
 
     fn queue_enqueue(

@@ -147,21 +147,11 @@ impl CudaBackend {
         rows: usize,
         cols: usize,
         [row_idx, col_idx]: [&DevView<'_>; 2],
-        labels: Option<&[i32]>,
+        positives: Option<usize>,
         logits: &mut DevViewMut<'_>,
     ) -> Result<()> {
         expect_len("mask_own_image", "logits", logits.len(), rows * cols)?;
-        let none;
-        let labels = match labels {
-            Some(l) => l,
-            None => {
-                none = vec![-1i32; rows];
-                &none
-            }
-        };
-        expect_len("mask_own_image", "labels", labels.len(), rows)?;
         let (row_idx, col_idx) = (self.src::<f32>(row_idx)?, self.src::<f32>(col_idx)?);
-        let labels = self.block_from_host("labels", labels)?;
         let mut out = self.dst::<f32>(logits, true)?;
         self.kernels.softmax.mask_own_image(
             &self.stream,
@@ -169,7 +159,7 @@ impl CudaBackend {
             cols,
             &row_idx.view(),
             &col_idx.view(),
-            &labels.slice().as_view(),
+            positives,
             &mut out.view(),
         )?;
         out.finish(self)
