@@ -99,7 +99,10 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     assert_eq!(&q.keys[..8], &[20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0]);
     assert_eq!(&q.keys[8..], &[10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
     assert_eq!(q.idx_host(&be).unwrap(), vec![20, 21, 22, 23, 10, 11, 12, 13]);
-    assert_eq!((&sk[..], &si[..], sp[0]), (&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0][..], &[0.0, 1.0, 2.0, 3.0][..], 0.0));
+    assert_eq!(
+        (&sk[..], &si[..], sp[0]),
+        (&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0][..], &[0.0, 1.0, 2.0, 3.0][..], 0.0)
+    );
     let err = q.enqueue(&be, &vec![0.0; 6], &vec![1.0, 2.0, 3.0], &mut error, [&mut sk, &mut si, &mut sp]);
     assert!(err.unwrap_err().to_string().contains("multiple"));
     // A corrupted device pointer: nothing written, the error flag raised, the error names it.
@@ -290,7 +293,11 @@ fn accumulation_sums_micro_batches_with_one_ema_and_one_update() {
     acc.micro_batch(&Solo, &vb, 0.9).unwrap();
     assert_eq!(acc.key_params, key1, "the EMA runs once per optimiser step, not per micro-batch");
     assert_ne!(key1, key0);
-    assert_eq!(acc.queue.as_ref().unwrap().ptr_host(&acc.be).unwrap(), 16, "every micro-batch enqueues 2N keys");
+    assert_eq!(
+        acc.queue.as_ref().unwrap().ptr_host(&acc.be).unwrap(),
+        16,
+        "every micro-batch enqueues 2N keys"
+    );
     let summed = acc.grads.clone();
 
     // The same two micro-batches, gradients taken separately from the same state.
@@ -563,7 +570,11 @@ fn device_collective_path_equals_the_host_path() {
                 // reduce-scatter; plus the 2 key all-gathers and the image indices' fp32
                 // all-gather (own-image masking on the device) per micro-batch (4).
                 assert_eq!(calls[1].load(Ordering::SeqCst), 8 + 8, "key and query all-gathers");
-                assert_eq!(calls[2].load(Ordering::SeqCst), 2 * 8 + 4, "fp32 all-gathers of the loss and indices");
+                assert_eq!(
+                    calls[2].load(Ordering::SeqCst),
+                    2 * 8 + 4,
+                    "fp32 all-gathers of the loss and indices"
+                );
                 assert_eq!(calls[3].load(Ordering::SeqCst), 8, "queue-gradient reduce-scatters");
             }
             let q = m.queue.as_ref().unwrap();

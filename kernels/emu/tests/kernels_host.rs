@@ -233,7 +233,8 @@ fn queue_enqueue_writes_the_rows_advances_the_pointer_and_refuses_bad_state() {
             (0..b.max(0) as usize * dim).map(|i| f16::from_f32(tag + i as f32)).collect();
         let mut key_idx: Vec<f32> = (0..b.max(0)).map(|i| 100.0 * tag + i as f32).collect();
         let (mut p_dev, mut err) = ([ptr], [0f32]);
-        let (mut sk, mut si, mut sp) = (vec![f16::ZERO; b.max(0) as usize * dim], vec![0f32; b.max(0) as usize], [0f32]);
+        let (mut sk, mut si, mut sp) =
+            (vec![f16::ZERO; b.max(0) as usize * dim], vec![0f32; b.max(0) as usize], [0f32]);
         launch(
             "queue_enqueue_f16",
             [grid, 1, 1],

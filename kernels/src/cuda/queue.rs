@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::QUEUE;
 
-pub static ENQUEUE: KernelPairDef = kernel_pair!("queue_enqueue", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr]);
+pub static ENQUEUE: KernelPairDef =
+    kernel_pair!("queue_enqueue", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr]);
 
 pub static DEFS: &[&crate::cuda::launch::KernelDef] = &[&ENQUEUE.f16, &ENQUEUE.f32];
 

@@ -85,7 +85,12 @@ impl<X: Backend> Shard<X> {
 }
 
 /// The same enqueues on both backends; `queue` is the CUDA shard in the precision under test.
-fn compare(cpu: &Cpu, cuda: &CudaBackend, queue: crate::cuda::CudaBuf, precision: &'static str) -> Result<Vec<Row>> {
+fn compare(
+    cpu: &Cpu,
+    cuda: &CudaBackend,
+    queue: crate::cuda::CudaBuf,
+    precision: &'static str,
+) -> Result<Vec<Row>> {
     let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM])?;
     let mut g = Shard::new(cuda, queue)?;
     for step in 0..5 {

@@ -127,7 +127,14 @@ pub fn contrastive<B: Backend>(
             be.scale(full_mut::<B>(&mut logits_q), inv_t);
             if let (true, Some(q_idx)) = (inp.mask_own, inp.q_idx_all) {
                 // Every gathered query against the shard's device-side row indices.
-                be.mask_own_image(nw, qs.rows, full::<B>(q_idx), full::<B>(&qs.idx), None, full_mut::<B>(&mut logits_q));
+                be.mask_own_image(
+                    nw,
+                    qs.rows,
+                    full::<B>(q_idx),
+                    full::<B>(&qs.idx),
+                    None,
+                    full_mut::<B>(&mut logits_q),
+                );
             }
             if world == 1 {
                 let (mv, sv) = (B::view_mut(&mut maxes, n..2 * n), B::view_mut(&mut sums, n..2 * n));

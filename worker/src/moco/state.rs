@@ -8,9 +8,9 @@ use super::comm::{all_gather_buf, Comm, StatSyncComm};
 use super::device_comm::DeviceComm;
 use super::loss::{contrastive, CtrIn};
 use super::optim::OptimState;
+use super::queue::indices_to_f32;
 use super::queue::QueueShard;
 use super::scaler::LossScaler;
-use super::queue::indices_to_f32;
 use super::step_end::{loss_slot, QUEUE_ERROR};
 use crate::error::{Result, WorkerError};
 use crate::model::bn::BnStats;
@@ -313,7 +313,8 @@ impl<B: Backend> Moco<B> {
         // The images' dataset indices cross to the device once, with the batch, and are
         // gathered there (own-image masking); the enqueue writes them into the shard.
         let idx = self.be.from_host(&indices_to_f32(v.idx)?)?;
-        let q_idx_all = if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, v.idx)?) } else { None };
+        let q_idx_all =
+            if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, v.idx)?) } else { None };
         let batch_keys = BatchKeys {
             k1_all: &k1_all,
             k2_all: &k2_all,

@@ -26,8 +26,8 @@
 //! out of its batch negatives, as it masks the queue's (moco/loss.rs).
 
 use super::comm::{Comm, StatSyncComm};
-use super::queue::indices_to_f32;
 use super::device_comm::DeviceComm;
+use super::queue::indices_to_f32;
 use super::state::{check_views, BatchKeys, Moco, Views};
 use crate::error::{Result, WorkerError};
 use crate::model::views::full;
@@ -99,7 +99,8 @@ impl<B: Backend> Moco<B> {
         let idx_host: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
         let idx = self.be.from_host(&indices_to_f32(&idx_host)?)?;
         let world = comm.world();
-        let idx_all = if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, &idx_host)?) } else { None };
+        let idx_all =
+            if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, &idx_host)?) } else { None };
 
         for (j, v) in micro.iter().enumerate() {
             let forward = tracing::info_span!("forward").entered();

@@ -359,7 +359,11 @@ impl Backend for CudaBackend {
         positives: Option<usize>,
         mut logits: DevViewMut<'_>,
     ) {
-        run!(self, "mask_own_image", self.mask_own_image_impl(rows, cols, [&row_idx, &col_idx], positives, &mut logits))
+        run!(
+            self,
+            "mask_own_image",
+            self.mask_own_image_impl(rows, cols, [&row_idx, &col_idx], positives, &mut logits)
+        )
     }
 
     fn queue_enqueue(
