@@ -132,7 +132,7 @@ fn compare(
     let mut lc = vec![0.5f32; 3 * ROWS];
     let (qc, qg) = (cpu.from_host(&q_idx)?, cuda.from_host(&q_idx)?);
     cpu.mask_own_image(3, ROWS, &qc, &c.idx, Some(1), &mut lc);
-    let mut lg = cuda.from_host(&vec![0.5f32; 3 * ROWS])?;
+    let mut lg = cuda.from_host(&[0.5f32; 3 * ROWS])?;
     cuda.mask_own_image(
         3,
         ROWS,

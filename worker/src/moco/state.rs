@@ -320,9 +320,10 @@ impl<B: Backend> Moco<B> {
             k2_all: &k2_all,
             keys_per_rank: v.n,
             key_offset: 0,
+            q_idx_all: q_idx_all.as_ref(),
             k_idx_all: None,
         };
-        self.loss_and_backward(comm, dev, v, q_out, &batch_keys, q_idx_all.as_ref(), forward)?;
+        self.loss_and_backward(comm, dev, v, q_out, &batch_keys, forward)?;
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
         self.enqueue_keys(&k1, &k2, &idx)?;
@@ -430,7 +431,6 @@ impl<B: Backend> Moco<B> {
         v: &Views<'_>,
         q_out: Vec<(B::Buf, B::Buf, crate::model::EncoderTape<B>)>,
         keys: &BatchKeys<'_, B>,
-        q_idx_all: Option<&B::Buf>,
         forward: tracing::span::EnteredSpan,
     ) -> Result<()> {
         let (n, d) = (v.n, self.cfg.dim);
@@ -449,7 +449,7 @@ impl<B: Backend> Moco<B> {
                 k_all,
                 keys_per_rank: keys.keys_per_rank,
                 key_offset: keys.key_offset,
-                q_idx_all,
+                q_idx_all: keys.q_idx_all,
                 k_idx_all: keys.k_idx_all,
                 n,
                 dim: d,
@@ -566,6 +566,9 @@ pub(super) struct BatchKeys<'a, B: Backend> {
     pub keys_per_rank: usize,
     /// Where this micro-batch's own keys start within its rank's (its positives).
     pub key_offset: usize,
+    /// Dataset index of every rank's queries of this micro-batch, in rank order, on the device
+    /// (own-image masking; None when it is off).
+    pub q_idx_all: Option<&'a B::Buf>,
     /// Dataset index of every key column with effective-batch negatives (own-image mask), on
     /// the device.
     pub k_idx_all: Option<&'a B::Buf>,

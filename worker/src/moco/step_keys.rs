@@ -123,9 +123,10 @@ impl<B: Backend> Moco<B> {
                 k2_all: &k2_all,
                 keys_per_rank: a * n,
                 key_offset: j * n,
+                q_idx_all: q_idx_all.as_ref(),
                 k_idx_all: idx_all.as_ref(),
             };
-            self.loss_and_backward(comm, dev, v, q_out, &keys, q_idx_all.as_ref(), forward)?;
+            self.loss_and_backward(comm, dev, v, q_out, &keys, forward)?;
             self.micro_in_step += 1;
             self.micro_total += 1;
         }

@@ -188,7 +188,6 @@ impl CudaBackend {
     }
 
     /// The stream every op of this backend runs on (for NCCL, which must use the same one).
-
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
