@@ -5,7 +5,9 @@
 //!
 //! Measured 2026-12-05 (results/2026-12-05-device-step.md): one rank 458 waits per step before,
 //! 1 after (the metrics read); two ranks 460 before, 9 after the loss moved to the device, 1
-//! after the loss's exchanges and SyncBN moved to the device collective as well.
+//! after the loss's exchanges and SyncBN moved to the device collective as well. With the queue
+//! on the device (item 4) the metrics read carries the queue's error flag too (16 bytes), and a
+//! corrupted device pointer stops the run with an error naming it.
 
 use moco_tests::{emu_env, launcher, TempDir, TINY_RUN};
 use std::path::Path;
