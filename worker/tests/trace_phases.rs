@@ -33,17 +33,9 @@ fn one_step_reports_every_phase_and_writes_them_to_the_trace() {
         moco.optimizer_step(&comm, 0.01).unwrap();
     });
     let totals = guard.totals();
-    for name in [
-        "data",
-        "forward",
-        "query_forward",
-        "ema",
-        "key_forward",
-        "loss",
-        "backward",
-        "enqueue",
-        "optimizer",
-    ] {
+    for name in
+        ["data", "forward", "query_forward", "ema", "key_forward", "loss", "backward", "enqueue", "optimizer"]
+    {
         assert!(totals.contains_key(name), "no {name:?} span in {totals:?}");
     }
     // One rank exchanges nothing: since the image indices stay on the device (issue #15 item
