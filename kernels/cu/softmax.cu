@@ -74,16 +74,23 @@ extern "C" __global__ void mask_cells_f32(int rows, int cols, int n_cells, const
 
 // Own-image masking without a host round trip: logits[r, c] = -inf where the query's dataset
 // index equals the key's (an older key of the very image the query came from must not count
-// as a negative). Negative indices mean "unknown" (e.g. the random initial queue) and never
-// match. row_idx [rows], col_idx [cols] (the queue shard's index array).
-extern "C" __global__ void mask_own_image_f32(int rows, int cols, const int* row_idx,
-                                              const int* col_idx, float* logits) {
+// as a negative), except on the row's positive column pos_offset + r when pos_offset >= 0
+// (the batch block's positives are consecutive columns; the queue block has none: -1), so no
+// label list needs to cross to the GPU.
+// Negative indices mean "unknown" (e.g. the random initial queue) and never match. The
+// indices are integer-valued floats, as every buffer of the Backend trait (exact below 2^24):
+// row_idx [rows], col_idx [cols] (the queue shard's index array or the step's keys').
+extern "C" __global__ void mask_own_image_f32(int rows, int cols, const float* row_idx,
+                                              const float* col_idx, int pos_offset,
+                                              float* logits) {
     const int total = rows * cols;
     for (int i = grid_start(); i < total; i += grid_stride()) {
         const int r = i / cols;
         const int c = i - r * cols;
-        const int q = row_idx[r];
-        if (q >= 0 && q == col_idx[c]) logits[i] = moco_neg_inf();
+        const float q = row_idx[r];
+        if (q >= 0.0f && q == col_idx[c] && !(pos_offset >= 0 && c == pos_offset + r)) {
+            logits[i] = moco_neg_inf();
+        }
     }
 }
 

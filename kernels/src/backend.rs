@@ -289,6 +289,19 @@ pub trait Backend: Send + Sync {
     );
     /// Set logits[r, c] = -inf for every (r, c) in `cells` (host list).
     fn mask_cells(&self, cols: usize, logits: Self::ViewMut<'_>, cells: &[(u32, u32)]);
+    /// Own-image masking from device-side dataset indices: logits[r, c] = -inf wherever
+    /// `row_idx[r] >= 0`, `row_idx[r] == col_idx[c]` and `c != positives + r` (row r's positive
+    /// column is kept; None: no positive in this block).
+    /// `row_idx` `[rows]` and `col_idx` `[cols]` hold integer-valued fp32 indices on the device.
+    fn mask_own_image(
+        &self,
+        rows: usize,
+        cols: usize,
+        row_idx: Self::View<'_>,
+        col_idx: Self::View<'_>,
+        positives: Option<usize>,
+        logits: Self::ViewMut<'_>,
+    );
     /// dlogits = scale * (exp(logits - lse[row]) - onehot(label[row])), label -1 = none in this
     /// block; -inf logits give 0. `lse` (fp32, on the device) and `labels` (host) have `rows`
     /// entries.
@@ -311,6 +324,31 @@ pub trait Backend: Send + Sync {
         logits: Self::View<'_>,
         labels: &[i32],
         out: Self::ViewMut<'_>,
+    );
+
+    // ---- the MoCo queue shard, with its write pointer on the device ----
+    /// The fused pointer-advance enqueue: with p = `ptr[0]`, writes `keys` (`[b, dim]`) and
+    /// `key_idx` (`[b]`, b = its length) at rows `[p, p + b)` of `queue` (`[rows, dim]`) and
+    /// `queue_idx` (`[rows]`), and sets `ptr[0] = (p + b) % rows`, without the host knowing p.
+    /// The rows it overwrites go to `saved_keys` (`[b, dim]`) and `saved_idx` (`[b]`) and p to
+    /// `saved_ptr[0]` (always, also when refused), so a skipped step can be undone.
+    /// The indices and the pointer are integer-valued fp32 (exact below 2^24). When b does not
+    /// divide `rows` or p is not an integer multiple of b in `[0, rows)` (a corrupted pointer),
+    /// nothing is written and `error[0]` is set to the code [`describe_queue_error`] explains;
+    /// the caller reads it with the step's metrics. `keys` may be in any precision; the queue
+    /// keeps its own (fp32 from `from_host`).
+    #[allow(clippy::too_many_arguments)]
+    fn queue_enqueue(
+        &self,
+        rows: usize,
+        dim: usize,
+        keys: Self::View<'_>,
+        key_idx: Self::View<'_>,
+        queue: Self::ViewMut<'_>,
+        queue_idx: Self::ViewMut<'_>,
+        ptr: Self::ViewMut<'_>,
+        error: Self::ViewMut<'_>,
+        saved: [Self::ViewMut<'_>; 3],
     );
 
     // ---- optimiser pieces on flat fp32 buffers ----
@@ -387,4 +425,29 @@ pub trait Backend: Send + Sync {
         v: Self::ViewMut<'_>,
         skip: Option<Self::View<'_>>,
     );
+}
+
+/// Error codes of [`Backend::queue_enqueue`] (the same on every backend; see cu/queue.cu).
+pub mod queue_error {
+    /// The keys per enqueue do not divide the shard's rows.
+    pub const DIVISIBILITY: f32 = 1.0;
+    /// The device pointer is not an integer multiple of the keys per enqueue in [0, rows).
+    pub const POINTER: f32 = 2.0;
+    /// The CUDA kernel was launched with more than one block.
+    pub const LAUNCH: f32 = 3.0;
+}
+
+/// What a queue error flag written by [`Backend::queue_enqueue`] means.
+pub fn describe_queue_error(code: f32) -> &'static str {
+    if code == 0.0 {
+        "no error"
+    } else if code == queue_error::DIVISIBILITY {
+        "the keys per enqueue do not divide the queue shard's rows"
+    } else if code == queue_error::POINTER {
+        "the queue's write pointer is not a multiple of the keys per enqueue inside the shard (corrupted)"
+    } else if code == queue_error::LAUNCH {
+        "the enqueue kernel was launched with more than one block"
+    } else {
+        "unknown queue error code"
+    }
 }

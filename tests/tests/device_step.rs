@@ -5,7 +5,9 @@
 //!
 //! Measured 2026-12-05 (results/2026-12-05-device-step.md): one rank 458 waits per step before,
 //! 1 after (the metrics read); two ranks 460 before, 9 after the loss moved to the device, 1
-//! after the loss's exchanges and SyncBN moved to the device collective as well.
+//! after the loss's exchanges and SyncBN moved to the device collective as well. With the queue
+//! on the device (item 4) the metrics read carries the queue's error flag too (16 bytes), and a
+//! corrupted device pointer stops the run with an error naming it.
 
 use moco_tests::{emu_env, launcher, TempDir, TINY_RUN};
 use std::path::Path;
@@ -74,10 +76,11 @@ const BATCH_BYTES: f64 = 2.0 * 8.0 * 32.0 * 32.0 * 3.0 * 4.0;
 fn one_rank_waits_once_per_step_and_moves_only_the_batch_and_scalars() {
     let (waits, _, h2d, d2h) = per_step(1, &[]);
     assert!(waits <= 1.0, "{waits} host waits per optimiser step (the metrics read is the only one)");
-    // The flag and two loss terms come back (12 bytes); nothing else.
-    assert!(d2h <= 12.0, "{d2h} bytes device to host per step");
+    // The inf/NaN flag, the queue's error flag and two loss terms come back (16 bytes);
+    // nothing else.
+    assert!(d2h <= 16.0, "{d2h} bytes device to host per step");
     // Each view goes up once (the key encoder's copy and shuffle are made on the device), plus
-    // the labels and a few scalars (192 bytes measured).
+    // the labels, the images' dataset indices and a few scalars.
     assert!(h2d <= BATCH_BYTES + 256.0, "{h2d} bytes host to device per step");
 }
 
@@ -90,14 +93,14 @@ fn accumulation_micro_steps_add_no_host_wait() {
     let micro = ["--accumulation", "2", "--optimizer", "lars", "--no-effective-negatives"];
     let (waits, _, h2d, d2h) = per_step(1, &micro);
     assert!(waits <= 1.0, "{waits} host waits per optimiser step of 2 micro-batches");
-    assert!(d2h <= 20.0, "{d2h} bytes device to host per step (flag + 2 x 2 loss terms)");
+    assert!(d2h <= 24.0, "{d2h} bytes device to host per step (2 flags + 2 x 2 loss terms)");
     assert!(h2d <= 2.0 * BATCH_BYTES + 512.0, "{h2d} bytes host to device per step (2 batches)");
     // The effective batch's negatives (the default at accumulation > 1): every micro-batch's
     // keys are made before any query forward, and the inputs wait in host memory rather than
     // device memory (the memory plan's "step keys" line), so each crosses twice: still no wait.
     let (waits, _, h2d, d2h) = per_step(1, &["--accumulation", "2", "--optimizer", "lars"]);
     assert!(waits <= 1.0, "{waits} host waits per optimiser step of 2 micro-batches (effective negatives)");
-    assert!(d2h <= 20.0, "{d2h} bytes device to host per step (effective negatives)");
+    assert!(d2h <= 24.0, "{d2h} bytes device to host per step (effective negatives)");
     assert!(h2d <= 4.0 * BATCH_BYTES + 512.0, "{h2d} bytes host to device per step (2 batches, twice each)");
 }
 
@@ -109,7 +112,37 @@ fn two_ranks_over_the_nccl_stand_in_wait_once_per_step_with_sync_bn() {
     // would be hundreds of waits). Only the metrics read is left.
     let (waits, _, h2d, d2h) = per_step(2, &["--bn-mode", "sync"]);
     assert!(waits <= 1.0, "{waits} host waits per step on 2 ranks");
-    assert!(d2h <= 12.0, "{d2h} bytes device to host per step");
+    assert!(d2h <= 16.0, "{d2h} bytes device to host per step");
     // This rank's batch, plus the labels and scalars (256 B on 2 ranks, measured).
     assert!(h2d <= BATCH_BYTES + 512.0, "{h2d} bytes host to device per step");
+}
+
+#[test]
+fn a_corrupted_queue_pointer_writes_nothing_and_stops_the_run_naming_it() {
+    // The fault-injection hook writes 3 into the queue's device pointer before the first step:
+    // not a multiple of the 16 keys each step enqueues. The fused enqueue kernel refuses to
+    // write, raises the queue's error flag, and the step's one metrics read stops the run.
+    let dir = TempDir::new("queue-fault");
+    let out = dir.path().join("run");
+    let mut cmd = Command::new(launcher());
+    cmd.args(["--device", "cuda", "--gpus", "1", "--steps", "2", "--out", out.to_str().unwrap()])
+        .args(TINY_RUN)
+        .env("MOCO_FAULT_QUEUE_PTR", "3")
+        .stdin(Stdio::null());
+    for (k, v) in emu_env() {
+        cmd.env(k, v);
+    }
+    let r = cmd.output().expect("the launcher starts");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "a corrupted queue pointer must stop the run:\n{err}");
+    for needle in [
+        "the negative queue's enqueue was refused at step 1 on rank 0",
+        "write pointer",
+        "is 3",
+        "Nothing was written",
+        "Resume from the newest checkpoint",
+    ] {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    assert!(!out.join("checkpoints/latest").exists(), "no checkpoint is written after the refusal");
 }

@@ -93,12 +93,17 @@ fn amp_stops_when_the_loss_scale_falls_below_the_floor() {
 /// Write NaN into the first value of `tensor` in `file` and fix meta.json's checksum, as a
 /// diverged run of an older version would have left it.
 fn poison(step: &Path, file: &str, tensor: &str) {
+    patch(step, file, tensor, &f32::NAN.to_le_bytes());
+}
+
+/// Overwrite the first bytes of `tensor` in `file` with `value` and fix meta.json's checksum.
+fn patch(step: &Path, file: &str, tensor: &str, value: &[u8]) {
     let path = step.join(file);
     let mut bytes = std::fs::read(&path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     let begin = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize + 8 + n;
-    bytes[begin..begin + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[begin..begin + value.len()].copy_from_slice(value);
     std::fs::write(&path, &bytes).unwrap();
     let sum = format!("{:016x}", TensorFile::open(&path).unwrap().xxh3());
     let meta_path = step.join("meta.json");
@@ -131,4 +136,26 @@ fn export_eval_and_embed_refuse_a_checkpoint_with_nan_naming_the_tensor() {
         assert_contains(&err, &[tensor, "non-finite value(s) (NaN/inf)", "older checkpoint"]);
     }
     assert!(!file.exists() && !feats.exists(), "nothing written from a NaN checkpoint");
+}
+
+#[test]
+fn a_checkpoint_whose_queue_pointer_is_off_a_whole_step_stops_the_resumed_run_naming_it() {
+    let dir = TempDir::new("qptr-ck");
+    let out = dir.path().join("run");
+    train(&out, "1", &["--steps", "2"]).expect_ok();
+    // 3 is a row of the 64-row shard (the loader checks the range) but not a multiple of the 16
+    // keys a step enqueues: the device-pointer enqueue must refuse it and write nothing.
+    patch(&step_dir(&out, 2), "rank-0.safetensors", "queue.ptr", &3i64.to_le_bytes());
+    let args = ["--device", "cpu", "--workers", "1", "--resume", out.to_str().unwrap(), "--steps", "4"];
+    let err = run_launcher(&args).expect_err();
+    assert_contains(
+        &err,
+        &[
+            "the negative queue's enqueue was refused at step 3 on rank 0",
+            "write pointer of its 64-row shard is 3",
+            "Nothing was written",
+            "resume from an older checkpoint",
+        ],
+    );
+    assert!(!step_dir(&out, 4).exists(), "nothing is saved after the refusal");
 }

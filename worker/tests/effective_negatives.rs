@@ -86,7 +86,7 @@ fn queued_image(g: usize) -> i64 {
 fn tag_queue(m: &mut Moco<Cpu>, rank: usize, world: usize) {
     let q = m.queue.as_mut().unwrap();
     for (r, slot) in q.idx.iter_mut().enumerate() {
-        *slot = queued_image(rank * QUEUE / world + r);
+        *slot = queued_image(rank * QUEUE / world + r) as f32;
     }
 }
 
@@ -105,10 +105,11 @@ fn after(m: &Moco<Cpu>, micros: usize) -> After {
     let q = m.queue.as_ref().unwrap();
     After {
         grads: m.grads.clone(),
-        terms: (0..micros).map(|j| [m.metrics[1 + 2 * j], m.metrics[2 + 2 * j]]).collect(),
+        // metrics: [inf flag, queue error, then two loss terms per micro-batch].
+        terms: (0..micros).map(|j| [m.metrics[2 + 2 * j], m.metrics[3 + 2 * j]]).collect(),
         keys: q.keys.clone(),
-        idx: q.idx.clone(),
-        ptr: q.ptr,
+        idx: q.idx_host(&m.be).unwrap(),
+        ptr: q.ptr_host(&m.be).unwrap(),
         stats: (m.q_stats.clone(), m.k_stats.clone()),
     }
 }

@@ -86,19 +86,33 @@ fn initial_loss_is_near_4t_ln_of_negatives_plus_one() {
 fn queue_wraps_around_and_refuses_partial_writes() {
     let be = Cpu { amp: false };
     let mut q = QueueShard::init(&be, 8, 2, 0, 1, 3).unwrap();
-    assert!(q.idx.iter().all(|&i| i == NO_IMAGE));
+    assert!(q.idx_host(&be).unwrap().iter().all(|&i| i == NO_IMAGE));
+    let mut error = [0.0f32];
+    let (mut sk, mut si, mut sp) = (vec![0.0f32; 8], vec![0.0f32; 4], vec![0.0f32]);
     for (step, base) in [0.0f32, 10.0, 20.0].into_iter().enumerate() {
         let keys: Vec<f32> = (0..8).map(|i| base + i as f32).collect();
-        let idx: Vec<i64> = (0..4).map(|i| step as i64 * 10 + i).collect();
-        q.enqueue(&be, &keys, &idx).unwrap();
+        let idx: Vec<f32> = (0..4).map(|i| (step * 10 + i) as f32).collect();
+        q.enqueue(&be, &keys, &idx, &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
     }
-    // Three writes of 4 rows into 8: the third overwrote rows 0..4.
-    assert_eq!(q.ptr, 4);
+    // Three writes of 4 rows into 8: the third overwrote rows 0..4, which went to the saved rows.
+    assert_eq!((q.ptr_host(&be).unwrap(), error[0]), (4, 0.0));
     assert_eq!(&q.keys[..8], &[20.0, 21.0, 22.0, 23.0, 24.0, 25.0, 26.0, 27.0]);
     assert_eq!(&q.keys[8..], &[10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]);
-    assert_eq!(q.idx, vec![20, 21, 22, 23, 10, 11, 12, 13]);
-    let err = q.enqueue(&be, &vec![0.0; 6], &[1, 2, 3]).unwrap_err().to_string();
-    assert!(err.contains("multiple"), "{err}");
+    assert_eq!(q.idx_host(&be).unwrap(), vec![20, 21, 22, 23, 10, 11, 12, 13]);
+    assert_eq!(
+        (&sk[..], &si[..], sp[0]),
+        (&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0][..], &[0.0, 1.0, 2.0, 3.0][..], 0.0)
+    );
+    let err = q.enqueue(&be, &vec![0.0; 6], &vec![1.0, 2.0, 3.0], &mut error, [&mut sk, &mut si, &mut sp]);
+    assert!(err.unwrap_err().to_string().contains("multiple"));
+    // A corrupted device pointer: nothing written, the error flag raised, the error names it.
+    let before = (q.keys.clone(), q.idx.clone());
+    q.ptr[0] = 2.0;
+    q.enqueue(&be, &vec![9.0; 8], &vec![9.0; 4], &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
+    assert_eq!(error[0], 2.0);
+    assert!(q.keys == before.0 && q.idx == before.1, "nothing written");
+    let msg = q.error(&be, error[0], 0, 7).to_string();
+    assert!(msg.contains("write pointer") && msg.contains(" 2") && msg.contains("Resume"), "{msg}");
 }
 
 /// contrastive() for `n` local rows out of `nw` global rows on a given queue shard.
@@ -111,12 +125,13 @@ fn ctr_loss(
     mask: bool,
 ) -> (f32, Vec<f32>) {
     let d = queue.dim;
+    let idx_dev: Vec<f32> = idx_all.iter().map(|&i| i as f32).collect();
     let inp = CtrIn {
         q: &q.to_vec(),
         k_all: &k_all.to_vec(),
         keys_per_rank: q.len() / d,
         key_offset: 0,
-        q_idx_all: idx_all,
+        q_idx_all: Some(&idx_dev),
         k_idx_all: None,
         n: q.len() / d,
         dim: d,
@@ -130,7 +145,7 @@ fn ctr_loss(
 }
 
 fn shard(keys: &[f32], idx: &[i64], d: usize) -> QueueShard<Cpu> {
-    QueueShard { keys: keys.to_vec(), idx: idx.to_vec(), ptr: 0, rows: idx.len(), dim: d }
+    QueueShard::from_host(&Cpu { amp: false }, keys, idx, 0, d).unwrap()
 }
 
 #[test]
@@ -278,7 +293,11 @@ fn accumulation_sums_micro_batches_with_one_ema_and_one_update() {
     acc.micro_batch(&Solo, &vb, 0.9).unwrap();
     assert_eq!(acc.key_params, key1, "the EMA runs once per optimiser step, not per micro-batch");
     assert_ne!(key1, key0);
-    assert_eq!(acc.queue.as_ref().unwrap().ptr, 16, "every micro-batch enqueues 2N keys");
+    assert_eq!(
+        acc.queue.as_ref().unwrap().ptr_host(&acc.be).unwrap(),
+        16,
+        "every micro-batch enqueues 2N keys"
+    );
     let summed = acc.grads.clone();
 
     // The same two micro-batches, gradients taken separately from the same state.
@@ -548,13 +567,18 @@ fn device_collective_path_equals_the_host_path() {
                 );
                 // Per micro-batch and contrastive term (2 x 2 x 2 = 8): the query all-gather, the
                 // (max, sum-exp) pairs and the log-sum-exp (fp32) and the queue gradient's
-                // reduce-scatter; plus the 2 key all-gathers per micro-batch.
+                // reduce-scatter; plus the 2 key all-gathers and the image indices' fp32
+                // all-gather (own-image masking on the device) per micro-batch (4).
                 assert_eq!(calls[1].load(Ordering::SeqCst), 8 + 8, "key and query all-gathers");
-                assert_eq!(calls[2].load(Ordering::SeqCst), 2 * 8, "fp32 all-gathers of the loss");
+                assert_eq!(
+                    calls[2].load(Ordering::SeqCst),
+                    2 * 8 + 4,
+                    "fp32 all-gathers of the loss and indices"
+                );
                 assert_eq!(calls[3].load(Ordering::SeqCst), 8, "queue-gradient reduce-scatters");
             }
             let q = m.queue.as_ref().unwrap();
-            (losses, m.params, m.key_params, q.keys.clone(), q.ptr)
+            (losses, m.params, m.key_params, q.keys.clone(), q.ptr.clone())
         })
         .unwrap()
     };

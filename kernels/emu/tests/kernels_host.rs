@@ -227,12 +227,14 @@ fn sumsq_partial_reduces_doubles_through_warp_shuffles() {
 fn queue_enqueue_writes_the_rows_advances_the_pointer_and_refuses_bad_state() {
     let (rows, dim, b) = (8usize, 4usize, 2usize);
     let mut queue = vec![f16::from_f32(-1.0); rows * dim];
-    let mut queue_idx = vec![-1i32; rows];
-    let mut enqueue = |ptr: i32, grid: u32, b: i32, tag: f32| {
+    let mut queue_idx = vec![-1f32; rows];
+    let mut enqueue = |ptr: f32, grid: u32, b: i32, tag: f32| {
         let mut keys: Vec<f16> =
             (0..b.max(0) as usize * dim).map(|i| f16::from_f32(tag + i as f32)).collect();
-        let mut key_idx: Vec<i32> = (0..b.max(0)).map(|i| 100 * tag as i32 + i).collect();
-        let (mut p_dev, mut err) = ([ptr], [0i32]);
+        let mut key_idx: Vec<f32> = (0..b.max(0)).map(|i| 100.0 * tag + i as f32).collect();
+        let (mut p_dev, mut err) = ([ptr], [0f32]);
+        let (mut sk, mut si, mut sp) =
+            (vec![f16::ZERO; b.max(0) as usize * dim], vec![0f32; b.max(0) as usize], [0f32]);
         launch(
             "queue_enqueue_f16",
             [grid, 1, 1],
@@ -247,34 +249,81 @@ fn queue_enqueue_writes_the_rows_advances_the_pointer_and_refuses_bad_state() {
                 p(&mut queue_idx),
                 p(&mut p_dev),
                 p(&mut err),
+                p(&mut sk),
+                p(&mut si),
+                p(&mut sp),
             ],
         )
         .unwrap();
         (p_dev[0], err[0], queue.clone(), queue_idx.clone())
     };
-    let (ptr, err, q, qi) = enqueue(2, 1, b as i32, 1.0);
-    assert_eq!((ptr, err), (4, 0));
+    let (ptr, err, q, qi) = enqueue(2.0, 1, b as i32, 1.0);
+    assert_eq!((ptr, err), (4.0, 0.0));
     for r in 0..rows {
         for j in 0..dim {
             let want = if (2..4).contains(&r) { 1.0 + ((r - 2) * dim + j) as f32 } else { -1.0 };
             assert_eq!(q[r * dim + j].to_f32(), want, "queue[{r}, {j}]");
         }
-        assert_eq!(qi[r], if (2..4).contains(&r) { 100 + (r as i32 - 2) } else { -1 }, "queue_idx[{r}]");
+        let want = if (2..4).contains(&r) { 100.0 + (r as f32 - 2.0) } else { -1.0 };
+        assert_eq!(qi[r], want, "queue_idx[{r}]");
     }
     // The last slot wraps the pointer to 0.
-    let (ptr, err, q, qi) = enqueue(6, 1, b as i32, 2.0);
-    assert_eq!((ptr, err), (0, 0));
-    assert_eq!((q[6 * dim].to_f32(), qi[7]), (2.0, 201));
-    // Refusals write nothing: a corrupted pointer, a batch that does not divide the rows,
-    // and a launch with more than one block.
+    let (ptr, err, q, qi) = enqueue(6.0, 1, b as i32, 2.0);
+    assert_eq!((ptr, err), (0.0, 0.0));
+    assert_eq!((q[6 * dim].to_f32(), qi[7]), (2.0, 201.0));
+    // Refusals write nothing: a corrupted pointer (not a multiple of b, out of range,
+    // negative, fractional, NaN), a batch that does not divide the rows, and a launch with
+    // more than one block.
     let before = (q.clone(), qi.clone());
-    for (ptr_in, grid, bb, code) in
-        [(3, 1, 2, 2), (8, 1, 2, 2), (-2, 1, 2, 2), (0, 1, 3, 1), (0, 1, 0, 1), (0, 2, 2, 3)]
-    {
+    for (ptr_in, grid, bb, code) in [
+        (3.0, 1, 2, 2.0),
+        (8.0, 1, 2, 2.0),
+        (-2.0, 1, 2, 2.0),
+        (2.5, 1, 2, 2.0),
+        (f32::NAN, 1, 2, 2.0),
+        (0.0, 1, 3, 1.0),
+        (0.0, 1, 0, 1.0),
+        (0.0, 2, 2, 3.0),
+    ] {
         let (ptr, err, q, qi) = enqueue(ptr_in, grid, bb, 9.0);
-        assert_eq!((ptr, err), (ptr_in, code), "ptr {ptr_in}, grid {grid}, b {bb}");
+        assert_eq!((ptr.to_bits(), err), (ptr_in.to_bits(), code), "ptr {ptr_in}, grid {grid}, b {bb}");
         assert!(q == before.0 && qi == before.1, "nothing written for error {code}");
     }
+}
+
+#[test]
+fn queue_enqueue_f32_writes_fp32_keys_bit_for_bit() {
+    let (rows, dim) = (4usize, 3usize);
+    let mut queue = vec![0f32; rows * dim];
+    let mut queue_idx = vec![-1f32; rows];
+    let mut keys: Vec<f32> = (0..2 * dim).map(|i| 0.1 + i as f32 / 3.0).collect();
+    let mut key_idx = vec![5f32, 6.0];
+    let (mut ptr, mut err) = ([2f32], [0f32]);
+    let (mut sk, mut si, mut sp) = (vec![7f32; 2 * dim], vec![7f32; 2], [7f32]);
+    launch(
+        "queue_enqueue_f32",
+        [1, 1, 1],
+        [1024, 1, 1],
+        &[
+            I(rows as i32),
+            I(dim as i32),
+            I(2),
+            p(&mut keys),
+            p(&mut key_idx),
+            p(&mut queue),
+            p(&mut queue_idx),
+            p(&mut ptr),
+            p(&mut err),
+            p(&mut sk),
+            p(&mut si),
+            p(&mut sp),
+        ],
+    )
+    .unwrap();
+    assert_eq!((ptr[0], err[0]), (0.0, 0.0));
+    assert_eq!(&queue[2 * dim..], &keys[..], "fp32 keys unrounded");
+    assert_eq!(queue_idx, [-1.0, -1.0, 5.0, 6.0]);
+    assert_eq!((sk, si, sp), (vec![0f32; 2 * dim], vec![-1f32; 2], [2f32]), "overwritten rows saved");
 }
 
 #[test]

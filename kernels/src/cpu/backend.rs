@@ -4,7 +4,7 @@
 
 use super::scratch::FLAT_CHUNK;
 use super::simd::avx2_fn;
-use super::{batchnorm, conv, elementwise, l2norm, linear, optim, pool, softmax};
+use super::{batchnorm, conv, elementwise, l2norm, linear, optim, pool, queue, softmax};
 use crate::backend::Backend;
 use crate::error::{KernelError, Result};
 use crate::shapes::{ConvShape, PoolShape};
@@ -216,6 +216,31 @@ impl Backend for Cpu {
     }
     fn mask_cells(&self, cols: usize, logits: &mut [f32], cells: &[(u32, u32)]) {
         softmax::mask_cells(cols, logits, cells);
+    }
+    fn mask_own_image(
+        &self,
+        rows: usize,
+        cols: usize,
+        row_idx: &[f32],
+        col_idx: &[f32],
+        positives: Option<usize>,
+        logits: &mut [f32],
+    ) {
+        queue::mask_own_image(rows, cols, row_idx, col_idx, positives, logits);
+    }
+    fn queue_enqueue(
+        &self,
+        rows: usize,
+        dim: usize,
+        keys: &[f32],
+        key_idx: &[f32],
+        queue: &mut [f32],
+        queue_idx: &mut [f32],
+        ptr: &mut [f32],
+        error: &mut [f32],
+        saved: [&mut [f32]; 3],
+    ) {
+        queue::enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved);
     }
     fn softmax_xent_bwd(
         &self,

@@ -15,7 +15,8 @@
 //! - `gemm`: the bounds-checked strided GEMM (single-threaded and tile-parallel).
 //! - `im2col`, `conv`: convolutions (1x1 stride 1 straight on the activations, the rest via
 //!   im2col in cache-sized chunks).
-//! - `batchnorm`, `pool`, `linear`, `elementwise`, `l2norm`, `softmax`, `optim`: the op families.
+//! - `batchnorm`, `pool`, `linear`, `elementwise`, `l2norm`, `softmax`, `optim`, `queue`: the op
+//!   families.
 //! - `scratch`: the pooled scratch buffers and the fixed work splits of reductions.
 //! - `simd`: runtime AVX2 dispatch for the hand-written loops (bit-identical results).
 //! - `backend`: [`Cpu`], the `Backend` implementation.
@@ -30,6 +31,7 @@ pub mod l2norm;
 pub mod linear;
 pub mod optim;
 pub mod pool;
+pub mod queue;
 pub mod scratch;
 pub mod simd;
 pub mod softmax;

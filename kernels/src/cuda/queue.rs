@@ -1,36 +1,31 @@
-//! Launch of `cu/queue.cu`: the MoCo queue shard's fused pointer-advance enqueue.
-//! Compiled, not yet run on a GPU.
+//! Launch of `cu/queue.cu`: the MoCo queue shard's fused pointer-advance enqueue, one entry
+//! point per queue precision (fp16, fp32). Run on the emulated CUDA device only; not yet run on
+//! a GPU.
 
-use crate::cuda::launch::{expect_len, to_i32, Kernel, KernelDef, Param::*};
+use crate::cuda::launch::{expect_len, kernel_pair, to_i32, Elem, KernelPair, KernelPairDef, Param::*};
 use crate::cuda::sources::{self, KernelSource};
 use crate::error::{KernelError, Result};
 use crate::launch;
 use cudarc::driver::{CudaModule, CudaStream, CudaView, CudaViewMut, LaunchConfig};
-use half::f16;
 use std::sync::Arc;
 
 pub const SOURCE: KernelSource = sources::QUEUE;
 
-pub static ENQUEUE: KernelDef =
-    KernelDef { name: "queue_enqueue_f16", params: &[I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr] };
+pub static ENQUEUE: KernelPairDef =
+    kernel_pair!("queue_enqueue", [I32, I32, I32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr]);
 
-pub static DEFS: &[&KernelDef] = &[&ENQUEUE];
+pub static DEFS: &[&crate::cuda::launch::KernelDef] = &[&ENQUEUE.f16, &ENQUEUE.f32];
 
-/// What a non-zero error flag written by the enqueue kernel means (codes of queue.cu).
-pub fn describe_error(code: i32) -> &'static str {
-    match code {
-        0 => "no error",
-        1 => "the batch size does not divide the queue shard's rows",
-        2 => "the queue pointer is out of range or not a multiple of the batch size",
-        3 => "the enqueue kernel was launched with more than one block",
-        _ => "unknown queue error code",
-    }
+/// What a non-zero error flag written by the enqueue means (the codes of queue.cu; the same
+/// codes as the CPU backend's `queue_enqueue`).
+pub fn describe_error(code: f32) -> &'static str {
+    crate::backend::describe_queue_error(code)
 }
 
-/// The queue kernel of one device.
+/// The queue kernels of one device.
 #[derive(Debug)]
 pub struct Queue {
-    enqueue: Kernel,
+    enqueue: KernelPair,
 }
 
 /// The one-block launch the enqueue needs (see queue.cu for why).
@@ -40,26 +35,30 @@ fn one_block() -> LaunchConfig {
 
 impl Queue {
     pub fn load(module: &Arc<CudaModule>) -> Result<Self> {
-        Ok(Queue { enqueue: Kernel::load(module, &ENQUEUE)? })
+        Ok(Queue { enqueue: KernelPair::load(module, &ENQUEUE)? })
     }
 
-    /// Writes `keys` (`[b, dim]`) and `key_idx` (`[b]`) at rows `[ptr, ptr + b)` of the shard
-    /// `queue` (`[rows, dim]`) / `queue_idx` (`[rows]`) and advances `ptr` (one device int) to
-    /// `(ptr + b) % rows`, all on the device. `rows % b == 0` is required (and checked here
-    /// too); a bad device pointer makes the kernel write nothing and set `error` (one device
-    /// int, see [`describe_error`]), which the caller reads when it next syncs.
+    /// Writes `keys` (`[b, dim]`, the queue's precision T) and `key_idx` (`[b]`) at rows
+    /// `[ptr, ptr + b)` of the shard `queue` (`[rows, dim]`) / `queue_idx` (`[rows]`) and
+    /// advances `ptr` (one device float) to `(ptr + b) % rows`, all on the device, copying the
+    /// rows it overwrites and the pointer it found to `saved_*` (`[b, dim]`, `[b]`, `[1]`).
+    /// `rows % b == 0` is required (and checked here too); a bad device pointer makes the
+    /// kernel write nothing and set `error` (one device float, see [`describe_error`]), which
+    /// the caller reads when it next syncs.
     #[allow(clippy::too_many_arguments)]
-    pub fn enqueue(
+    pub fn enqueue<T: Elem>(
         &self,
         stream: &CudaStream,
         rows: usize,
         dim: usize,
-        keys: &CudaView<'_, f16>,
-        key_idx: &CudaView<'_, i32>,
-        queue: &mut CudaViewMut<'_, f16>,
-        queue_idx: &mut CudaViewMut<'_, i32>,
-        ptr: &mut CudaViewMut<'_, i32>,
-        error: &mut CudaViewMut<'_, i32>,
+        keys: &CudaView<'_, T>,
+        key_idx: &CudaView<'_, f32>,
+        queue: &mut CudaViewMut<'_, T>,
+        queue_idx: &mut CudaViewMut<'_, f32>,
+        ptr: &mut CudaViewMut<'_, f32>,
+        error: &mut CudaViewMut<'_, f32>,
+        saved_keys: &mut CudaViewMut<'_, T>,
+        [saved_idx, saved_ptr]: [&mut CudaViewMut<'_, f32>; 2],
     ) -> Result<()> {
         const OP: &str = "queue_enqueue";
         let b = key_idx.len();
@@ -75,16 +74,20 @@ impl Queue {
         expect_len(OP, "queue_idx", queue_idx.len(), rows)?;
         expect_len(OP, "ptr", ptr.len(), 1)?;
         expect_len(OP, "error", error.len(), 1)?;
+        expect_len(OP, "saved_keys", saved_keys.len(), b * dim)?;
+        expect_len(OP, "saved_idx", saved_idx.len(), b)?;
+        expect_len(OP, "saved_ptr", saved_ptr.len(), 1)?;
         let (rows_i, dim_i, b_i) = (rows as i32, dim as i32, b as i32);
-        // SAFETY: keys hold b*dim fp16 values and key_idx b ints; queue holds rows*dim fp16
-        // values and queue_idx rows ints; ptr and error one int each (all checked above). The
+        // SAFETY: keys and saved_keys hold b*dim values of T, key_idx and saved_idx b floats;
+        // queue holds rows*dim values
+        // of T and queue_idx rows floats; ptr, error and saved_ptr one float each (all checked above). The
         // kernel writes rows [p, p + b) only after checking on the device that rows % b == 0
-        // and that p is a multiple of b inside [0, rows), so p + b <= rows; it runs as the one
-        // block it requires.
+        // and that p is an integer multiple of b inside [0, rows), so p + b <= rows; it runs as
+        // the one block it requires.
         unsafe {
             launch!(
                 stream,
-                &self.enqueue,
+                self.enqueue.of::<T>(),
                 one_block(),
                 &rows_i,
                 &dim_i,
@@ -94,7 +97,10 @@ impl Queue {
                 queue,
                 queue_idx,
                 ptr,
-                error
+                error,
+                saved_keys,
+                saved_idx,
+                saved_ptr
             )
         }
     }

@@ -20,7 +20,7 @@ pub static ROW_MAX_SUMEXP: KernelDef =
     KernelDef { name: "row_max_sumexp_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 pub static MASK_CELLS: KernelDef = KernelDef { name: "mask_cells_f32", params: &[I32, I32, I32, Ptr, Ptr] };
 pub static MASK_OWN_IMAGE: KernelDef =
-    KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
+    KernelDef { name: "mask_own_image_f32", params: &[I32, I32, Ptr, Ptr, I32, Ptr] };
 pub static XENT_BWD: KernelPairDef = kernel_pair!("softmax_xent_bwd", [I32, I32, Ptr, Ptr, Ptr, F32, Ptr]);
 pub static GATHER_COLS: KernelDef = KernelDef { name: "gather_cols_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
 pub static LSE_COMBINE: KernelDef = KernelDef { name: "lse_combine_f32", params: &[I32, I32, Ptr, Ptr, Ptr] };
@@ -115,15 +115,18 @@ impl Softmax {
         unsafe { launch!(stream, &self.mask_cells, self.grid.elems(n_cells), &r, &c, &k, cells, logits) }
     }
 
-    /// `logits[r, c] = -inf` where `row_idx[r] == col_idx[c] >= 0` (own-image masking against the
-    /// queue shard's dataset indices, without a host round trip).
+    /// `logits[r, c] = -inf` where `row_idx[r] == col_idx[c] >= 0` and, with `positives`,
+    /// `c != positives + r` (own-image masking from device-side dataset indices, without a host
+    /// round trip).
+    #[allow(clippy::too_many_arguments)]
     pub fn mask_own_image(
         &self,
         stream: &CudaStream,
         rows: usize,
         cols: usize,
-        row_idx: &CudaView<'_, i32>,
-        col_idx: &CudaView<'_, i32>,
+        row_idx: &CudaView<'_, f32>,
+        col_idx: &CudaView<'_, f32>,
+        positives: Option<usize>,
         logits: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         const OP: &str = "mask_own_image";
@@ -135,8 +138,12 @@ impl Softmax {
             return Ok(());
         }
         let (r, c) = (rows as i32, cols as i32);
-        // SAFETY: row_idx holds rows ints, col_idx cols ints, logits rows*cols floats
-        // (checked above); the kernel indexes only within those.
+        let p = match positives {
+            Some(p) => to_i32(OP, "positives", p)?,
+            None => -1,
+        };
+        // SAFETY: row_idx holds rows entries, col_idx cols, logits rows*cols floats (checked
+        // above); the kernel indexes only within those (the positive offset is only compared).
         unsafe {
             launch!(
                 stream,
@@ -146,6 +153,7 @@ impl Softmax {
                 &c,
                 row_idx,
                 col_idx,
+                &p,
                 logits
             )
         }

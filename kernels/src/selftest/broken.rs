@@ -232,6 +232,32 @@ impl Backend for Broken {
     fn mask_cells(&self, cols: usize, logits: &mut [f32], cells: &[(u32, u32)]) {
         self.inner.mask_cells(cols, logits, cells)
     }
+    fn mask_own_image(
+        &self,
+        rows: usize,
+        cols: usize,
+        row_idx: &[f32],
+        col_idx: &[f32],
+        positives: Option<usize>,
+        logits: &mut [f32],
+    ) {
+        self.inner.mask_own_image(rows, cols, row_idx, col_idx, positives, logits)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn queue_enqueue(
+        &self,
+        rows: usize,
+        dim: usize,
+        keys: &[f32],
+        key_idx: &[f32],
+        queue: &mut [f32],
+        queue_idx: &mut [f32],
+        ptr: &mut [f32],
+        error: &mut [f32],
+        saved: [&mut [f32]; 3],
+    ) {
+        self.inner.queue_enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved)
+    }
     fn softmax_xent_bwd(
         &self,
         rows: usize,

@@ -116,8 +116,8 @@ pub fn selftest_cuda(device: usize) -> Result<Report> {
         let opts = Options { scale: Scale::Full, act_fp16: amp, ..Options::default() };
         let mut part = run(&cpu, &cuda, &opts)?;
         if amp {
-            // The queue kernel is fp16 only; once is enough.
-            part.rows.extend(queue_cuda::check(&cuda)?);
+            // Both queue precisions (fp16 and fp32 kernels) in one pass; once is enough.
+            part.rows.extend(queue_cuda::check(&cpu, &cuda)?);
         }
         let mem = cuda.memory();
         part.header.push(format!(

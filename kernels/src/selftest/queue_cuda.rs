@@ -1,24 +1,24 @@
-//! The fused pointer-advance enqueue (`cu/queue.cu`) on the GPU, against its definition: five
-//! enqueues into a shard of 8 rows (the fifth wraps to row 0), then a corrupted device pointer,
-//! which must leave the shard untouched and set the error flag. It is not a `Backend` op (the
-//! CPU has no device pointer), so it is checked against host bookkeeping, not against the CPU
-//! backend. NOT YET RUN ON A GPU.
+//! The queue op family on the CUDA backend (`Backend::queue_enqueue`, the fused
+//! pointer-advance kernels of `cu/queue.cu`, and `Backend::mask_own_image`) against the CPU
+//! backend, bit for bit: for an fp32 and an fp16 shard, five enqueues into 8 rows (the fifth
+//! wraps to row 0) with the pointer kept in a device buffer, then a corrupted device pointer,
+//! which must leave the shard untouched and set the error flag; then the own-image mask from the
+//! shard's device-side indices. Run on the emulated CUDA device only; NOT YET RUN ON A GPU.
 
 use super::report::Row;
-use crate::cuda::launch::driver_err;
+use crate::backend::Backend;
+use crate::cpu::Cpu;
+use crate::cuda::launch::Dtype;
 use crate::cuda::CudaBackend;
 use crate::error::Result;
-use cudarc::driver::{CudaSlice, CudaStream};
-use half::f16;
-use std::sync::Arc;
 
 const ROWS: usize = 8;
 const DIM: usize = 4;
 const B: usize = 2;
 
-fn row(op: &str, pass: bool, note: String) -> Row {
+fn row(precision: &'static str, op: &str, pass: bool, note: String) -> Row {
     Row {
-        precision: "fp16",
+        precision,
         op: op.to_string(),
         max_abs: if pass { 0.0 } else { f64::INFINITY },
         max_rel: if pass { 0.0 } else { f64::INFINITY },
@@ -33,84 +33,128 @@ fn keys_of(step: usize) -> Vec<f32> {
     (0..B * DIM).map(|j| (step * 16 + j) as f32 / 8.0).collect()
 }
 
-/// A queue shard on the device: keys, row indices, the write pointer and the error flag.
-struct Shard {
-    queue: CudaSlice<f16>,
-    idx: CudaSlice<i32>,
-    ptr: CudaSlice<i32>,
-    error: CudaSlice<i32>,
+/// A shard on one backend: keys, row indices, pointer, error flag.
+struct Shard<X: Backend> {
+    queue: X::Buf,
+    idx: X::Buf,
+    ptr: X::Buf,
+    error: X::Buf,
+    /// What the latest enqueue overwrote: keys, indices, pointer.
+    saved: [X::Buf; 3],
 }
 
-fn htod<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, data: &[T]) -> Result<CudaSlice<T>> {
-    s.clone_htod(data).map_err(|e| driver_err("htod", e))
-}
-
-fn dtoh<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, data: &CudaSlice<T>) -> Result<Vec<T>> {
-    s.clone_dtoh(data).map_err(|e| driver_err("dtoh", e))
-}
-
-impl Shard {
-    fn new(s: &Arc<CudaStream>) -> Result<Shard> {
+impl<X: Backend> Shard<X> {
+    fn new(be: &X, queue: X::Buf) -> Result<Self> {
         Ok(Shard {
-            queue: s.alloc_zeros::<f16>(ROWS * DIM).map_err(|e| driver_err("alloc", e))?,
-            idx: htod(s, &[-1i32; ROWS])?,
-            ptr: htod(s, &[0i32])?,
-            error: htod(s, &[0i32])?,
+            queue,
+            idx: be.from_host(&[-1.0; ROWS])?,
+            ptr: be.from_host(&[0.0])?,
+            error: be.from_host(&[0.0])?,
+            saved: [be.from_host(&[0.0; B * DIM])?, be.from_host(&[0.0; B])?, be.from_host(&[0.0])?],
         })
     }
 
-    /// One enqueue of host keys and indices, as training would issue it.
-    fn enqueue(&mut self, cuda: &CudaBackend, keys: &[f16], idx: &[i32]) -> Result<()> {
-        let s = cuda.stream();
-        let (kd, id) = (htod(s, keys)?, htod(s, idx)?);
-        cuda.kernels().queue.enqueue(
-            s,
+    fn enqueue(&mut self, be: &X, keys: &[f32], idx: &[f32]) -> Result<()> {
+        let (k, i) = (be.act_from_host(keys)?, be.from_host(idx)?);
+        be.queue_enqueue(
             ROWS,
             DIM,
-            &kd.as_view(),
-            &id.as_view(),
-            &mut self.queue.as_view_mut(),
-            &mut self.idx.as_view_mut(),
-            &mut self.ptr.as_view_mut(),
-            &mut self.error.as_view_mut(),
-        )
+            X::view(&k, 0..keys.len()),
+            X::view(&i, 0..idx.len()),
+            X::view_mut(&mut self.queue, 0..ROWS * DIM),
+            X::view_mut(&mut self.idx, 0..ROWS),
+            X::view_mut(&mut self.ptr, 0..1),
+            X::view_mut(&mut self.error, 0..1),
+            self.saved.each_mut().map(|s| {
+                let n = X::buf_len(s);
+                X::view_mut(s, 0..n)
+            }),
+        );
+        be.sync()
     }
 
-    /// (keys as f32, row indices, pointer, error flag).
-    fn read(&self, s: &Arc<CudaStream>) -> Result<(Vec<f32>, Vec<i32>, i32, i32)> {
-        let q = dtoh(s, &self.queue)?.iter().map(|v| v.to_f32()).collect();
-        Ok((q, dtoh(s, &self.idx)?, dtoh(s, &self.ptr)?[0], dtoh(s, &self.error)?[0]))
+    /// (keys, indices, pointer, error flag) as bits, so NaN compares too.
+    fn read(&self, be: &X) -> Result<Vec<u32>> {
+        let mut v = Vec::new();
+        let [sk, si, sp] = &self.saved;
+        for b in [&self.queue, &self.idx, &self.ptr, &self.error, sk, si, sp] {
+            v.extend(be.to_host(b)?.iter().map(|x| x.to_bits()));
+        }
+        Ok(v)
     }
 }
 
-pub(crate) fn check(cuda: &CudaBackend) -> Result<Vec<Row>> {
-    let s = cuda.stream();
-    let mut shard = Shard::new(s)?;
-    let (mut want_q, mut want_i, mut want_p) = (vec![0.0f32; ROWS * DIM], vec![-1i32; ROWS], 0usize);
+/// The same enqueues on both backends; `queue` is the CUDA shard in the precision under test.
+fn compare(
+    cpu: &Cpu,
+    cuda: &CudaBackend,
+    queue: crate::cuda::CudaBuf,
+    precision: &'static str,
+) -> Result<Vec<Row>> {
+    let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM])?;
+    let mut g = Shard::new(cuda, queue)?;
     for step in 0..5 {
-        let k = keys_of(step);
-        let idx: Vec<i32> = (0..B as i32).map(|j| 100 * step as i32 + j).collect();
-        let kh: Vec<f16> = k.iter().map(|&v| f16::from_f32(v)).collect();
-        shard.enqueue(cuda, &kh, &idx)?;
-        want_q[want_p * DIM..(want_p + B) * DIM].copy_from_slice(&k);
-        want_i[want_p..want_p + B].copy_from_slice(&idx);
-        want_p = (want_p + B) % ROWS;
+        let idx: Vec<f32> = (0..B).map(|j| (100 * step + j) as f32).collect();
+        c.enqueue(cpu, &keys_of(step), &idx)?;
+        g.enqueue(cuda, &keys_of(step), &idx)?;
     }
-    let (got_q, got_i, got_p, got_e) = shard.read(s)?;
+    let (want, got) = (c.read(cpu)?, g.read(cuda)?);
+    // The layout of `read`: queue, indices, pointer, error, then the saved rows, indices, pointer.
+    let at = ROWS * DIM + ROWS;
+    let ptr = f32::from_bits(got[at]);
     let mut rows = vec![row(
-        "queue_enqueue x5 into 8 rows (wraps), keys, indices and device pointer",
-        got_q == want_q && got_i == want_i && got_p == want_p as i32 && got_e == 0,
-        format!("pointer {got_p} (want {want_p}), error flag {got_e}"),
+        precision,
+        "queue_enqueue x5 into 8 rows (wraps): keys, indices, device pointer, saved rows = CPU",
+        want == got && ptr == 2.0,
+        format!("pointer {ptr} (want 2)"),
     )];
 
-    // A pointer that is not a multiple of the batch: nothing written, error 2.
-    s.memcpy_htod(&[1i32], &mut shard.ptr).map_err(|e| driver_err("htod", e))?;
-    shard.enqueue(cuda, &[f16::from_f32(-1.0); B * DIM], &[7, 7])?;
-    let (after_q, _, _, after_e) = shard.read(s)?;
+    // A pointer that is not a multiple of the batch: nothing written, error 2, on both.
+    cpu.write(&mut c.ptr, 0, &[1.0])?;
+    cuda.write(&mut g.ptr, 0, &[1.0])?;
+    c.enqueue(cpu, &[-1.0; B * DIM], &[7.0, 7.0])?;
+    g.enqueue(cuda, &[-1.0; B * DIM], &[7.0, 7.0])?;
+    let (want2, got2) = (c.read(cpu)?, g.read(cuda)?);
+    let err = f32::from_bits(got2[at + 1]);
+    let untouched = got2[..at] == got[..at];
     rows.push(row(
-        "queue_enqueue with a corrupted pointer writes nothing and flags it",
-        after_q == want_q && after_e == 2,
-        format!("error flag {after_e} ({})", crate::cuda::queue::describe_error(after_e)),
+        precision,
+        "queue_enqueue with a corrupted device pointer writes nothing and flags it (= CPU)",
+        want2 == got2 && untouched && err == crate::backend::queue_error::POINTER,
+        format!("error flag {err} ({})", crate::backend::describe_queue_error(err)),
     ));
+
+    // Own-image mask of 3 queries against the shard's device-side indices (rows 0-1 hold
+    // images 400-401 after the wrap, rows 2-3 images 100-101, ...). Positives at columns 1 + r:
+    // both first queries are of image 100 (column 2); the first loses it, the second keeps it
+    // as its positive, the third (index -1) matches nothing.
+    let q_idx = [100.0f32, 100.0, -1.0];
+    let mut lc = vec![0.5f32; 3 * ROWS];
+    let (qc, qg) = (cpu.from_host(&q_idx)?, cuda.from_host(&q_idx)?);
+    cpu.mask_own_image(3, ROWS, &qc, &c.idx, Some(1), &mut lc);
+    let mut lg = cuda.from_host(&[0.5f32; 3 * ROWS])?;
+    cuda.mask_own_image(
+        3,
+        ROWS,
+        qg.full(),
+        g.idx.full(),
+        Some(1),
+        <CudaBackend as Backend>::view_mut(&mut lg, 0..3 * ROWS),
+    );
+    let lg = cuda.to_host(&lg)?;
+    let masked = lc.iter().filter(|x| x.is_infinite()).count();
+    rows.push(row(
+        precision,
+        "mask_own_image from the shard's device indices (= CPU)",
+        lg.iter().map(|x| x.to_bits()).eq(lc.iter().map(|x| x.to_bits())) && masked == 1,
+        format!("{masked} cell(s) masked (want 1: the label column is kept)"),
+    ));
+    Ok(rows)
+}
+
+pub(crate) fn check(cpu: &Cpu, cuda: &CudaBackend) -> Result<Vec<Row>> {
+    let mut rows = compare(cpu, cuda, cuda.zeros_master(ROWS * DIM)?, "fp32")?;
+    let f16 = cuda.zeros_of(Dtype::F16, "fp16 queue", ROWS * DIM)?;
+    rows.extend(compare(cpu, cuda, f16, "fp16")?);
     Ok(rows)
 }

@@ -66,10 +66,12 @@ impl Snapshot {
         }
         let be = &m.be;
         let queue = match &m.queue {
+            // The device pointer and indices cross to the host here, between steps (a corrupted
+            // pointer is an error naming its value: no checkpoint carries it).
             Some(q) => Some(QueueState {
                 keys: be.to_host(&q.keys)?,
-                idx: q.idx.clone(),
-                ptr: q.ptr,
+                idx: q.idx_host(be)?,
+                ptr: q.ptr_host(be)?,
                 rows: q.rows,
                 dim: q.dim,
             }),
@@ -132,13 +134,7 @@ impl Snapshot {
         m.opt.v = be.from_host(&self.opt_v)?;
         m.opt.steps = self.opt_steps;
         if let Some(s) = &self.queue {
-            m.queue = Some(QueueShard {
-                keys: be.from_host(&s.keys)?,
-                idx: s.idx.clone(),
-                ptr: s.ptr,
-                rows: s.rows,
-                dim: s.dim,
-            });
+            m.queue = Some(QueueShard::from_host(be, &s.keys, &s.idx, s.ptr, s.dim)?);
         }
         m.grads = be.zeros_master(t.param_len())?;
         m.scaler = self.scaler;

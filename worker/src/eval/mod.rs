@@ -37,14 +37,16 @@ use moco_kernels::Backend;
 pub fn queue_embeddings<B: Backend>(m: &Moco<B>, max_rows: usize) -> Result<Option<(Vec<f32>, usize)>> {
     let Some(q) = &m.queue else { return Ok(None) };
     let keys = m.be.to_host(&q.keys)?;
+    // Between steps, once per epoch: the device pointer and indices may cross to the host.
+    let (ptr, idx) = (q.ptr_host(&m.be)?, q.idx_host(&m.be)?);
     let mut out = Vec::new();
     for k in 0..q.rows {
         // Walk backwards from the row before the pointer: newest keys first.
-        let r = (q.ptr + q.rows - 1 - k) % q.rows;
+        let r = (ptr + q.rows - 1 - k) % q.rows;
         if out.len() / q.dim >= max_rows {
             break;
         }
-        if q.idx[r] != crate::moco::queue::NO_IMAGE {
+        if idx[r] != crate::moco::queue::NO_IMAGE {
             out.extend_from_slice(&keys[r * q.dim..(r + 1) * q.dim]);
         }
     }

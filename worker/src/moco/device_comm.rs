@@ -1,9 +1,9 @@
 //! Collectives on the backend's own buffers: with one installed ([`Moco::dev_comm`]), every
 //! exchange of the step that carries device data runs on device memory (NCCL on the GPU)
 //! instead of going through host copies and the TCP ring: the gradient all-reduce, the key and
-//! query all-gathers, the loss's (max, sum-exp) pairs and log-sum-exp, the queue gradient's
-//! reduce-scatter and the inf/NaN verdict. SyncBN moments and the image indices still use the
-//! host [`Comm`] (see `state.rs`).
+//! query all-gathers, the images' dataset indices (fp32, for own-image masking on the device),
+//! the loss's (max, sum-exp) pairs and log-sum-exp, the queue gradient's reduce-scatter, SyncBN's
+//! moments and the inf/NaN verdict. Without one they use the host [`Comm`] (see `state.rs`).
 //!
 //! [`Moco::dev_comm`]: super::Moco::dev_comm
 //! [`Comm`]: super::comm::Comm

@@ -4,8 +4,10 @@
 //! passes of that step have already updated the BN running statistics and the micro-batches
 //! have already enqueued their keys: left alone, a diverging step writes NaN/inf into state the
 //! weights never see again until a checkpoint carries it to `eval` or `export`. The guard
-//! remembers the BN statistics at the start of each step and the queue rows each enqueue
-//! overwrites (both on the device, so there is no host wait), and puts them back on a skip.
+//! remembers the BN statistics at the start of each step, and the enqueue op itself copies the
+//! queue rows it overwrites and the device pointer it found into the guard's buffers (all on
+//! the device, so there is no host wait and the host never learns the pointer); a skip puts
+//! them back, newest enqueue first, with the same device-pointer enqueue op.
 //!
 //! The momentum encoder's EMA of a skipped step is kept: it moves the key encoder toward the
 //! query weights, which a skip leaves unchanged and finite, so it cannot bring in a NaN; undoing
@@ -65,10 +67,13 @@ pub struct StepGuard<B: Backend> {
     pub limits: Limits,
     q_stats: Option<B::Buf>,
     k_stats: Option<B::Buf>,
-    /// Buffers for overwritten queue rows, reused from step to step.
-    pool: Vec<B::Buf>,
-    /// This step's enqueues, oldest first: (pointer before, dataset indices the rows held).
-    journal: Vec<(usize, Vec<i64>)>,
+    /// Per enqueue of the step (oldest first): the rows it overwrote, their dataset indices and
+    /// the pointer before it, as the enqueue op wrote them; reused from step to step.
+    pool: Vec<[B::Buf; 3]>,
+    /// Enqueues journaled this step (the first `journal` entries of `pool`).
+    journal: usize,
+    /// Where the restoring enqueues of a rollback save what they overwrite (not used after).
+    scratch: Option<[B::Buf; 3]>,
     /// Consecutive skipped steps so far, and the first of them.
     pub skipped_in_a_row: u64,
     pub first_skipped: u64,
@@ -82,7 +87,8 @@ impl<B: Backend> Default for StepGuard<B> {
             q_stats: None,
             k_stats: None,
             pool: Vec::new(),
-            journal: Vec::new(),
+            journal: 0,
+            scratch: None,
             skipped_in_a_row: 0,
             first_skipped: 0,
             last_skip: None,
@@ -96,10 +102,27 @@ fn like<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
     Ok(be.from_host(&vec![0.0f32; len])?)
 }
 
+/// Buffers for one enqueue's saved rows: `[b, dim]` keys, `[b]` indices, `[1]` pointer.
+fn saved_set<B: Backend>(be: &B, set: &mut Option<[B::Buf; 3]>, b: usize, dim: usize) -> Result<()> {
+    let fits = set.as_ref().is_some_and(|s| B::buf_len(&s[0]) == b * dim && B::buf_len(&s[1]) == b);
+    if !fits {
+        *set = Some([like(be, b * dim)?, like(be, b)?, like(be, 1)?]);
+    }
+    Ok(())
+}
+
+/// Writable full views of a saved set, as `Backend::queue_enqueue` takes them.
+pub fn saved_views<B: Backend>(set: &mut [B::Buf; 3]) -> [B::ViewMut<'_>; 3] {
+    set.each_mut().map(|s| {
+        let n = B::buf_len(s);
+        B::view_mut(s, 0..n)
+    })
+}
+
 impl<B: Backend> StepGuard<B> {
     /// At the first micro-batch of a step: remember the BN running statistics.
     pub fn begin(&mut self, be: &B, q_stats: &B::Buf, k_stats: &B::Buf) -> Result<()> {
-        self.journal.clear();
+        self.journal = 0;
         for (saved, live) in [(&mut self.q_stats, q_stats), (&mut self.k_stats, k_stats)] {
             if saved.as_ref().is_none_or(|s| B::buf_len(s) != B::buf_len(live)) {
                 *saved = Some(like(be, B::buf_len(live))?);
@@ -111,50 +134,73 @@ impl<B: Backend> StepGuard<B> {
         Ok(())
     }
 
-    /// Before `rows` keys are enqueued into `q`: remember the rows they overwrite.
-    pub fn before_enqueue(&mut self, be: &B, q: &QueueShard<B>, rows: usize) -> Result<()> {
-        let n = self.journal.len();
-        let len = rows * q.dim;
-        if self.pool.len() <= n {
-            self.pool.push(like(be, len)?);
+    /// Before `b` keys of `dim` values are enqueued: the buffers the enqueue op saves the rows
+    /// it overwrites into (journaled for a rollback of this step).
+    pub fn next_saved(&mut self, be: &B, b: usize, dim: usize) -> Result<&mut [B::Buf; 3]> {
+        let n = self.journal;
+        let fits = self.pool.get(n).is_some_and(|s| B::buf_len(&s[0]) == b * dim && B::buf_len(&s[1]) == b);
+        if !fits {
+            let set = [like(be, b * dim)?, like(be, b)?, like(be, 1)?];
+            if n < self.pool.len() {
+                self.pool[n] = set;
+            } else {
+                self.pool.push(set);
+            }
         }
-        if B::buf_len(&self.pool[n]) != len {
-            self.pool[n] = like(be, len)?;
-        }
-        let start = q.ptr * q.dim;
-        be.copy(B::view(&q.keys, start..start + len), full_mut::<B>(&mut self.pool[n]));
-        self.journal.push((q.ptr, q.idx[q.ptr..q.ptr + rows].to_vec()));
-        Ok(())
+        self.journal += 1;
+        Ok(&mut self.pool[n])
     }
 
-    /// Put back the statistics and queue rows of the step being skipped, newest enqueue first.
+    /// Put back the statistics and queue rows of the step being skipped, newest enqueue first,
+    /// all on the device: each journaled enqueue is undone by pointing the queue's device
+    /// pointer at where that enqueue wrote and enqueueing the saved rows there; at the end the
+    /// pointer is set to where the step's first enqueue found it. `error` is the metrics buffer
+    /// and its queue error slot (a corrupted saved pointer raises it, read with the next step).
     pub fn roll_back(
         &mut self,
         be: &B,
         q_stats: &mut B::Buf,
         k_stats: &mut B::Buf,
-        queue: Option<&mut QueueShard<B>>,
-    ) {
+        queue: Option<(&mut QueueShard<B>, &mut B::Buf, usize)>,
+    ) -> Result<()> {
         for (saved, live) in [(&self.q_stats, q_stats), (&self.k_stats, k_stats)] {
             if let Some(s) = saved {
                 be.copy(full::<B>(s), full_mut::<B>(live));
             }
         }
-        if let Some(q) = queue {
-            for (n, (ptr, idx)) in self.journal.iter().enumerate().rev() {
-                let start = ptr * q.dim;
-                let len = idx.len() * q.dim;
-                be.copy(full::<B>(&self.pool[n]), B::view_mut(&mut q.keys, start..start + len));
-                q.idx[*ptr..ptr + idx.len()].copy_from_slice(idx);
-                q.ptr = *ptr;
+        if let Some((q, metrics, slot)) = queue {
+            for n in (0..self.journal).rev() {
+                let [keys, idx, ptr] = &self.pool[n];
+                let b = B::buf_len(idx);
+                saved_set(be, &mut self.scratch, b, q.dim)?;
+                be.copy(full::<B>(ptr), full_mut::<B>(&mut q.ptr));
+                if let Some(scratch) = self.scratch.as_mut() {
+                    let (rows, dim) = (q.rows, q.dim);
+                    let err = B::view_mut(metrics, slot..slot + 1);
+                    be.queue_enqueue(
+                        rows,
+                        dim,
+                        full::<B>(keys),
+                        full::<B>(idx),
+                        full_mut::<B>(&mut q.keys),
+                        full_mut::<B>(&mut q.idx),
+                        full_mut::<B>(&mut q.ptr),
+                        err,
+                        saved_views::<B>(scratch),
+                    );
+                }
+            }
+            if self.journal > 0 {
+                be.copy(full::<B>(&self.pool[0][2]), full_mut::<B>(&mut q.ptr));
             }
         }
-        self.journal.clear();
+        self.journal = 0;
+        Ok(())
     }
 
     /// Record a step's verdict (`report` is Some for a skipped step).
     pub fn record(&mut self, report: Option<SkipReport>) {
-        self.journal.clear();
+        self.journal = 0;
         match report {
             Some(r) => {
                 if self.skipped_in_a_row == 0 {

@@ -33,13 +33,14 @@ pub struct CtrIn<'a, B: Backend> {
     /// Row of this micro-batch's first key within its rank's keys (0 without effective-batch
     /// negatives): local query i's positive is column `keys_per_rank*rank + key_offset + i`.
     pub key_offset: usize,
-    /// Dataset index of every rank's queries, in rank order `[n*world]` (own-image masking).
-    pub q_idx_all: &'a [i64],
+    /// Dataset index of every rank's queries, in rank order `[n*world]`, on the device
+    /// (own-image masking; None when `mask_own` is off).
+    pub q_idx_all: Option<&'a B::Buf>,
     /// Dataset index of every column of `k_all` with effective-batch negatives (None: the
     /// columns are the micro-batch's own images, whose only same-image key is the positive).
     /// A step can span an epoch boundary and hold an image twice; with `mask_own` its other key
     /// is masked out of the query's negatives, as the queue's are.
-    pub k_idx_all: Option<&'a [i64]>,
+    pub k_idx_all: Option<&'a B::Buf>,
     pub n: usize,
     pub dim: usize,
     pub temperature: f32,
@@ -91,19 +92,11 @@ pub fn contrastive<B: Backend>(
     let mut logits_b = be.zeros_master(n * nk)?;
     be.linear_fwd(n, d, nk, full::<B>(inp.q), full::<B>(inp.k_all), full_mut::<B>(&mut logits_b));
     be.scale(full_mut::<B>(&mut logits_b), inv_t);
-    if let (true, Some(k_idx)) = (inp.mask_own, inp.k_idx_all) {
-        let own = &inp.q_idx_all[n * rank..n * (rank + 1)];
-        let mut cells = Vec::new();
-        for (i, (&own_i, &label)) in own.iter().zip(&labels).enumerate() {
-            for (c, &k) in k_idx.iter().enumerate().take(nk) {
-                if k == own_i && c as i32 != label {
-                    cells.push((i as u32, c as u32));
-                }
-            }
-        }
-        if !cells.is_empty() {
-            be.mask_cells(nk, full_mut::<B>(&mut logits_b), &cells);
-        }
+    if let (true, Some(q_idx), Some(k_idx)) = (inp.mask_own, inp.q_idx_all, inp.k_idx_all) {
+        // From the device-side indices; the positive column keeps its logit.
+        let own = B::view(q_idx, n * rank..n * (rank + 1));
+        let first = inp.key_offset + inp.keys_per_rank * rank;
+        be.mask_own_image(n, nk, own, B::view(k_idx, 0..nk), Some(first), full_mut::<B>(&mut logits_b));
     }
     be.row_max_sumexp(
         n,
@@ -132,9 +125,16 @@ pub fn contrastive<B: Backend>(
                 full_mut::<B>(&mut logits_q),
             );
             be.scale(full_mut::<B>(&mut logits_q), inv_t);
-            if inp.mask_own {
-                let cells = qs.own_image_cells(inp.q_idx_all);
-                be.mask_cells(qs.rows, full_mut::<B>(&mut logits_q), &cells);
+            if let (true, Some(q_idx)) = (inp.mask_own, inp.q_idx_all) {
+                // Every gathered query against the shard's device-side row indices.
+                be.mask_own_image(
+                    nw,
+                    qs.rows,
+                    full::<B>(q_idx),
+                    full::<B>(&qs.idx),
+                    None,
+                    full_mut::<B>(&mut logits_q),
+                );
             }
             if world == 1 {
                 let (mv, sv) = (B::view_mut(&mut maxes, n..2 * n), B::view_mut(&mut sums, n..2 * n));

@@ -1,13 +1,24 @@
 //! The rank's shard of the global negative queue (DESIGN.md contract 5).
 //!
 //! The global queue holds K unit keys; rank r owns rows [r*K/W, (r+1)*K/W) of it at init and
-//! afterwards enqueues its own 2N keys per micro-batch into its own shard, so no rank ever holds
-//! the whole queue. Every row remembers the dataset index of the image its key came from, so a
-//! query's own image can be masked out of its negatives. The write never wraps inside one
-//! enqueue: rows % keys-per-enqueue == 0 is required (config validation checks it first).
+//! afterwards enqueues its own keys into its own shard, so no rank ever holds the whole queue.
+//! Every row remembers the dataset index of the image its key came from, so a query's own image
+//! can be masked out of its negatives.
+//!
+//! All of it lives on the device: the keys, the index of each row and the write pointer. The
+//! enqueue is one backend op (`Backend::queue_enqueue`, the fused pointer-advance kernel on
+//! CUDA) that writes at the device pointer and advances it, so the host never tracks the
+//! pointer during training and cannot desynchronise it. The write never wraps inside one
+//! enqueue: config validation checks that the shard holds a whole number of enqueues before
+//! training starts, and the op re-checks on the device; a corrupted pointer makes it write
+//! nothing and raise the error flag in the step's metrics, which stops the run at the step's
+//! one host read ([`QueueShard::error`]). The pointer crosses to the host only for checkpoints,
+//! the collapse monitor and a skipped step's rollback.
+//!
+//! The indices and the pointer are integer-valued fp32 (every buffer of the backend is):
+//! exact below 2^24, which [`MAX_INDEX`] enforces for dataset indices and shard sizes.
 
 use crate::error::{Result, WorkerError};
-use crate::model::views::full;
 use moco_kernels::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,15 +27,45 @@ use rand_distr::{Distribution, StandardNormal};
 /// Dataset index of a row that holds no image's key yet (initial random keys).
 pub const NO_IMAGE: i64 = -1;
 
+/// Dataset indices and queue rows must stay below this: fp32 holds every integer up to 2^24
+/// exactly, and the device index buffers are fp32.
+pub const MAX_INDEX: i64 = 1 << 24;
+
+/// Bytes per queue row on the device: `dim` fp32 keys, the fp32 dataset index.
+pub fn bytes_per_row(dim: usize) -> u64 {
+    dim as u64 * 4 + 4
+}
+
 pub struct QueueShard<B: Backend> {
-    /// `[rows, dim]` unit keys.
+    /// `[rows, dim]` unit keys (fp32).
     pub keys: B::Buf,
-    /// Dataset index per row.
-    pub idx: Vec<i64>,
-    /// Next row to write.
-    pub ptr: usize,
+    /// `[rows]` dataset index per row (fp32-valued integers, [`NO_IMAGE`] for none).
+    pub idx: B::Buf,
+    /// `[1]` next row to write, on the device.
+    pub ptr: B::Buf,
     pub rows: usize,
     pub dim: usize,
+}
+
+/// The host values of a device index buffer.
+pub fn indices_to_host<B: Backend>(be: &B, idx: &B::Buf) -> Result<Vec<i64>> {
+    Ok(be.to_host(idx)?.into_iter().map(|v| v as i64).collect())
+}
+
+/// Dataset indices as the fp32 values the device buffers hold (an error beyond [`MAX_INDEX`]).
+pub fn indices_to_f32(idx: &[i64]) -> Result<Vec<f32>> {
+    idx.iter()
+        .map(|&i| {
+            if (NO_IMAGE..MAX_INDEX).contains(&i) {
+                Ok(i as f32)
+            } else {
+                Err(WorkerError::Data(format!(
+                    "dataset index {i} is outside [-1, 2^24): the queue keeps image indices on the device as fp32, \
+                     exact up to 16,777,216 images; split the dataset into smaller ones"
+                )))
+            }
+        })
+        .collect()
 }
 
 impl<B: Backend> QueueShard<B> {
@@ -48,39 +89,120 @@ impl<B: Backend> QueueShard<B> {
                 host[r * dim..(r + 1) * dim].copy_from_slice(&v);
             }
         }
-        Ok(QueueShard { keys: be.from_host(&host)?, idx: vec![NO_IMAGE; rows], ptr: 0, rows, dim })
+        Self::from_host(be, &host, &vec![NO_IMAGE; rows], 0, dim)
     }
 
-    /// Write `keys` (`[b, dim]`, b = idx.len()) at the pointer and advance it (mod rows).
-    pub fn enqueue(&mut self, be: &B, keys: &B::Buf, idx: &[i64]) -> Result<()> {
-        let b = idx.len();
+    /// A shard from host state (a checkpoint, a test): `keys` `[rows, dim]`, `idx` `[rows]`.
+    pub fn from_host(be: &B, keys: &[f32], idx: &[i64], ptr: usize, dim: usize) -> Result<Self> {
+        let rows = idx.len();
+        if keys.len() != rows * dim || ptr >= rows.max(1) || rows as i64 >= MAX_INDEX {
+            return Err(WorkerError::Numeric(format!(
+                "queue shard of {} keys, {rows} indices (dim {dim}), pointer {ptr}: inconsistent, or more than \
+                 2^24 rows",
+                keys.len()
+            )));
+        }
+        Ok(QueueShard {
+            keys: be.from_host(keys)?,
+            idx: be.from_host(&indices_to_f32(idx)?)?,
+            ptr: be.from_host(&[ptr as f32])?,
+            rows,
+            dim,
+        })
+    }
+
+    /// The device pointer, read back (a host wait: checkpoints, the collapse monitor, errors).
+    /// Its raw value: a corrupted pointer is shown as it is.
+    pub fn ptr_value(&self, be: &B) -> Result<f32> {
+        Ok(be.to_host(&self.ptr)?[0])
+    }
+
+    /// The device pointer as a row, or an error naming the value when it is not a row of the
+    /// shard.
+    pub fn ptr_host(&self, be: &B) -> Result<usize> {
+        let p = self.ptr_value(be)?;
+        if p >= 0.0 && p < self.rows as f32 && p == p.floor() {
+            Ok(p as usize)
+        } else {
+            Err(WorkerError::Numeric(format!(
+                "the queue shard's write pointer is {p}, not a row of its {} rows: the device state is corrupted",
+                self.rows
+            )))
+        }
+    }
+
+    /// The dataset index of every row, read back (checkpoints, tests).
+    pub fn idx_host(&self, be: &B) -> Result<Vec<i64>> {
+        indices_to_host(be, &self.idx)
+    }
+
+    /// Write `keys` (`[b, dim]`) with their dataset indices `idx` (`[b]`, device) at the device
+    /// pointer and advance it (mod rows), on the device. A refusal (corrupted pointer) sets
+    /// `error` (one fp32 slot of the step's metrics) and writes nothing. The overwritten rows
+    /// and the pointer found go to `saved` (the skip guard's buffers).
+    pub fn enqueue(
+        &mut self,
+        be: &B,
+        keys: &B::Buf,
+        idx: &B::Buf,
+        error: B::ViewMut<'_>,
+        saved: [B::ViewMut<'_>; 3],
+    ) -> Result<()> {
+        let b = B::buf_len(idx);
         if b == 0 || !self.rows.is_multiple_of(b) || B::buf_len(keys) != b * self.dim {
             return Err(WorkerError::Numeric(format!(
                 "enqueue of {b} keys into a shard of {} rows: the shard size must be a multiple of the keys per enqueue",
                 self.rows
             )));
         }
-        let start = self.ptr * self.dim;
-        be.copy(full::<B>(keys), B::view_mut(&mut self.keys, start..start + b * self.dim));
-        self.idx[self.ptr..self.ptr + b].copy_from_slice(idx);
-        self.ptr = (self.ptr + b) % self.rows;
+        let (rows, dim) = (self.rows, self.dim);
+        be.queue_enqueue(
+            rows,
+            dim,
+            B::view(keys, 0..b * dim),
+            B::view(idx, 0..b),
+            B::view_mut(&mut self.keys, 0..rows * dim),
+            B::view_mut(&mut self.idx, 0..rows),
+            B::view_mut(&mut self.ptr, 0..1),
+            error,
+            saved,
+        );
         Ok(())
     }
 
-    /// Cells (query row, shard row) whose shard row holds a key of the query's own image.
-    pub fn own_image_cells(&self, query_idx: &[i64]) -> Vec<(u32, u32)> {
-        let mut rows_of: std::collections::HashMap<i64, Vec<u32>> = std::collections::HashMap::new();
-        for (r, &i) in self.idx.iter().enumerate() {
-            if i != NO_IMAGE {
-                rows_of.entry(i).or_default().push(r as u32);
-            }
-        }
-        let mut cells = Vec::new();
-        for (q, i) in query_idx.iter().enumerate() {
-            if let Some(rows) = rows_of.get(i) {
-                cells.extend(rows.iter().map(|&r| (q as u32, r)));
-            }
-        }
-        cells
+    /// The error for a non-zero queue flag read from the step's metrics: names the queue, the
+    /// pointer's value and what to do.
+    pub fn error(&self, be: &B, code: f32, rank: usize, step: u64) -> WorkerError {
+        let ptr = match self.ptr_value(be) {
+            Ok(p) => format!("{p}"),
+            Err(e) => format!("unreadable ({e})"),
+        };
+        WorkerError::Numeric(format!(
+            "the negative queue's enqueue was refused at step {step} on rank {rank}: {} (code {code}); the \
+             write pointer of its {}-row shard is {ptr}. Nothing was written, so the queue holds no garbage, \
+             but its state is corrupted and training stops. Resume from the newest checkpoint (its pointer is \
+             checked when it loads); if this repeats, the device memory or a checkpoint's queue.ptr is \
+             damaged: run `launcher doctor` and resume from an older checkpoint",
+            moco_kernels::backend::describe_queue_error(code),
+            self.rows,
+        ))
+    }
+}
+
+/// Environment variable of a fault-injection hook for tests: when set to a number, every rank
+/// writes it into its queue shard's device pointer before training starts (after a resume), as
+/// a corrupted device memory or checkpoint would leave it, so the run's refusal and its error
+/// can be checked end to end (tests/tests/device_step.rs).
+pub const FAULT_PTR_ENV: &str = "MOCO_FAULT_QUEUE_PTR";
+
+impl<B: Backend> QueueShard<B> {
+    /// The [`FAULT_PTR_ENV`] hook: overwrites the device pointer when the variable is set.
+    pub fn inject_fault_from_env(&mut self, be: &B) -> Result<()> {
+        let Ok(v) = std::env::var(FAULT_PTR_ENV) else { return Ok(()) };
+        let p: f32 = v.trim().parse().map_err(|_| {
+            WorkerError::Data(format!("{FAULT_PTR_ENV}={v:?} is not a number (a test hook; unset it)"))
+        })?;
+        tracing::warn!("{FAULT_PTR_ENV}: the queue pointer is set to {p} (fault injection)");
+        Ok(be.write(&mut self.ptr, 0, &[p])?)
     }
 }

@@ -8,9 +8,10 @@ use super::comm::{all_gather_buf, Comm, StatSyncComm};
 use super::device_comm::DeviceComm;
 use super::loss::{contrastive, CtrIn};
 use super::optim::OptimState;
+use super::queue::indices_to_f32;
 use super::queue::QueueShard;
 use super::scaler::LossScaler;
-use super::step_end::loss_slot;
+use super::step_end::{loss_slot, QUEUE_ERROR};
 use crate::error::{Result, WorkerError};
 use crate::model::bn::BnStats;
 use crate::model::params::{init_params, init_stats};
@@ -57,11 +58,13 @@ pub struct Moco<B: Backend> {
     pub micro_total: u64,
     /// Optimiser steps attempted (applied or skipped).
     pub steps: u64,
+    /// This rank (named in errors).
+    pub rank: usize,
     /// Undoes what a skipped step changed besides the weights; decides when the run diverged.
     pub guard: super::guard::StepGuard<B>,
     /// The step's scalars on the device, read by the host once per optimiser step (the only
-    /// host wait of a step): `[0]` the inf/NaN flag, then the two loss terms of each
-    /// micro-batch (`[1 + 2 * micro + term]`).
+    /// host wait of a step): `[0]` the inf/NaN flag, `[1]` the queue's error flag (set by a
+    /// refused enqueue), then the two loss terms of each micro-batch (`[2 + 2 * micro + term]`).
     pub metrics: B::Buf,
 }
 
@@ -125,6 +128,7 @@ impl<B: Backend> Moco<B> {
             micro_in_step: 0,
             micro_total: 0,
             steps: 0,
+            rank,
             guard: Default::default(),
             metrics: be.zeros_master(loss_slot(cfg.accumulation.max(1), 0))?,
             cfg: cfg.clone(),
@@ -226,9 +230,18 @@ impl<B: Backend> Moco<B> {
         let micro = self.micro_in_step;
         self.queue_micro_batch(comm, v, momentum)?;
         let m = self.be.to_host(&self.metrics)?;
+        self.check_queue(&m)?;
         let terms = [m[loss_slot(micro, 0)], m[loss_slot(micro, 1)]];
         self.check_loss(terms)?;
         Ok(MicroOut { loss: terms[0] + terms[1], loss_terms: terms })
+    }
+
+    /// A refused enqueue (a corrupted device pointer) stops the run: `m` is the metrics read.
+    pub(super) fn check_queue(&self, m: &[f32]) -> Result<()> {
+        match (m[QUEUE_ERROR], &self.queue) {
+            (code, Some(q)) if code != 0.0 => Err(q.error(&self.be, code, self.rank, self.steps + 1)),
+            _ => Ok(()),
+        }
     }
 
     /// A non-finite loss without AMP is a diverged run (with AMP the scaler handles it).
@@ -297,17 +310,23 @@ impl<B: Backend> Moco<B> {
         let k2 = self.keys(&sync, x2, v, 2, self.micro_total)?;
         drop(key_forward);
         let (k1_all, k2_all) = self.gather_keys(comm, dev, &k1, &k2)?;
+        // The images' dataset indices cross to the device once, with the batch, and are
+        // gathered there (own-image masking); the enqueue writes them into the shard.
+        let idx = self.be.from_host(&indices_to_f32(v.idx)?)?;
+        let q_idx_all =
+            if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, v.idx)?) } else { None };
         let batch_keys = BatchKeys {
             k1_all: &k1_all,
             k2_all: &k2_all,
             keys_per_rank: v.n,
             key_offset: 0,
+            q_idx_all: q_idx_all.as_ref(),
             k_idx_all: None,
         };
         self.loss_and_backward(comm, dev, v, q_out, &batch_keys, forward)?;
 
         // Enqueue this micro-batch's keys (view 1 first), after the loss.
-        self.enqueue_keys(&k1, &k2, v.idx)?;
+        self.enqueue_keys(&k1, &k2, &idx)?;
         self.micro_in_step += 1;
         self.micro_total += 1;
         Ok(())
@@ -378,6 +397,30 @@ impl<B: Backend> Moco<B> {
         }
     }
 
+    /// Every rank's dataset indices `idx` (this rank's on the device; `host` the same values on
+    /// the host), in rank order, on the device: over the device collective when there is one,
+    /// else over the host ring (host data, no device wait) and uploaded.
+    pub(super) fn gather_indices(
+        &self,
+        comm: &dyn Comm,
+        dev: Option<&dyn DeviceComm<B>>,
+        idx: &B::Buf,
+        host: &[i64],
+    ) -> Result<B::Buf> {
+        match dev {
+            _ if comm.world() == 1 => crate::model::heads::clone_buf(&self.be, idx),
+            Some(dc) => {
+                let _c = tracing::info_span!("comm").entered();
+                dc.all_gather_f32(&self.be, idx)
+            }
+            None => {
+                let mut all = vec![0i64; host.len() * comm.world()];
+                comm.all_gather_i64(host, &mut all)?;
+                Ok(self.be.from_host(&indices_to_f32(&all)?)?)
+            }
+        }
+    }
+
     /// The symmetric loss of one micro-batch's queries against `keys`, ctr(q1, k2) + ctr(q2, k1),
     /// and the backward of both views into the shared gradient buffer. `forward` (the span of the
     /// forward phase) ends with the loss.
@@ -393,8 +436,6 @@ impl<B: Backend> Moco<B> {
         let (n, d) = (v.n, self.cfg.dim);
         let sync = StatSyncComm { comm, dev };
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
-        let mut idx_all = vec![0i64; n * comm.world()];
-        comm.all_gather_i64(v.idx, &mut idx_all)?;
 
         // Symmetric loss: ctr(q1, k2) + ctr(q2, k1).
         let loss_span = tracing::info_span!("loss").entered();
@@ -408,7 +449,7 @@ impl<B: Backend> Moco<B> {
                 k_all,
                 keys_per_rank: keys.keys_per_rank,
                 key_offset: keys.key_offset,
-                q_idx_all: &idx_all,
+                q_idx_all: keys.q_idx_all,
                 k_idx_all: keys.k_idx_all,
                 n,
                 dim: d,
@@ -481,20 +522,23 @@ impl<B: Backend> Moco<B> {
         Ok(())
     }
 
-    /// Enqueue keys of both views (view 1's first) with the dataset index of their images, after
-    /// the loss, remembering the overwritten rows for a skipped step.
-    pub(super) fn enqueue_keys(&mut self, k1: &B::Buf, k2: &B::Buf, idx: &[i64]) -> Result<()> {
+    /// Enqueue keys of both views (view 1's first) with the dataset index of their images
+    /// (`idx`, on the device), after the loss: one device-pointer enqueue, which also saves the
+    /// rows it overwrites into the skip guard's buffers. A refusal lands in the metrics' queue
+    /// error slot, read at the end of the step.
+    pub(super) fn enqueue_keys(&mut self, k1: &B::Buf, k2: &B::Buf, idx: &B::Buf) -> Result<()> {
         if let Some(q) = self.queue.as_mut() {
             let _s = tracing::info_span!("enqueue").entered();
-            let (rows, d) = (idx.len(), self.cfg.dim);
+            let (rows, d) = (B::buf_len(idx), self.cfg.dim);
             let mut keys = self.be.zeros(2 * rows * d)?;
             self.be.copy(full::<B>(k1), B::view_mut(&mut keys, 0..rows * d));
             self.be.copy(full::<B>(k2), B::view_mut(&mut keys, rows * d..2 * rows * d));
-            let idx: Vec<i64> = idx.iter().chain(idx).copied().collect();
-            if q.rows.is_multiple_of(idx.len()) {
-                self.guard.before_enqueue(&self.be, q, idx.len())?;
-            }
-            q.enqueue(&self.be, &keys, &idx)?;
+            let mut both = self.be.zeros_master(2 * rows)?;
+            self.be.copy(full::<B>(idx), B::view_mut(&mut both, 0..rows));
+            self.be.copy(full::<B>(idx), B::view_mut(&mut both, rows..2 * rows));
+            let saved = self.guard.next_saved(&self.be, 2 * rows, d)?;
+            let error = B::view_mut(&mut self.metrics, QUEUE_ERROR..QUEUE_ERROR + 1);
+            q.enqueue(&self.be, &keys, &both, error, super::guard::saved_views::<B>(saved))?;
         }
         Ok(())
     }
@@ -522,8 +566,12 @@ pub(super) struct BatchKeys<'a, B: Backend> {
     pub keys_per_rank: usize,
     /// Where this micro-batch's own keys start within its rank's (its positives).
     pub key_offset: usize,
-    /// Dataset index of every key column with effective-batch negatives (own-image mask).
-    pub k_idx_all: Option<&'a [i64]>,
+    /// Dataset index of every rank's queries of this micro-batch, in rank order, on the device
+    /// (own-image masking; None when it is off).
+    pub q_idx_all: Option<&'a B::Buf>,
+    /// Dataset index of every key column with effective-batch negatives (own-image mask), on
+    /// the device.
+    pub k_idx_all: Option<&'a B::Buf>,
 }
 
 /// A micro-batch's two views must hold n images of size x size x channels each.

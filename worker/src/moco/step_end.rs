@@ -13,9 +13,12 @@ use moco_kernels::Backend;
 /// Index of the inf/NaN flag in [`Moco::metrics`].
 pub(super) const FLAG: usize = 0;
 
+/// Index of the queue's error flag in [`Moco::metrics`] (written by a refused enqueue).
+pub(super) const QUEUE_ERROR: usize = 1;
+
 /// Index of loss term `t` of micro-batch `micro` in [`Moco::metrics`].
 pub(super) fn loss_slot(micro: usize, t: usize) -> usize {
-    1 + 2 * micro + t
+    2 + 2 * micro + t
 }
 
 impl<B: Backend> Moco<B> {
@@ -90,6 +93,8 @@ impl<B: Backend> Moco<B> {
             // On a GPU an aborted NCCL kernel lets this wait return with values not to be used.
             dc.check()?;
         }
+        // A refused enqueue (corrupted queue pointer) stops the run here, in the step's one read.
+        self.check_queue(&m)?;
         let skipped = m[FLAG] > 0.0;
         if skipped {
             self.opt.unstep();
@@ -113,7 +118,8 @@ impl<B: Backend> Moco<B> {
                 &self.be.to_host(&self.params)?,
                 [("query", &self.be.to_host(&self.q_stats)?), ("momentum", &self.be.to_host(&self.k_stats)?)],
             );
-            self.guard.roll_back(&self.be, &mut self.q_stats, &mut self.k_stats, self.queue.as_mut());
+            let queue = self.queue.as_mut().map(|q| (q, &mut self.metrics, QUEUE_ERROR));
+            self.guard.roll_back(&self.be, &mut self.q_stats, &mut self.k_stats, queue)?;
             self.guard.record(Some(report));
         }
         self.be.fill(full_mut::<B>(&mut self.grads), 0.0);

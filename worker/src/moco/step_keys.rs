@@ -27,6 +27,7 @@
 
 use super::comm::{Comm, StatSyncComm};
 use super::device_comm::DeviceComm;
+use super::queue::indices_to_f32;
 use super::state::{check_views, BatchKeys, Moco, Views};
 use crate::error::{Result, WorkerError};
 use crate::model::views::full;
@@ -93,19 +94,37 @@ impl<B: Backend> Moco<B> {
         // One gather for the step: rank-major, micro-batch order within a rank, which is the
         // column order of one batch of a x n per rank.
         let (k1_all, k2_all) = self.gather_keys(comm, dev, &local[0], &local[1])?;
-        let idx: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
-        let mut idx_all = vec![0i64; idx.len() * comm.world()];
-        comm.all_gather_i64(&idx, &mut idx_all)?;
+        // The step's dataset indices cross to the device once and are gathered there, in the
+        // keys' column order (own-image masking); the step's one enqueue writes them.
+        let idx_host: Vec<i64> = micro.iter().flat_map(|v| v.idx.iter().copied()).collect();
+        let idx = self.be.from_host(&indices_to_f32(&idx_host)?)?;
+        let world = comm.world();
+        let idx_all =
+            if self.cfg.mask_own { Some(self.gather_indices(comm, dev, &idx, &idx_host)?) } else { None };
 
         for (j, v) in micro.iter().enumerate() {
             let forward = tracing::info_span!("forward").entered();
             let (q_out, _) = self.query_forward(&sync, v, false)?;
+            // This micro-batch's queries' indices, every rank's, cut out of the step's on the
+            // device (rank r's micro-batch j sits at r * a * n + j * n).
+            let q_idx_all = match &idx_all {
+                Some(all) => {
+                    let mut q = self.be.zeros_master(world * n)?;
+                    for r in 0..world {
+                        let from = r * a * n + j * n;
+                        self.be.copy(B::view(all, from..from + n), B::view_mut(&mut q, r * n..(r + 1) * n));
+                    }
+                    Some(q)
+                }
+                None => None,
+            };
             let keys = BatchKeys {
                 k1_all: &k1_all,
                 k2_all: &k2_all,
                 keys_per_rank: a * n,
                 key_offset: j * n,
-                k_idx_all: Some(&idx_all),
+                q_idx_all: q_idx_all.as_ref(),
+                k_idx_all: idx_all.as_ref(),
             };
             self.loss_and_backward(comm, dev, v, q_out, &keys, forward)?;
             self.micro_in_step += 1;

@@ -101,10 +101,28 @@ impl MemoryPlan {
         );
         let mut components = model_memory::components(&params, cfg);
         if queue_rows > 0 {
+            // moco/queue.rs: keys, the image index of each row and the write pointer, all on
+            // the device, in the queue's precision (fp32: the one this trainer offers).
+            let row = crate::moco::queue::bytes_per_row(cfg.dim);
             components.push(Component::shapes(
                 "queue shard",
-                queue_rows as u64 * (cfg.dim as u64 * 4 + 8),
-                format!("{queue_rows} rows x {} fp32 keys + i64 image index", cfg.dim),
+                queue_rows as u64 * row,
+                format!("{queue_rows} rows x ({} fp32 keys + fp32 image index)", cfg.dim),
+            ));
+            // moco/guard.rs: the rows the step's enqueues overwrite (2 x batch x accumulation),
+            // saved by the enqueue kernel for a skipped step, the scratch a rollback uses (one
+            // enqueue's rows) and the device pointers (the shard's, one saved per enqueue).
+            let micro = moco_proto::validate::micro_per_enqueue(cfg) as u64;
+            let step_rows = 2 * batch as u64 * cfg.accumulation.max(1) as u64;
+            let enqueues = step_rows / (2 * batch.max(1) as u64 * micro).max(1);
+            let saved = (step_rows + 2 * batch as u64 * micro) * row + 4 * (enqueues + 2);
+            components.push(Component::shapes(
+                "queue rollback rows",
+                saved,
+                format!(
+                    "{step_rows} + {} overwritten rows kept for a skipped step",
+                    2 * batch as u64 * micro
+                ),
             ));
         }
         let step_micro = moco_proto::validate::micro_per_enqueue(cfg);
@@ -206,6 +224,24 @@ mod tests {
         assert!(key_phase(&p_on) < key_phase(&p_off));
         let c = p_on.components.iter().find(|c| c.name.starts_with("step keys")).unwrap();
         assert!(c.how.contains("host RAM (441 MiB)"), "{}", c.how);
+    }
+
+    #[test]
+    fn the_queue_lines_are_the_buffers_the_shard_and_the_skip_guard_hold() {
+        use crate::moco::queue::QueueShard;
+        use moco_kernels::{cpu::Cpu, Backend};
+        let cfg =
+            TrainConfig { accumulation: 2, effective_negatives: false, ..presets::get("tiny").unwrap() };
+        let (be, batch, world) = (Cpu { amp: false }, 8, 2);
+        let plan = MemoryPlan::for_batch(&cfg, batch, world);
+        // The shard as the step makes it: keys, indices and the pointer, 4 bytes each value.
+        let q = QueueShard::init(&be, cfg.queue_size, cfg.dim, 0, world, 1).unwrap();
+        let shard = 4 * (Cpu::buf_len(&q.keys) + Cpu::buf_len(&q.idx)) as u64;
+        assert_eq!(plan.bytes_of("queue shard"), shard);
+        // Two enqueues of 2 x 8 rows per step journaled, plus one enqueue's scratch, plus the
+        // shard's pointer and each enqueue's saved pointer.
+        let rows = 2 * 2 * batch as u64 + 2 * batch as u64;
+        assert_eq!(plan.bytes_of("queue rollback"), rows * (4 * cfg.dim as u64 + 4) + 4 * (2 + 2));
     }
 
     #[test]

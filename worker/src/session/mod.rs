@@ -223,6 +223,9 @@ fn run_in_group<B: Backend>(
     };
     checkpoints::check_shared_run_folder(&out, &comm, run_nonce())?;
     let start = checkpoints::start(&args.run, &out, &mut moco, (rank, world), group.restart_count > 0)?;
+    if let Some(q) = moco.queue.as_mut() {
+        q.inject_fault_from_env(&moco.be)?;
+    }
     for n in &start.notes {
         tell(n);
     }

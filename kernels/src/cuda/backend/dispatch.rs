@@ -350,6 +350,52 @@ impl Backend for CudaBackend {
         run!(self, "mask_cells", self.mask_cells_impl(cols, &mut logits, cells))
     }
 
+    fn mask_own_image(
+        &self,
+        rows: usize,
+        cols: usize,
+        row_idx: DevView<'_>,
+        col_idx: DevView<'_>,
+        positives: Option<usize>,
+        mut logits: DevViewMut<'_>,
+    ) {
+        run!(
+            self,
+            "mask_own_image",
+            self.mask_own_image_impl(rows, cols, [&row_idx, &col_idx], positives, &mut logits)
+        )
+    }
+
+    fn queue_enqueue(
+        &self,
+        rows: usize,
+        dim: usize,
+        keys: DevView<'_>,
+        key_idx: DevView<'_>,
+        mut queue: DevViewMut<'_>,
+        mut queue_idx: DevViewMut<'_>,
+        mut ptr: DevViewMut<'_>,
+        mut error: DevViewMut<'_>,
+        [mut saved_keys, mut saved_idx, mut saved_ptr]: [DevViewMut<'_>; 3],
+    ) {
+        // A launch failure is recorded and fails the step's metrics read, like the kernels'
+        // own error flag (which the worker reads in the same place).
+        run!(
+            self,
+            "queue_enqueue",
+            self.queue_enqueue_impl(
+                rows,
+                dim,
+                [&keys, &key_idx],
+                &mut queue,
+                &mut queue_idx,
+                &mut ptr,
+                &mut error,
+                [&mut saved_keys, &mut saved_idx, &mut saved_ptr]
+            )
+        )
+    }
+
     fn softmax_xent_bwd(
         &self,
         rows: usize,

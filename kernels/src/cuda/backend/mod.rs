@@ -188,11 +188,6 @@ impl CudaBackend {
     }
 
     /// The stream every op of this backend runs on (for NCCL, which must use the same one).
-    /// The compiled kernel families (for device-only checks such as the queue kernel's).
-    pub(crate) fn kernels(&self) -> &Kernels {
-        &self.kernels
-    }
-
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

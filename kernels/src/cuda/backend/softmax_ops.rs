@@ -141,6 +141,95 @@ impl CudaBackend {
         out.finish(self)
     }
 
+    /// Own-image masking from index buffers (see `Backend::mask_own_image`).
+    pub(crate) fn mask_own_image_impl(
+        &self,
+        rows: usize,
+        cols: usize,
+        [row_idx, col_idx]: [&DevView<'_>; 2],
+        positives: Option<usize>,
+        logits: &mut DevViewMut<'_>,
+    ) -> Result<()> {
+        expect_len("mask_own_image", "logits", logits.len(), rows * cols)?;
+        let (row_idx, col_idx) = (self.src::<f32>(row_idx)?, self.src::<f32>(col_idx)?);
+        let mut out = self.dst::<f32>(logits, true)?;
+        self.kernels.softmax.mask_own_image(
+            &self.stream,
+            rows,
+            cols,
+            &row_idx.view(),
+            &col_idx.view(),
+            positives,
+            &mut out.view(),
+        )?;
+        out.finish(self)
+    }
+
+    /// The fused pointer-advance enqueue (see `Backend::queue_enqueue`): the queue kernel of
+    /// the shard's precision; keys of another precision are converted first (exact from fp16
+    /// to fp32).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_enqueue_impl(
+        &self,
+        rows: usize,
+        dim: usize,
+        keys: [&DevView<'_>; 2],
+        queue: &mut DevViewMut<'_>,
+        queue_idx: &mut DevViewMut<'_>,
+        ptr: &mut DevViewMut<'_>,
+        error: &mut DevViewMut<'_>,
+        saved: [&mut DevViewMut<'_>; 3],
+    ) -> Result<()> {
+        match queue.dtype() {
+            Dtype::F16 => self.queue_enqueue_t::<f16>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
+            Dtype::F32 => self.queue_enqueue_t::<f32>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn queue_enqueue_t<T: BufElem>(
+        &self,
+        rows: usize,
+        dim: usize,
+        [keys, key_idx]: [&DevView<'_>; 2],
+        queue: &mut DevViewMut<'_>,
+        queue_idx: &mut DevViewMut<'_>,
+        ptr: &mut DevViewMut<'_>,
+        error: &mut DevViewMut<'_>,
+        [saved_keys, saved_idx, saved_ptr]: [&mut DevViewMut<'_>; 3],
+    ) -> Result<()> {
+        let keys = self.src::<T>(keys)?;
+        let key_idx = self.src::<f32>(key_idx)?;
+        // In place (the kernel writes some rows of each and reads the pointer): `read`.
+        let mut q = self.dst::<T>(queue, true)?;
+        let mut qi = self.dst::<f32>(queue_idx, true)?;
+        let mut p = self.dst::<f32>(ptr, true)?;
+        let mut e = self.dst::<f32>(error, true)?;
+        let mut sk = self.dst::<T>(saved_keys, false)?;
+        let mut si = self.dst::<f32>(saved_idx, false)?;
+        let mut sp = self.dst::<f32>(saved_ptr, false)?;
+        self.kernels.queue.enqueue::<T>(
+            &self.stream,
+            rows,
+            dim,
+            &keys.view(),
+            &key_idx.view(),
+            &mut q.view(),
+            &mut qi.view(),
+            &mut p.view(),
+            &mut e.view(),
+            &mut sk.view(),
+            [&mut si.view(), &mut sp.view()],
+        )?;
+        sk.finish(self)?;
+        si.finish(self)?;
+        sp.finish(self)?;
+        q.finish(self)?;
+        qi.finish(self)?;
+        p.finish(self)?;
+        e.finish(self)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn softmax_xent_bwd_impl(
         &self,
