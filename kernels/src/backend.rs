@@ -40,6 +40,13 @@ pub trait Backend: Send + Sync {
     /// A zeroed ACTIVATION buffer (activations, activation gradients, compute copies of the
     /// weights): fp16 on CUDA under AMP.
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// An activation buffer whose contents are UNSPECIFIED (the CPU backend hands out a
+    /// recycled buffer as it is, or NaN in debug builds), for an output that an op overwrites
+    /// in full before anything reads it; never for one an op accumulates into. Saves the
+    /// zero fill of [`Backend::zeros`]. The default is `zeros`.
+    fn alloc(&self, len: usize) -> Result<Self::Buf> {
+        self.zeros(len)
+    }
     /// A zeroed fp32 buffer for state that must keep full precision: master weights, gradient
     /// accumulation, optimiser moments, BN statistics and their sums.
     fn zeros_master(&self, len: usize) -> Result<Self::Buf> {

@@ -104,13 +104,13 @@ struct After {
 fn after(m: &Moco<Cpu>, micros: usize) -> After {
     let q = m.queue.as_ref().unwrap();
     After {
-        grads: m.grads.clone(),
+        grads: m.grads.to_vec(),
         // metrics: [inf flag, queue error, then two loss terms per micro-batch].
         terms: (0..micros).map(|j| [m.metrics[2 + 2 * j], m.metrics[3 + 2 * j]]).collect(),
-        keys: q.keys.clone(),
+        keys: q.keys.to_vec(),
         idx: q.idx_host(&m.be).unwrap(),
         ptr: q.ptr_host(&m.be).unwrap(),
-        stats: (m.q_stats.clone(), m.k_stats.clone()),
+        stats: (m.q_stats.to_vec(), m.k_stats.to_vec()),
     }
 }
 

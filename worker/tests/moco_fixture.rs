@@ -74,16 +74,16 @@ fn check(file: &str, optimizer: Optimizer, recompute: bool) {
     let mut moco = Moco::new(Cpu { amp: false }, &cfg, in_ch, 0, 1).unwrap();
     let topo = moco.topo.clone();
     let kl = topo.key_len();
-    moco.params = fx.flat_params(&topo, "param.", topo.param_len());
-    moco.key_params = fx.flat_params(&topo, "key_param.", kl);
+    moco.params = fx.flat_params(&topo, "param.", topo.param_len()).into();
+    moco.key_params = fx.flat_params(&topo, "key_param.", kl).into();
     let defaults = init_stats(&topo);
-    moco.q_stats = fx.flat_stats(&topo, "buffer.", &defaults);
-    moco.k_stats = fx.flat_stats(&topo, "key_buffer.", &defaults);
+    moco.q_stats = fx.flat_stats(&topo, "buffer.", &defaults).into();
+    moco.k_stats = fx.flat_stats(&topo, "key_buffer.", &defaults).into();
     {
         let q = moco.queue.as_mut().unwrap();
-        q.keys = fx.tensor("queue").1;
-        q.idx = fx.tensor_i64("queue_idx").iter().map(|&i| i as f32).collect();
-        q.ptr = vec![fx.tensor_i64("queue_ptr")[0] as f32];
+        q.keys = fx.tensor("queue").1.into();
+        q.idx = fx.tensor_i64("queue_idx").iter().map(|&i| i as f32).collect::<Vec<f32>>().into();
+        q.ptr = vec![fx.tensor_i64("queue_ptr")[0] as f32].into();
     }
     let (x1, [n, c, s, _]) = fx.nhwc("x1");
     let (x2, _) = fx.nhwc("x2");
@@ -150,8 +150,8 @@ fn optimizer_alone(file: &str, optimizer: Optimizer) {
     let mut moco = Moco::new(Cpu { amp: false }, &cfg, fx.meta_usize("in_channels"), 0, 1).unwrap();
     let topo = moco.topo.clone();
     let before = fx.flat_params(&topo, "param.", topo.param_len());
-    moco.params = before.clone();
-    moco.grads = fx.flat_params(&topo, "grad.", topo.param_len());
+    moco.params = before.clone().into();
+    moco.grads = fx.flat_params(&topo, "grad.", topo.param_len()).into();
     moco.optimizer_step(&Solo, cfg.base_lr).unwrap();
     let want = fx.flat_params(&topo, "param_after.", topo.param_len());
     for p in &topo.params {

@@ -2,7 +2,7 @@
 //! loss scaling with injected overflow, accumulation, and the distributed equivalences
 //! (sharded queue = unsharded; world 2 x N = world 1 x 2N under SyncBN), and key-side shuffle BN.
 
-use moco_kernels::cpu::Cpu;
+use moco_kernels::cpu::{Cpu, HostBuf};
 use moco_kernels::Backend;
 use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
 use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
@@ -92,7 +92,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     for (step, base) in [0.0f32, 10.0, 20.0].into_iter().enumerate() {
         let keys: Vec<f32> = (0..8).map(|i| base + i as f32).collect();
         let idx: Vec<f32> = (0..4).map(|i| (step * 10 + i) as f32).collect();
-        q.enqueue(&be, &keys, &idx, &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
+        q.enqueue(&be, &keys.into(), &idx.into(), &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
     }
     // Three writes of 4 rows into 8: the third overwrote rows 0..4, which went to the saved rows.
     assert_eq!((q.ptr_host(&be).unwrap(), error[0]), (4, 0.0));
@@ -103,12 +103,19 @@ fn queue_wraps_around_and_refuses_partial_writes() {
         (&sk[..], &si[..], sp[0]),
         (&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0][..], &[0.0, 1.0, 2.0, 3.0][..], 0.0)
     );
-    let err = q.enqueue(&be, &vec![0.0; 6], &vec![1.0, 2.0, 3.0], &mut error, [&mut sk, &mut si, &mut sp]);
+    let err = q.enqueue(
+        &be,
+        &vec![0.0; 6].into(),
+        &vec![1.0, 2.0, 3.0].into(),
+        &mut error,
+        [&mut sk, &mut si, &mut sp],
+    );
     assert!(err.unwrap_err().to_string().contains("multiple"));
     // A corrupted device pointer: nothing written, the error flag raised, the error names it.
     let before = (q.keys.clone(), q.idx.clone());
     q.ptr[0] = 2.0;
-    q.enqueue(&be, &vec![9.0; 8], &vec![9.0; 4], &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
+    q.enqueue(&be, &vec![9.0; 8].into(), &vec![9.0; 4].into(), &mut error, [&mut sk, &mut si, &mut sp])
+        .unwrap();
     assert_eq!(error[0], 2.0);
     assert!(q.keys == before.0 && q.idx == before.1, "nothing written");
     let msg = q.error(&be, error[0], 0, 7).to_string();
@@ -125,10 +132,10 @@ fn ctr_loss(
     mask: bool,
 ) -> (f32, Vec<f32>) {
     let d = queue.dim;
-    let idx_dev: Vec<f32> = idx_all.iter().map(|&i| i as f32).collect();
+    let idx_dev: HostBuf = idx_all.iter().map(|&i| i as f32).collect::<Vec<f32>>().into();
     let inp = CtrIn {
-        q: &q.to_vec(),
-        k_all: &k_all.to_vec(),
+        q: &q.to_vec().into(),
+        k_all: &k_all.to_vec().into(),
         keys_per_rank: q.len() / d,
         key_offset: 0,
         q_idx_all: Some(&idx_dev),
@@ -141,7 +148,7 @@ fn ctr_loss(
     };
     let mut loss = [0.0f32];
     let out = contrastive(&Cpu { amp: false }, comm, None, &inp, Some(queue), &mut loss).unwrap();
-    (loss[0], out.dq)
+    (loss[0], out.dq.to_vec())
 }
 
 fn shard(keys: &[f32], idx: &[i64], d: usize) -> QueueShard<Cpu> {
@@ -303,7 +310,7 @@ fn accumulation_sums_micro_batches_with_one_ema_and_one_update() {
     // The same two micro-batches, gradients taken separately from the same state.
     let mut sep = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
     sep.micro_batch(&Solo, &va, 0.9).unwrap();
-    let g1 = std::mem::replace(&mut sep.grads, vec![0.0; summed.len()]);
+    let g1 = std::mem::replace(&mut sep.grads, vec![0.0; summed.len()].into());
     sep.micro_batch(&Solo, &vb, 0.9).unwrap();
     let scale = summed.iter().fold(0.0f32, |m, g| m.max(g.abs()));
     for (i, (s, (a, b))) in summed.iter().zip(g1.iter().zip(&sep.grads)).enumerate() {
@@ -411,7 +418,7 @@ fn bucketed_overlapped_all_reduce_equals_one_all_reduce() {
                         buckets = m.grad_sync.as_ref().map_or(0, |g| g.buckets());
                     }
                     m.optimizer_step(&comm, 0.5).unwrap();
-                    (m.params, buckets)
+                    (m.params.to_vec(), buckets)
                 })
             })
             .collect();
@@ -503,19 +510,19 @@ fn device_collective_path_equals_the_host_path() {
         fn world(&self) -> usize {
             DeviceComm::<Cpu>::world(&self.0)
         }
-        fn all_reduce_sum(&self, be: &Cpu, buf: &mut Vec<f32>) -> moco_worker::error::Result<()> {
+        fn all_reduce_sum(&self, be: &Cpu, buf: &mut HostBuf) -> moco_worker::error::Result<()> {
             self.1[0].fetch_add(1, Ordering::SeqCst);
             self.0.all_reduce_sum(be, buf)
         }
-        fn all_gather(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+        fn all_gather(&self, be: &Cpu, send: &HostBuf) -> moco_worker::error::Result<HostBuf> {
             self.1[1].fetch_add(1, Ordering::SeqCst);
             self.0.all_gather(be, send)
         }
-        fn all_gather_f32(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+        fn all_gather_f32(&self, be: &Cpu, send: &HostBuf) -> moco_worker::error::Result<HostBuf> {
             self.1[2].fetch_add(1, Ordering::SeqCst);
             self.0.all_gather_f32(be, send)
         }
-        fn reduce_scatter_sum_f32(&self, be: &Cpu, send: &Vec<f32>) -> moco_worker::error::Result<Vec<f32>> {
+        fn reduce_scatter_sum_f32(&self, be: &Cpu, send: &HostBuf) -> moco_worker::error::Result<HostBuf> {
             self.1[3].fetch_add(1, Ordering::SeqCst);
             self.0.reduce_scatter_sum_f32(be, send)
         }

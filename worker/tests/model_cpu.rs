@@ -1,7 +1,7 @@
 //! The CPU model beyond the fixtures: full-width ResNet-50 end to end, and recompute giving
 //! bit-identical gradients.
 
-use moco_kernels::cpu::Cpu;
+use moco_kernels::cpu::{Cpu, HostBuf};
 use moco_kernels::Backend;
 use moco_worker::model::bn::BnStats;
 use moco_worker::model::params::{init_params, init_stats};
@@ -17,20 +17,20 @@ fn input(len: usize, seed: u64) -> Vec<f32> {
 /// Forward + backward of the query encoder; returns (output, gradients, running stats).
 fn run(topo: &Topology, keep: Keep, n: usize, size: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let be = Cpu { amp: false };
-    let mut params = init_params(topo, 1);
+    let mut params: HostBuf = init_params(topo, 1).into();
     // zero_init_residual zeroes every bn3 gamma, which would hide the residual branches'
     // gradients from this comparison: give them a value.
     for p in topo.params.iter().filter(|p| p.name.ends_with("bn3.weight")) {
         params[p.range()].iter_mut().for_each(|g| *g = 0.5);
     }
-    let mut stats = init_stats(topo);
+    let mut stats: HostBuf = init_stats(topo).into();
     let ctx = Ctx { be: &be, params: &topo.params, weights: &params, stats: BnStats::Local, keep };
     let x = input(n * size * size * topo.dims.in_channels, 2);
-    let (out, tape) = encoder_forward(&ctx, topo, Some(&mut stats), x, n, size, true).unwrap();
+    let (out, tape) = encoder_forward(&ctx, topo, Some(&mut stats), x.into(), n, size, true).unwrap();
     let mut grads = be.zeros_master(topo.param_len()).unwrap();
     let dout = input(out.len(), 3);
-    encoder_backward(&ctx, topo, tape, dout, &mut grads, false).unwrap();
-    (out, grads, stats)
+    encoder_backward(&ctx, topo, tape, dout.into(), &mut grads, false).unwrap();
+    (out.to_vec(), grads.to_vec(), stats.to_vec())
 }
 
 #[test]

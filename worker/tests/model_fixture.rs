@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, Fixture};
-use moco_kernels::cpu::Cpu;
+use moco_kernels::cpu::{Cpu, HostBuf};
 use moco_kernels::Backend;
 use moco_worker::model::backbone::{backbone_backward, backbone_forward};
 use moco_worker::model::bn::BnStats;
@@ -37,12 +37,12 @@ fn check(keep: Keep) {
     let fx = Fixture::load("model_w16_64px.safetensors");
     let topo = topo_of(&fx);
     let be = Cpu { amp: false };
-    let params = fx.flat_params(&topo, "param.", topo.param_len());
-    let mut stats = fx.flat_stats(&topo, "buffer.", &init_stats(&topo));
+    let params: HostBuf = fx.flat_params(&topo, "param.", topo.param_len()).into();
+    let mut stats: HostBuf = fx.flat_stats(&topo, "buffer.", &init_stats(&topo)).into();
     let (x, [n, _c, h, _w]) = fx.nhwc("input");
 
     let ctx = Ctx { be: &be, params: &topo.params, weights: &params, stats: BnStats::Local, keep };
-    let (feat, bb_tape) = backbone_forward(&ctx, &topo.backbone, Some(&mut stats), x, n, h).unwrap();
+    let (feat, bb_tape) = backbone_forward(&ctx, &topo.backbone, Some(&mut stats), x.into(), n, h).unwrap();
 
     // Stage outputs.
     let (stem, _) = fx.nhwc("act.stem");
@@ -71,7 +71,7 @@ fn check(keep: Keep) {
 
     // Backward.
     let mut grads = be.zeros(topo.param_len()).unwrap();
-    let mut dproj = head_backward(&ctx, &topo.predictor, pred_tape, r, &mut grads).unwrap();
+    let mut dproj = head_backward(&ctx, &topo.predictor, pred_tape, r.into(), &mut grads).unwrap();
     dproj.iter_mut().zip(&s).for_each(|(d, s)| *d += s);
     let dfeat = head_backward(&ctx, &topo.projector, proj_tape, dproj, &mut grads).unwrap();
     let dx = backbone_backward(&ctx, &topo.backbone, bb_tape, &dfeat, &mut grads, true).unwrap().unwrap();

@@ -2,17 +2,14 @@
 //! the free functions of this module's siblings (the reference the CUDA backend is tested
 //! against).
 
-use super::scratch::FLAT_CHUNK;
-use super::simd::avx2_fn;
+use super::host_buf::HostBuf;
 use super::{batchnorm, conv, elementwise, l2norm, linear, optim, pool, queue, softmax};
 use crate::backend::Backend;
 use crate::error::{KernelError, Result};
 use crate::shapes::{ConvShape, PoolShape};
-use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
-/// The CPU backend. `amp`: emulate fp16 activations by rounding them through fp16 in
+/// The CPU backend, over [`HostBuf`]s (recycled through a free list). `amp`: emulate fp16 activations by rounding them through fp16 in
 /// [`Backend::round_act`] (the CUDA backend stores activations in fp16 under AMP).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
@@ -20,7 +17,7 @@ pub struct Cpu {
 }
 
 impl Backend for Cpu {
-    type Buf = Vec<f32>;
+    type Buf = HostBuf;
     type View<'a> = &'a [f32];
     type ViewMut<'a> = &'a mut [f32];
 
@@ -28,19 +25,22 @@ impl Backend for Cpu {
         "cpu"
     }
 
-    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(zeroed(len))
+    fn zeros(&self, len: usize) -> Result<HostBuf> {
+        Ok(HostBuf::zeroed(len))
     }
-    fn from_host(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+    fn alloc(&self, len: usize) -> Result<HostBuf> {
+        Ok(HostBuf::unspecified(len))
     }
-    fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
-        Ok(buf.clone())
+    fn from_host(&self, data: &[f32]) -> Result<HostBuf> {
+        Ok(HostBuf::from_slice(data))
     }
-    fn to_host_range(&self, buf: &Vec<f32>, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+    fn to_host(&self, buf: &HostBuf) -> Result<Vec<f32>> {
+        Ok(buf.to_vec())
+    }
+    fn to_host_range(&self, buf: &HostBuf, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
         Ok(buf[range].to_vec())
     }
-    fn write(&self, buf: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
+    fn write(&self, buf: &mut HostBuf, offset: usize, data: &[f32]) -> Result<()> {
         let end =
             offset.checked_add(data.len()).filter(|&e| e <= buf.len()).ok_or_else(|| KernelError::Shape {
                 op: "write",
@@ -53,17 +53,17 @@ impl Backend for Cpu {
         buf[offset..end].copy_from_slice(data);
         Ok(())
     }
-    fn buf_len(buf: &Vec<f32>) -> usize {
+    fn buf_len(buf: &HostBuf) -> usize {
         buf.len()
     }
-    fn view(buf: &Vec<f32>, range: Range<usize>) -> &[f32] {
+    fn view(buf: &HostBuf, range: Range<usize>) -> &[f32] {
         &buf[range]
     }
-    fn view_mut(buf: &mut Vec<f32>, range: Range<usize>) -> &mut [f32] {
+    fn view_mut(buf: &mut HostBuf, range: Range<usize>) -> &mut [f32] {
         &mut buf[range]
     }
-    fn host_mut(buf: &mut Vec<f32>) -> Option<&mut [f32]> {
-        Some(buf.as_mut_slice())
+    fn host_mut(buf: &mut HostBuf) -> Option<&mut [f32]> {
+        Some(buf)
     }
 
     fn conv2d_fwd(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
@@ -335,26 +335,6 @@ impl Backend for Cpu {
             optim::adamw_step(lr, beta1, beta2, eps, wd, step, p, g, m, v);
         }
     }
-}
-
-/// Elements from which [`zeroed`] fills in parallel (smaller: `calloc`).
-const PAR_ZERO_MIN: usize = 1 << 16;
-
-avx2_fn! {
-/// A zero-filled vector of `len` floats. Every activation and gradient of a step is a fresh
-/// buffer from [`Cpu::zeros`]; `calloc` memsets reused heap memory on one thread while the
-/// compute pool waits (about 200 MB per tiny-preset step), so large ones are filled by the
-/// pool, 8 lanes wide.
-fn zeroed(len: usize) -> Vec<f32> {
-    if len < PAR_ZERO_MIN {
-        return vec![0.0; len];
-    }
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len].par_chunks_mut(FLAT_CHUNK).for_each(|c| c.fill(MaybeUninit::new(0.0)));
-    // SAFETY: the capacity is at least len and the first len elements were all written above.
-    unsafe { v.set_len(len) };
-    v
-}
 }
 
 /// Whether an optimiser step's device flag says to skip it (the CUDA kernels' `skipped`).

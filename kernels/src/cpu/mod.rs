@@ -19,6 +19,7 @@
 //!   families.
 //! - `scratch`: the pooled scratch buffers and the fixed work splits of reductions.
 //! - `simd`: runtime AVX2 dispatch for the hand-written loops (bit-identical results).
+//! - `host_buf`: [`HostBuf`], the backend's buffer, recycled through a free list on drop.
 //! - `backend`: [`Cpu`], the `Backend` implementation.
 
 pub mod backend;
@@ -26,6 +27,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod host_buf;
 pub mod im2col;
 pub mod l2norm;
 pub mod linear;
@@ -37,3 +39,4 @@ pub mod simd;
 pub mod softmax;
 
 pub use backend::Cpu;
+pub use host_buf::HostBuf;

@@ -3,7 +3,7 @@
 //! fails exactly there.
 
 use crate::backend::Backend;
-use crate::cpu::Cpu;
+use crate::cpu::{Cpu, HostBuf};
 use crate::error::Result;
 use crate::shapes::{ConvShape, PoolShape};
 use std::ops::Range;
@@ -45,45 +45,45 @@ fn negate(x: &mut [f32]) {
 }
 
 impl Backend for Broken {
-    type Buf = Vec<f32>;
+    type Buf = HostBuf;
     type View<'a> = &'a [f32];
     type ViewMut<'a> = &'a mut [f32];
 
     fn name(&self) -> &'static str {
         "broken-cpu"
     }
-    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+    fn zeros(&self, len: usize) -> Result<HostBuf> {
         if self.flip == Flip::Zeros {
             return Err(crate::error::KernelError::OutOfMemory(format!("test refusal of {len} elements")));
         }
         self.inner.zeros(len)
     }
-    fn zeros_master(&self, len: usize) -> Result<Vec<f32>> {
+    fn zeros_master(&self, len: usize) -> Result<HostBuf> {
         self.inner.zeros_master(len)
     }
-    fn act_from_host(&self, data: &[f32]) -> Result<Vec<f32>> {
+    fn act_from_host(&self, data: &[f32]) -> Result<HostBuf> {
         self.inner.act_from_host(data)
     }
-    fn from_host(&self, data: &[f32]) -> Result<Vec<f32>> {
+    fn from_host(&self, data: &[f32]) -> Result<HostBuf> {
         self.inner.from_host(data)
     }
-    fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+    fn to_host(&self, buf: &HostBuf) -> Result<Vec<f32>> {
         self.inner.to_host(buf)
     }
-    fn write(&self, buf: &mut Vec<f32>, offset: usize, data: &[f32]) -> Result<()> {
+    fn write(&self, buf: &mut HostBuf, offset: usize, data: &[f32]) -> Result<()> {
         self.inner.write(buf, offset, data)
     }
-    fn buf_len(buf: &Vec<f32>) -> usize {
+    fn buf_len(buf: &HostBuf) -> usize {
         buf.len()
     }
-    fn view(buf: &Vec<f32>, range: Range<usize>) -> &[f32] {
+    fn view(buf: &HostBuf, range: Range<usize>) -> &[f32] {
         &buf[range]
     }
-    fn view_mut(buf: &mut Vec<f32>, range: Range<usize>) -> &mut [f32] {
+    fn view_mut(buf: &mut HostBuf, range: Range<usize>) -> &mut [f32] {
         &mut buf[range]
     }
-    fn host_mut(buf: &mut Vec<f32>) -> Option<&mut [f32]> {
-        Some(buf.as_mut_slice())
+    fn host_mut(buf: &mut HostBuf) -> Option<&mut [f32]> {
+        Some(buf)
     }
     fn conv2d_fwd(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
         self.inner.conv2d_fwd(s, x, w, y)

@@ -91,7 +91,7 @@ fn compare(
     queue: crate::cuda::CudaBuf,
     precision: &'static str,
 ) -> Result<Vec<Row>> {
-    let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM])?;
+    let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM].into())?;
     let mut g = Shard::new(cuda, queue)?;
     for step in 0..5 {
         let idx: Vec<f32> = (0..B).map(|j| (100 * step + j) as f32).collect();

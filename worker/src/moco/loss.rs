@@ -191,7 +191,7 @@ pub fn contrastive<B: Backend>(
     // d(loss)/d(logit) = 2T/N * (softmax - onehot); logits carry 1/T, so d(loss)/dq =
     // 2/N * (softmax - onehot) . k. The AMP loss scale is folded in.
     let scale = inp.grad_scale * 2.0 / n as f32;
-    let mut dlogits = be.zeros(n * nk)?;
+    let mut dlogits = be.alloc(n * nk)?;
     be.softmax_xent_bwd(
         n,
         nk,
@@ -201,7 +201,7 @@ pub fn contrastive<B: Backend>(
         scale,
         full_mut::<B>(&mut dlogits),
     );
-    let mut dq = be.zeros(n * d)?;
+    let mut dq = be.alloc(n * d)?;
     be.linear_bwd_data(n, d, nk, full::<B>(&dlogits), full::<B>(inp.k_all), full_mut::<B>(&mut dq));
     drop(dlogits);
 
@@ -212,7 +212,7 @@ pub fn contrastive<B: Backend>(
             None => be.from_host(&all_gather_f32(be, comm, &lse)?)?,
         };
         let none = vec![-1i32; nw];
-        let mut dl = be.zeros(nw * qs.rows)?;
+        let mut dl = be.alloc(nw * qs.rows)?;
         be.softmax_xent_bwd(
             nw,
             qs.rows,
@@ -222,7 +222,7 @@ pub fn contrastive<B: Backend>(
             scale,
             full_mut::<B>(&mut dl),
         );
-        let mut dq_all = be.zeros(nw * d)?;
+        let mut dq_all = be.alloc(nw * d)?;
         be.linear_bwd_data(nw, d, qs.rows, full::<B>(&dl), full::<B>(&qs.keys), full_mut::<B>(&mut dq_all));
         if world == 1 {
             // This rank owns every gathered row: its shard's contribution is the whole sum.
@@ -234,7 +234,7 @@ pub fn contrastive<B: Backend>(
             be.copy(full::<B>(&dq_all), full_mut::<B>(&mut send));
             drop(dq_all);
             let mine32 = dc.reduce_scatter_sum_f32(be, &send)?;
-            let mut mine = be.zeros(n * d)?;
+            let mut mine = be.alloc(n * d)?;
             be.copy(full::<B>(&mine32), full_mut::<B>(&mut mine));
             be.add_inplace(full::<B>(&mine), full_mut::<B>(&mut dq));
         } else {

@@ -149,7 +149,7 @@ impl<B: Backend> Moco<B> {
         for (master, copy) in [(&self.params, &mut self.weights), (&self.key_params, &mut self.key_weights)] {
             let mut w = match copy.take() {
                 Some(w) => w,
-                None => self.be.zeros(B::buf_len(master))?,
+                None => self.be.alloc(B::buf_len(master))?,
             };
             self.be.copy(full::<B>(master), full_mut::<B>(&mut w));
             self.be.round_act(full_mut::<B>(&mut w));
@@ -191,7 +191,7 @@ impl<B: Backend> Moco<B> {
         };
         let input = match &perm {
             Some(p) => {
-                let mut shuffled = self.be.zeros(B::buf_len(&x))?;
+                let mut shuffled = self.be.alloc(B::buf_len(&x))?;
                 for (dst, &src) in p.iter().enumerate() {
                     let (from, to) = (src * per..(src + 1) * per, dst * per..(dst + 1) * per);
                     self.be.copy(B::view(&x, from), B::view_mut(&mut shuffled, to));
@@ -203,7 +203,7 @@ impl<B: Backend> Moco<B> {
         let weights = self.key_weights.as_ref().unwrap_or(&self.key_params);
         let ctx = Ctx { be: &self.be, params: &self.topo.params, weights, stats, keep: Keep::Nothing };
         let (k, _) = encoder_forward(&ctx, &self.topo, Some(&mut self.k_stats), input, n, v.size, false)?;
-        let mut kn = self.be.zeros(B::buf_len(&k))?;
+        let mut kn = self.be.alloc(B::buf_len(&k))?;
         let mut norm = self.be.zeros_master(n)?;
         let d = self.cfg.dim;
         self.be.l2norm_fwd(n, d, full::<B>(&k), full_mut::<B>(&mut kn), full_mut::<B>(&mut norm));
@@ -211,7 +211,7 @@ impl<B: Backend> Moco<B> {
             Some(p) => {
                 // Un-permute on the device, one row copy each (exact in any precision), so the
                 // keys never make a host round trip.
-                let mut keys = self.be.zeros(B::buf_len(&kn))?;
+                let mut keys = self.be.alloc(B::buf_len(&kn))?;
                 for (dst, &src) in p.iter().enumerate() {
                     self.be.copy(
                         B::view(&kn, dst * d..(dst + 1) * d),
@@ -350,7 +350,7 @@ impl<B: Backend> Moco<B> {
             let _s = tracing::info_span!("query_forward").entered();
             let input = self.be.act_from_host(x)?;
             if key_copies {
-                let mut key_in = self.be.zeros(B::buf_len(&input))?;
+                let mut key_in = self.be.alloc(B::buf_len(&input))?;
                 self.be.copy(full::<B>(&input), full_mut::<B>(&mut key_in));
                 key_inputs.push(key_in);
             }
@@ -359,7 +359,7 @@ impl<B: Backend> Moco<B> {
                 Ctx { be: &self.be, params: &self.topo.params, weights, stats: self.query_stats(sync), keep };
             let (q, tape) =
                 encoder_forward(&ctx, &self.topo, Some(&mut self.q_stats), input, n, v.size, true)?;
-            let mut qn = self.be.zeros(n * d)?;
+            let mut qn = self.be.alloc(n * d)?;
             let mut norm = self.be.zeros_master(n)?;
             self.be.l2norm_fwd(n, d, full::<B>(&q), full_mut::<B>(&mut qn), full_mut::<B>(&mut norm));
             q_out.push((qn, norm, tape));
@@ -468,7 +468,7 @@ impl<B: Backend> Moco<B> {
         let last_micro = self.micro_in_step + 1 >= self.cfg.accumulation;
         let backward = tracing::info_span!("backward").entered();
         for (view, ((qn, norm, tape), dq)) in q_out.into_iter().zip(dqs).enumerate() {
-            let mut dqraw = self.be.zeros(n * d)?;
+            let mut dqraw = self.be.alloc(n * d)?;
             self.be.l2norm_bwd(
                 n,
                 d,
@@ -530,7 +530,7 @@ impl<B: Backend> Moco<B> {
         if let Some(q) = self.queue.as_mut() {
             let _s = tracing::info_span!("enqueue").entered();
             let (rows, d) = (B::buf_len(idx), self.cfg.dim);
-            let mut keys = self.be.zeros(2 * rows * d)?;
+            let mut keys = self.be.alloc(2 * rows * d)?;
             self.be.copy(full::<B>(k1), B::view_mut(&mut keys, 0..rows * d));
             self.be.copy(full::<B>(k2), B::view_mut(&mut keys, rows * d..2 * rows * d));
             let mut both = self.be.zeros_master(2 * rows)?;

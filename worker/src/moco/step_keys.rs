@@ -82,7 +82,7 @@ impl<B: Backend> Moco<B> {
         // forward on its own (its BN statistics and shuffle groups are those it would have had
         // alone), stacked per view in micro-batch order.
         let key_forward = tracing::info_span!("key_forward").entered();
-        let mut local = [self.be.zeros(a * n * d)?, self.be.zeros(a * n * d)?];
+        let mut local = [self.be.alloc(a * n * d)?, self.be.alloc(a * n * d)?];
         for (j, v) in micro.iter().enumerate() {
             for (view, x) in [v.x1, v.x2].into_iter().enumerate() {
                 let input = self.be.act_from_host(x)?;

@@ -100,7 +100,7 @@ fn conv_fwd<B: Backend>(
     x: &B::Buf,
 ) -> Result<B::Buf> {
     let s = conv_shape(c, n, h, w);
-    let mut y = ctx.be.zeros(s.y_len())?;
+    let mut y = ctx.be.alloc(s.y_len())?;
     ctx.be.conv2d_fwd(
         &s,
         full::<B>(x),
@@ -130,7 +130,7 @@ fn conv_bwd<B: Backend>(
     if !want_dx {
         return Ok(None);
     }
-    let mut dx = ctx.be.zeros(s.x_len())?;
+    let mut dx = ctx.be.alloc(s.x_len())?;
     ctx.be.conv2d_bwd_data(&s, full::<B>(dy), B::view(ctx.weights, range), full_mut::<B>(&mut dx));
     ctx.be.round_act(full_mut::<B>(&mut dx));
     Ok(Some(dx))
@@ -147,7 +147,7 @@ fn bn_fwd<B: Backend>(
 ) -> Result<(B::Buf, Option<BnSaved<B>>)> {
     let len = B::buf_len(x);
     let m = len / spec.c;
-    let mut y = ctx.be.zeros(len)?;
+    let mut y = ctx.be.alloc(len)?;
     let s = bn_forward(ctx.be, spec, ctx.weights, running, ctx.stats, saved, m, x, relu, &mut y, ctx.params)?;
     ctx.be.round_act(full_mut::<B>(&mut y));
     Ok((y, s))
@@ -163,7 +163,7 @@ fn bn_bwd<B: Backend>(
     dy: &B::Buf,
 ) -> Result<B::Buf> {
     let len = B::buf_len(z);
-    let mut dz = ctx.be.zeros(len)?;
+    let mut dz = ctx.be.alloc(len)?;
     bn_backward(
         ctx.be,
         spec,
@@ -182,7 +182,7 @@ fn bn_bwd<B: Backend>(
 }
 
 fn relu_bwd<B: Backend>(be: &B, y: &B::Buf, dy: &B::Buf) -> Result<B::Buf> {
-    let mut dx = be.zeros(B::buf_len(y))?;
+    let mut dx = be.alloc(B::buf_len(y))?;
     be.relu_bwd(full::<B>(y), full::<B>(dy), full_mut::<B>(&mut dx));
     Ok(dx)
 }
@@ -246,7 +246,7 @@ pub fn backbone_forward<B: Backend>(
     let (y, stem_bn) = bn_fwd(ctx, &spec.stem_bn, running.as_deref_mut(), None, &z, true)?;
     let (h1, w1) = (stem.out_size(size), stem.out_size(size));
     let ps = PoolShape { n, h: h1, w: w1, c: stem.c_out };
-    let mut p = ctx.be.zeros(ps.y_len())?;
+    let mut p = ctx.be.alloc(ps.y_len())?;
     ctx.be.maxpool_fwd(&ps, full::<B>(&y), full_mut::<B>(&mut p));
     let (mut h, mut w) = (ps.out_h(), ps.out_w());
 
@@ -280,7 +280,7 @@ pub fn backbone_forward<B: Backend>(
         w = blk.conv2.out_size(w);
     }
     let hw = h * w;
-    let mut feat = ctx.be.zeros(n * spec.feat_dim)?;
+    let mut feat = ctx.be.alloc(n * spec.feat_dim)?;
     ctx.be.avgpool_fwd(n, hw, spec.feat_dim, full::<B>(&cur), full_mut::<B>(&mut feat));
     ctx.be.round_act(full_mut::<B>(&mut feat));
     tape.bounds.push(cur);
@@ -319,7 +319,7 @@ pub fn backbone_backward_hooked<B: Backend>(
     let be = ctx.be;
     let n = tape.n;
     let (h, w) = tape.final_hw;
-    let mut dcur = be.zeros(n * h * w * spec.feat_dim)?;
+    let mut dcur = be.alloc(n * h * w * spec.feat_dim)?;
     be.avgpool_bwd(n, h * w, spec.feat_dim, full::<B>(dfeat), full_mut::<B>(&mut dcur));
     be.round_act(full_mut::<B>(&mut dcur));
 
@@ -368,7 +368,7 @@ pub fn backbone_backward_hooked<B: Backend>(
     let input = tape.input.take().expect("input on tape");
     let bn = tape.stem_bn.take().expect("stem BN stats on tape");
     let ps = PoolShape { n, h: h1, w: w1, c: stem.c_out };
-    let mut dy = be.zeros(ps.x_len())?;
+    let mut dy = be.alloc(ps.x_len())?;
     be.maxpool_bwd(&ps, full::<B>(&y), full::<B>(&dcur), full_mut::<B>(&mut dy));
     let dy = relu_bwd(be, &y, &dy)?;
     let dz = bn_bwd(ctx, grads, &spec.stem_bn, &bn, &z, &dy)?;

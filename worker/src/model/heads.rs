@@ -34,7 +34,7 @@ pub fn head_forward<B: Backend>(
     let mut tape = HeadTape { n, layers: Vec::new() };
     let mut cur = x;
     for l in layers {
-        let mut h = be.zeros(n * l.d_out)?;
+        let mut h = be.alloc(n * l.d_out)?;
         be.linear_fwd(
             n,
             l.d_in,
@@ -46,7 +46,7 @@ pub fn head_forward<B: Backend>(
         be.round_act(full_mut::<B>(&mut h));
         let (out, bn) = match &l.bn {
             Some(spec) => {
-                let mut a = be.zeros(n * l.d_out)?;
+                let mut a = be.alloc(n * l.d_out)?;
                 let saved = bn_forward(
                     be,
                     spec,
@@ -106,13 +106,13 @@ pub fn head_backward_hooked<B: Backend>(
     for (l, t) in layers.iter().zip(tape.layers).rev() {
         if l.relu {
             let a = t.a.as_ref().expect("ReLU output on tape");
-            let mut masked = be.zeros(B::buf_len(&d))?;
+            let mut masked = be.alloc(B::buf_len(&d))?;
             be.relu_bwd(full::<B>(a), full::<B>(&d), full_mut::<B>(&mut masked));
             d = masked;
         }
         let dh = match (&l.bn, &t.bn) {
             (Some(spec), Some(saved)) => {
-                let mut dh = be.zeros(n * l.d_out)?;
+                let mut dh = be.alloc(n * l.d_out)?;
                 bn_backward(
                     be,
                     spec,
@@ -140,7 +140,7 @@ pub fn head_backward_hooked<B: Backend>(
             full::<B>(&dh),
             B::view_mut(grads, range.clone()),
         );
-        let mut dx = be.zeros(n * l.d_in)?;
+        let mut dx = be.alloc(n * l.d_in)?;
         be.linear_bwd_data(
             n,
             l.d_in,
@@ -160,7 +160,7 @@ pub fn head_backward_hooked<B: Backend>(
 }
 
 pub fn clone_buf<B: Backend>(be: &B, x: &B::Buf) -> Result<B::Buf> {
-    let mut y = be.zeros(B::buf_len(x))?;
+    let mut y = be.alloc(B::buf_len(x))?;
     be.copy(full::<B>(x), full_mut::<B>(&mut y));
     Ok(y)
 }
