@@ -115,9 +115,12 @@ impl MemoryPlan {
                 // dq) stage an fp32 copy of the fp16 shard (cuda/backend/gemm_ops.rs); under
                 // AMP they read the fp16 shard directly.
                 components.push(Component::shapes(
-                    "queue fp32 staging (fp16 queue without AMP)",
+                    "queue fp32 staging",
                     queue_rows as u64 * cfg.dim as u64 * 4,
-                    format!("{queue_rows} x {} fp32 keys, converted for each GEMM", cfg.dim),
+                    format!(
+                        "{queue_rows} x {} fp32 keys: the fp16 queue converted for each GEMM (no AMP)",
+                        cfg.dim
+                    ),
                 ));
             }
             // moco/guard.rs: the rows the step's enqueues overwrite (2 x batch x accumulation),
