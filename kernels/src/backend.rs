@@ -59,6 +59,17 @@ pub trait Backend: Send + Sync {
     /// An fp32 buffer from host data (master weights, statistics, queue).
     #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &[f32]) -> Result<Self::Buf>;
+    /// A buffer that STORES fp16 from host data (the fp16 queue shard and its saved rows):
+    /// values are rounded to fp16, nearest even. A backend with fp16 storage (CUDA) holds
+    /// them in 2 bytes; the default, for backends whose buffers are f32 (the CPU), holds the
+    /// rounded values in f32, so every backend reads the same numbers back. Ops writing into
+    /// such a buffer round on CUDA (the staging conversion); on the CPU the caller rounds
+    /// what it writes (see the worker's queue shard).
+    #[allow(clippy::wrong_self_convention)]
+    fn half_from_host(&self, data: &[f32]) -> Result<Self::Buf> {
+        let rounded: Vec<f32> = data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        self.from_host(&rounded)
+    }
     fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// `buf[range]` to the host (gradient buckets). The default copies the whole buffer;
     /// backends override it where that matters.
@@ -343,7 +354,9 @@ pub trait Backend: Send + Sync {
     /// divide `rows` or p is not an integer multiple of b in `[0, rows)` (a corrupted pointer),
     /// nothing is written and `error[0]` is set to the code [`describe_queue_error`] explains;
     /// the caller reads it with the step's metrics. `keys` may be in any precision; the queue
-    /// keeps its own (fp32 from `from_host`).
+    /// keeps its own (fp32 from `from_host`, fp16 from `half_from_host`, where CUDA converts
+    /// the keys to fp16 on the way; the CPU copies them as they are, so its caller rounds them
+    /// first).
     #[allow(clippy::too_many_arguments)]
     fn queue_enqueue(
         &self,

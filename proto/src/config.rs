@@ -43,6 +43,35 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Storage precision of the negative queue's keys (the shard on the device and in memory plans).
+/// fp16 halves the shard (K x dim x 2 B instead of 4 B per rank's share); keys are rounded to
+/// fp16 (nearest even) when enqueued, on every backend, and the logits read the rounded values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuePrecision {
+    #[default]
+    Fp32,
+    Fp16,
+}
+
+impl QueuePrecision {
+    /// Bytes per stored key value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            QueuePrecision::Fp32 => 4,
+            QueuePrecision::Fp16 => 2,
+        }
+    }
+
+    /// The name configs and flags use (`fp32`, `fp16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            QueuePrecision::Fp32 => "fp32",
+            QueuePrecision::Fp16 => "fp16",
+        }
+    }
+}
+
 /// The two-view augmentation pipeline (MOCO.md, "Augmentations"). Probabilities are per view
 /// where the two views differ (`[view1, view2]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +181,10 @@ pub struct TrainConfig {
     pub amp: bool,
     /// Keep only bottleneck-block inputs in the forward and recompute blocks in backward.
     pub recompute: bool,
+    /// Storage precision of the queue's keys (`fp32` or `fp16`). Absent from older configs and
+    /// checkpoints: fp32 there.
+    #[serde(default)]
+    pub queue_precision: QueuePrecision,
 
     // ---- data ----
     pub aug: AugConfig,

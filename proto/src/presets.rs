@@ -7,7 +7,7 @@
 //! differ only in batch, queue and epochs. `paper` is MoCo v3's ResNet-50 recipe. `tiny` is the
 //! same ResNet-50 topology at 1/8 width for the CPU, CI and demos.
 
-use crate::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use crate::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use crate::error::ProtoError;
 
 /// A preset: its name, a one-line description, the GPU count it was written for, its config.
@@ -131,6 +131,7 @@ fn seeds_hybrid() -> TrainConfig {
         amp: true,
         // Seeds: gradient checkpointing "REQUIRED"; `launcher plan` shows what it saves.
         recompute: true,
+        queue_precision: QueuePrecision::Fp32,
         // BYOL's two-view recipe plus the seeds' satellite rotations, vertical flips and noise.
         aug: AugConfig::default(),
         // Fixed so two runs of a preset are comparable.
@@ -216,6 +217,7 @@ fn paper() -> TrainConfig {
         amp: true,
         // The paper's 32 GB V100s did not need it.
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         // BYOL's recipe as MoCo v3 uses it, without the seeds' satellite additions.
         aug: crate::aug_policies::POLICY_MOCO_V3.config(),
         seed: 0,
@@ -267,6 +269,7 @@ fn tiny() -> TrainConfig {
         amp: false,
         // Nothing to save on a CPU at this size.
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         aug: AugConfig::default(),
         seed: 0,
     }

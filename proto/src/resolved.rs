@@ -214,7 +214,15 @@ impl ResolvedConfig {
                 on_off(c.mask_own)
             ),
         );
-        line("memory", format!("AMP {}, recompute {}", on_off(c.amp), on_off(c.recompute)));
+        line(
+            "memory",
+            format!(
+                "AMP {}, recompute {}, queue keys {}",
+                on_off(c.amp),
+                on_off(c.recompute),
+                c.queue_precision.name()
+            ),
+        );
         for w in &self.warnings {
             s.push_str(&format!("  warning: {w}\n"));
         }

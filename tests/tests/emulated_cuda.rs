@@ -188,6 +188,55 @@ fn effective_negatives_on_two_emulated_gpus_track_the_cpu() {
     assert!(off[0] > 100.0 * tol, "the switch must change the loss: {}", show(&off));
 }
 
+/// `--queue-precision fp16` on one emulated GPU against the CPU, fp32 and AMP (3 steps each):
+/// CUDA stores the shard in fp16 and rounds the keys in its enqueue kernel, the CPU rounds them
+/// before its enqueue; without AMP the GEMMs against the queue read an fp32 copy of the shard,
+/// with AMP they read the fp16 shard directly. The losses agree within the fp32 queue's
+/// tolerances (the queue values are the same fp16 numbers on both). The rounding moves the
+/// step-1 loss by only ~2e-6 (measured, results/2026-12-05-queue-precision.md), below the fp32
+/// tolerance, so the CUDA run's checkpointed queue is checked to hold fp16 values only (and an
+/// fp32 queue's not).
+#[test]
+fn an_fp16_queue_on_the_emulated_device_tracks_the_cpu() {
+    use moco_worker::checkpoint::tensors::TensorFile;
+    let d = TempDir::new("emu-fp16-queue");
+    let saved_keys = |run: &Path| {
+        let f =
+            TensorFile::open(&run.join("checkpoints/step-000003/rank-0.safetensors")).expect("a checkpoint");
+        f.f32("queue.keys", None).expect("the checkpoint holds the queue")
+    };
+    let is_f16 = |v: &[f32]| v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x);
+    let fp32_run = d.path().join("cuda-fp32-queue");
+    train("cuda", 1, 3, &["--no-amp", "--queue-precision", "fp32"], &fp32_run).expect_ok();
+    assert!(!is_f16(&saved_keys(&fp32_run)), "an fp32 queue keeps unrounded keys");
+    for amp in [false, true] {
+        let amp_flag = if amp { "--amp" } else { "--no-amp" };
+        let run = |device: &str| {
+            let out = d.path().join(format!("{device}-{amp}"));
+            train(device, 1, 3, &[amp_flag, "--queue-precision", "fp16"], &out).expect_ok();
+            losses(&out)
+        };
+        let (cpu, cuda) = (run("cpu"), run("cuda"));
+        assert_eq!(cuda.len(), 3);
+        let keys = saved_keys(&d.path().join(format!("cuda-{amp}")));
+        assert!(keys.len() == 64 * 64 && is_f16(&keys), "AMP {amp}: the CUDA shard holds fp16 values only");
+        let r = diffs(&cpu, &cuda);
+        let tol = step_tolerance(amp);
+        assert!(
+            r[0] <= tol,
+            "AMP {amp}, step 1: relative loss difference {:.2e} > {tol:.0e}: {}",
+            r[0],
+            show(&r)
+        );
+        let early = early_tolerance(amp);
+        assert!(
+            r.iter().all(|&x| x <= early),
+            "AMP {amp}: steps 1-3 differ by more than {early:.0e}: {}",
+            show(&r)
+        );
+    }
+}
+
 /// SyncBN over 2 ranks: on emulated CUDA the moments are packed, summed over the NCCL stand-in
 /// and unpacked on the device (and the backward's sums summed there), on the CPU over the host
 /// ring; the losses agree as the fresh runs above do (8 steps, fp32).

@@ -10,7 +10,7 @@
 use crate::error::{Result, WorkerError};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use moco_proto::config::{BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_proto::{aug_policies, presets, ProtoError};
 use std::path::PathBuf;
 
@@ -118,6 +118,10 @@ pub struct ConfigArgs {
     /// Keep every activation the backward needs.
     #[arg(long, overrides_with = "recompute")]
     pub no_recompute: bool,
+    /// Storage precision of the negative queue's keys: fp32, or fp16 (half the shard's memory;
+    /// keys rounded to fp16 when enqueued).
+    #[arg(long, value_parser = enum_parser::<QueuePrecision>(&["fp32", "fp16"]))]
+    pub queue_precision: Option<QueuePrecision>,
 
     // ---- augmentation ----
     /// Named augmentation policy: replaces the preset's [aug] keys; the --config file and the
@@ -261,6 +265,7 @@ impl ConfigArgs {
         set(&mut c.epochs, &self.epochs);
         set(&mut c.amp, &pair(self.amp, self.no_amp));
         set(&mut c.recompute, &pair(self.recompute, self.no_recompute));
+        set(&mut c.queue_precision, &self.queue_precision);
         let a = &mut c.aug;
         set(&mut a.crop_min, &self.crop_min);
         set(&mut a.jitter, &self.jitter);
@@ -368,5 +373,24 @@ mod tests {
         assert!(build(&["--blur-p", "0.5"]).is_err());
         assert!(build(&["--batch-size", "8"]).is_err());
         assert!(build(&["--preset", "huge"]).unwrap_err().to_string().contains("low-vram"));
+    }
+
+    #[test]
+    fn queue_precision_from_the_flag_and_the_file_with_bad_values_named() {
+        assert_eq!(build(&["--preset", "tiny"]).unwrap().queue_precision, QueuePrecision::Fp32, "default");
+        let c = build(&["--preset", "tiny", "--queue-precision", "fp16"]).unwrap();
+        assert_eq!(c.queue_precision, QueuePrecision::Fp16);
+        let e = build(&["--queue-precision", "bf16"]).unwrap_err().to_string();
+        assert!(e.contains("bf16") && e.contains("fp16") && e.contains("fp32"), "{e}");
+        let dir = std::env::temp_dir().join(format!("moco-config-qprec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.toml");
+        std::fs::write(&path, "queue_precision = \"fp16\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(build(&["--config", p]).unwrap().queue_precision, QueuePrecision::Fp16);
+        std::fs::write(&path, "queue_precision = \"half\"\n").unwrap();
+        let e = build(&["--config", p]).unwrap_err().to_string();
+        assert!(e.contains("half") && e.contains("fp16"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -257,3 +257,39 @@ fn resume_rejects_structural_changes_and_warns_about_others() {
     assert!(e.contains("width"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn resume_with_another_queue_precision_converts_the_keys_and_says_so() {
+    use moco_proto::config::QueuePrecision;
+    use moco_worker::moco::queue::round_f16;
+    let cfg = tiny_cfg();
+    let dir = temp_dir("resumeqprec");
+    let m = new_moco(&cfg);
+    let keys32 = m.queue.as_ref().unwrap().keys.clone();
+    save(&m, &Solo, &request(&dir, SamplerPos::default(), 2)).unwrap();
+    let ck = find_latest(&dir).unwrap().unwrap();
+
+    // fp32 checkpoint, fp16 run: the keys are rounded to nearest, and the warning says so.
+    let c16 = moco_proto::TrainConfig { queue_precision: QueuePrecision::Fp16, ..cfg.clone() };
+    let mut h = new_moco(&c16);
+    let r = resume(&mut h, &ck, 0, 1).unwrap();
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(r.warnings[0].contains("queue_precision changed") && r.warnings[0].contains("rounded to fp16"));
+    let q = h.queue.as_ref().unwrap();
+    assert_eq!(q.precision, QueuePrecision::Fp16);
+    let want: Vec<f32> = keys32.iter().map(|&k| round_f16(k)).collect();
+    assert_eq!(bits(&q.keys), bits(&want));
+    assert_ne!(bits(&q.keys), bits(&keys32), "the fp32 keys were not all fp16 values");
+
+    // fp16 checkpoint, fp32 run: the fp16 values are kept exactly.
+    let dir16 = temp_dir("resumeqprec16");
+    save(&h, &Solo, &request(&dir16, SamplerPos::default(), 2)).unwrap();
+    let ck16 = find_latest(&dir16).unwrap().unwrap();
+    let mut f = new_moco(&cfg);
+    let r = resume(&mut f, &ck16, 0, 1).unwrap();
+    assert!(r.warnings[0].contains("kept exactly"), "{:?}", r.warnings);
+    assert_eq!(f.queue.as_ref().unwrap().precision, QueuePrecision::Fp32);
+    assert_eq!(bits(&f.queue.as_ref().unwrap().keys), bits(&want));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir16);
+}

@@ -9,7 +9,7 @@
 
 use moco_kernels::cpu::host_buf::pool_stats;
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::{Moco, Views};
 use rand::{Rng, SeedableRng};
@@ -27,6 +27,7 @@ fn cfg() -> TrainConfig {
         accumulation: 1,
         effective_negatives: false,
         queue_size: 64,
+        queue_precision: QueuePrecision::Fp32,
         temperature: 0.2,
         momentum: 0.99,
         momentum_cosine: false,

@@ -9,7 +9,7 @@
 //! is the accumulated step's micro-batch order, so every query has the same positive column.
 
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::queue::NO_IMAGE;
@@ -47,6 +47,7 @@ fn cfg(accumulation: usize, effective: bool) -> TrainConfig {
         epochs: 1,
         amp: false,
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         aug: AugConfig::default(),
         seed: 11,
     }

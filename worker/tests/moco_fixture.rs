@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, Fixture};
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::{Moco, Views};
 use moco_worker::model::params::{init_stats, ohwi_to_oihw};
@@ -46,6 +46,7 @@ fn config(fx: &Fixture, optimizer: Optimizer) -> TrainConfig {
         epochs: 1,
         amp: false,
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         aug: AugConfig::default(),
         seed: 0,
     }

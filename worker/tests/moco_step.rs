@@ -4,7 +4,7 @@
 
 use moco_kernels::cpu::{Cpu, HostBuf};
 use moco_kernels::Backend;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
 use moco_worker::moco::comm::{Comm, Solo};
 use moco_worker::moco::loss::{contrastive, CtrIn};
@@ -38,6 +38,7 @@ fn cfg(batch: usize, queue: usize) -> TrainConfig {
         epochs: 1,
         amp: false,
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         aug: AugConfig::default(),
         seed: 11,
     }
@@ -85,14 +86,14 @@ fn initial_loss_is_near_4t_ln_of_negatives_plus_one() {
 #[test]
 fn queue_wraps_around_and_refuses_partial_writes() {
     let be = Cpu { amp: false };
-    let mut q = QueueShard::init(&be, 8, 2, 0, 1, 3).unwrap();
+    let mut q = QueueShard::init(&be, 8, 2, 0, 1, 3, QueuePrecision::Fp32).unwrap();
     assert!(q.idx_host(&be).unwrap().iter().all(|&i| i == NO_IMAGE));
     let mut error = [0.0f32];
     let (mut sk, mut si, mut sp) = (vec![0.0f32; 8], vec![0.0f32; 4], vec![0.0f32]);
     for (step, base) in [0.0f32, 10.0, 20.0].into_iter().enumerate() {
         let keys: Vec<f32> = (0..8).map(|i| base + i as f32).collect();
         let idx: Vec<f32> = (0..4).map(|i| (step * 10 + i) as f32).collect();
-        q.enqueue(&be, &keys.into(), &idx.into(), &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
+        q.enqueue(&be, &mut keys.into(), &idx.into(), &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
     }
     // Three writes of 4 rows into 8: the third overwrote rows 0..4, which went to the saved rows.
     assert_eq!((q.ptr_host(&be).unwrap(), error[0]), (4, 0.0));
@@ -105,7 +106,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     );
     let err = q.enqueue(
         &be,
-        &vec![0.0; 6].into(),
+        &mut vec![0.0; 6].into(),
         &vec![1.0, 2.0, 3.0].into(),
         &mut error,
         [&mut sk, &mut si, &mut sp],
@@ -114,7 +115,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     // A corrupted device pointer: nothing written, the error flag raised, the error names it.
     let before = (q.keys.clone(), q.idx.clone());
     q.ptr[0] = 2.0;
-    q.enqueue(&be, &vec![9.0; 8].into(), &vec![9.0; 4].into(), &mut error, [&mut sk, &mut si, &mut sp])
+    q.enqueue(&be, &mut vec![9.0; 8].into(), &vec![9.0; 4].into(), &mut error, [&mut sk, &mut si, &mut sp])
         .unwrap();
     assert_eq!(error[0], 2.0);
     assert!(q.keys == before.0 && q.idx == before.1, "nothing written");
@@ -152,7 +153,7 @@ fn ctr_loss(
 }
 
 fn shard(keys: &[f32], idx: &[i64], d: usize) -> QueueShard<Cpu> {
-    QueueShard::from_host(&Cpu { amp: false }, keys, idx, 0, d).unwrap()
+    QueueShard::from_host(&Cpu { amp: false }, keys, idx, 0, d, QueuePrecision::Fp32).unwrap()
 }
 
 #[test]
@@ -272,6 +273,48 @@ fn amp_emulation_rounds_to_fp16_and_tracks_fp32() {
     // The compute copy of the weights holds fp16 values.
     let w = half.weights.as_ref().unwrap();
     assert!(w.iter().all(|&x| half::f16::from_f32(x).to_f32() == x));
+}
+
+#[test]
+fn an_fp16_queue_trains_stores_fp16_values_and_tracks_the_fp32_queue() {
+    let is_f16 = |v: &[f32]| v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x);
+    let c = cfg(4, 32);
+    let mut full = Moco::new(Cpu { amp: false }, &c, 3, 0, 1).unwrap();
+    let c16 = TrainConfig { queue_precision: QueuePrecision::Fp16, ..c.clone() };
+    let mut half = Moco::new(Cpu { amp: false }, &c16, 3, 0, 1).unwrap();
+    assert!(!is_f16(&full.queue.as_ref().unwrap().keys), "the fp32 queue's random keys are not all fp16");
+    assert!(is_f16(&half.queue.as_ref().unwrap().keys), "the fp16 queue's initial keys are rounded");
+    let before = half.params.clone();
+    for step in 0..3u64 {
+        let (x1, x2, idx) = views(4, 40 + step);
+        let v = Views { x1: &x1, x2: &x2, idx: &idx, n: 4, size: 32, channels: 3 };
+        let a = full.micro_batch(&Solo, &v, 0.99).unwrap().loss;
+        let b = half.micro_batch(&Solo, &v, 0.99).unwrap().loss;
+        assert!(b.is_finite(), "step {step}: fp16-queue loss {b}");
+        if step == 0 {
+            // Same weights, only the queue's rounding differs (later steps' weights differ too).
+            assert_ne!(a, b, "the logits read the rounded queue");
+            assert!((a - b).abs() < 1e-2 * a, "fp16-queue loss {b} vs fp32 {a}");
+        }
+        assert!(full.optimizer_step(&Solo, 0.5).unwrap().applied);
+        assert!(half.optimizer_step(&Solo, 0.5).unwrap().applied);
+    }
+    assert_ne!(half.params, before, "the fp16-queue run updates its weights");
+    let q = half.queue.as_ref().unwrap();
+    // 3 steps x 2 views x 4 keys = 24 of the 32 rows hold enqueued keys, rounded to fp16: the
+    // enqueued keys themselves (the fp32 run's same rows) are not all fp16 values.
+    let written = q.idx_host(&half.be).unwrap().iter().filter(|&&i| i != NO_IMAGE).count();
+    assert_eq!((written, q.ptr_host(&half.be).unwrap()), (24, 24));
+    assert!(is_f16(&q.keys), "every stored key is an fp16 value");
+    let fq = &full.queue.as_ref().unwrap().keys;
+    assert!(!is_f16(&fq[..24 * c.dim]), "the fp32 run keeps unrounded keys");
+    // Rows 0..8 (step 0's keys, from identical weights) and 24..32 (the random initial keys)
+    // are the fp32 run's values rounded to nearest: within half an fp16 ulp (|x| < 1: 2^-12).
+    let d = c.dim;
+    for r in (0..8).chain(24..32) {
+        let (h, f) = (&q.keys[r * d..(r + 1) * d], &fq[r * d..(r + 1) * d]);
+        assert!(h.iter().zip(f).all(|(h, f)| (h - f).abs() <= 1.0 / 4096.0), "row {r}");
+    }
 }
 
 #[test]

@@ -222,6 +222,17 @@ pub fn check_resume_config(
         }
         match RESUME_FIXED.iter().find(|(k, _)| k == key) {
             Some((_, why)) => errors.push(format!("{key} {a} -> {b} (changes {why})")),
+            // The checkpoint holds the keys as f32 values, exact for either precision; the
+            // shard is built in the run's precision (moco/queue.rs).
+            None if key == "queue_precision" => warnings.push(format!(
+                "resuming with queue_precision changed from {a} to {b}: the checkpoint's queue keys are \
+                 converted ({}); training continues, but not as the uninterrupted run would have",
+                if b == "fp16" {
+                    "rounded to fp16, nearest even"
+                } else {
+                    "fp16 values kept exactly in fp32"
+                }
+            )),
             None => warnings.push(format!(
                 "resuming with {key} changed from {a} to {b}: training continues, but not as the \
                  uninterrupted run would have"

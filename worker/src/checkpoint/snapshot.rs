@@ -134,7 +134,7 @@ impl Snapshot {
         m.opt.v = be.from_host(&self.opt_v)?;
         m.opt.steps = self.opt_steps;
         if let Some(s) = &self.queue {
-            m.queue = Some(QueueShard::from_host(be, &s.keys, &s.idx, s.ptr, s.dim)?);
+            m.queue = Some(QueueShard::from_host(be, &s.keys, &s.idx, s.ptr, s.dim, m.cfg.queue_precision)?);
         }
         m.grads = be.zeros_master(t.param_len())?;
         m.scaler = self.scaler;

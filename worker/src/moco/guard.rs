@@ -18,11 +18,12 @@
 //! driven below a floor, mean the run diverged, and `check` turns that into an error naming the
 //! tensors that went non-finite, the step, lr and scale, and what to try.
 
-use super::queue::QueueShard;
+use super::queue::{keys_buffer, QueueShard};
 use crate::error::{Result, WorkerError};
 use crate::model::views::{full, full_mut};
 use crate::model::Topology;
 use moco_kernels::Backend;
+use moco_proto::config::QueuePrecision;
 
 /// When a run counts as diverged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,11 +103,18 @@ fn like<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
     Ok(be.from_host(&vec![0.0f32; len])?)
 }
 
-/// Buffers for one enqueue's saved rows: `[b, dim]` keys, `[b]` indices, `[1]` pointer.
-fn saved_set<B: Backend>(be: &B, set: &mut Option<[B::Buf; 3]>, b: usize, dim: usize) -> Result<()> {
+/// Buffers for one enqueue's saved rows: `[b, dim]` keys (in the queue's precision, so the
+/// rows cross back and forth without conversion), `[b]` indices, `[1]` pointer.
+fn saved_set<B: Backend>(
+    be: &B,
+    set: &mut Option<[B::Buf; 3]>,
+    b: usize,
+    dim: usize,
+    precision: QueuePrecision,
+) -> Result<()> {
     let fits = set.as_ref().is_some_and(|s| B::buf_len(&s[0]) == b * dim && B::buf_len(&s[1]) == b);
     if !fits {
-        *set = Some([like(be, b * dim)?, like(be, b)?, like(be, 1)?]);
+        *set = Some([keys_buffer(be, b * dim, precision)?, like(be, b)?, like(be, 1)?]);
     }
     Ok(())
 }
@@ -136,11 +144,17 @@ impl<B: Backend> StepGuard<B> {
 
     /// Before `b` keys of `dim` values are enqueued: the buffers the enqueue op saves the rows
     /// it overwrites into (journaled for a rollback of this step).
-    pub fn next_saved(&mut self, be: &B, b: usize, dim: usize) -> Result<&mut [B::Buf; 3]> {
+    pub fn next_saved(
+        &mut self,
+        be: &B,
+        b: usize,
+        dim: usize,
+        precision: QueuePrecision,
+    ) -> Result<&mut [B::Buf; 3]> {
         let n = self.journal;
         let fits = self.pool.get(n).is_some_and(|s| B::buf_len(&s[0]) == b * dim && B::buf_len(&s[1]) == b);
         if !fits {
-            let set = [like(be, b * dim)?, like(be, b)?, like(be, 1)?];
+            let set = [keys_buffer(be, b * dim, precision)?, like(be, b)?, like(be, 1)?];
             if n < self.pool.len() {
                 self.pool[n] = set;
             } else {
@@ -172,7 +186,7 @@ impl<B: Backend> StepGuard<B> {
             for n in (0..self.journal).rev() {
                 let [keys, idx, ptr] = &self.pool[n];
                 let b = B::buf_len(idx);
-                saved_set(be, &mut self.scratch, b, q.dim)?;
+                saved_set(be, &mut self.scratch, b, q.dim, q.precision)?;
                 be.copy(full::<B>(ptr), full_mut::<B>(&mut q.ptr));
                 if let Some(scratch) = self.scratch.as_mut() {
                     let (rows, dim) = (q.rows, q.dim);

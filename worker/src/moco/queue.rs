@@ -17,9 +17,18 @@
 //!
 //! The indices and the pointer are integer-valued fp32 (every buffer of the backend is):
 //! exact below 2^24, which [`MAX_INDEX`] enforces for dataset indices and shard sizes.
+//!
+//! The keys are stored in the config's `queue_precision`. fp16 halves the shard: CUDA holds
+//! them in 2 bytes (`Backend::half_from_host`) and its enqueue kernel rounds the incoming keys
+//! (round to nearest even, in the staging conversion); the CPU, whose buffers are f32, holds
+//! the same rounded values because [`QueueShard::enqueue`] rounds the keys before its enqueue.
+//! The logits against the queue read the stored (rounded) values on both. Checkpoints hold the
+//! keys as f32 values (exact for both precisions); loading them into an fp16 shard rounds them
+//! (an fp32 checkpoint resumed with fp16), into an fp32 shard is exact.
 
 use crate::error::{Result, WorkerError};
 use moco_kernels::Backend;
+use moco_proto::config::QueuePrecision;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -31,13 +40,19 @@ pub const NO_IMAGE: i64 = -1;
 /// exactly, and the device index buffers are fp32.
 pub const MAX_INDEX: i64 = 1 << 24;
 
-/// Bytes per queue row on the device: `dim` fp32 keys, the fp32 dataset index.
-pub fn bytes_per_row(dim: usize) -> u64 {
-    dim as u64 * 4 + 4
+/// Bytes per queue row on the device: `dim` keys in the queue's precision, the fp32 dataset
+/// index.
+pub fn bytes_per_row(dim: usize, precision: QueuePrecision) -> u64 {
+    dim as u64 * precision.bytes() + 4
+}
+
+/// `x` rounded to the nearest fp16 value (ties to even), as f32: what an fp16 queue stores.
+pub fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 pub struct QueueShard<B: Backend> {
-    /// `[rows, dim]` unit keys (fp32).
+    /// `[rows, dim]` unit keys, in `precision`.
     pub keys: B::Buf,
     /// `[rows]` dataset index per row (fp32-valued integers, [`NO_IMAGE`] for none).
     pub idx: B::Buf,
@@ -45,6 +60,8 @@ pub struct QueueShard<B: Backend> {
     pub ptr: B::Buf,
     pub rows: usize,
     pub dim: usize,
+    /// The keys' storage precision (the config's `queue_precision`).
+    pub precision: QueuePrecision,
 }
 
 /// The host values of a device index buffer.
@@ -71,7 +88,15 @@ pub fn indices_to_f32(idx: &[i64]) -> Result<Vec<f32>> {
 impl<B: Backend> QueueShard<B> {
     /// The rank's shard of a global queue of `k` random-normal, L2-normalised keys generated
     /// from `seed` (identical global contents whatever the world size).
-    pub fn init(be: &B, k: usize, dim: usize, rank: usize, world: usize, seed: u64) -> Result<Self> {
+    pub fn init(
+        be: &B,
+        k: usize,
+        dim: usize,
+        rank: usize,
+        world: usize,
+        seed: u64,
+        precision: QueuePrecision,
+    ) -> Result<Self> {
         if world == 0 || !k.is_multiple_of(world) {
             return Err(WorkerError::Numeric(format!("queue of {k} rows does not split over {world} ranks")));
         }
@@ -89,11 +114,19 @@ impl<B: Backend> QueueShard<B> {
                 host[r * dim..(r + 1) * dim].copy_from_slice(&v);
             }
         }
-        Self::from_host(be, &host, &vec![NO_IMAGE; rows], 0, dim)
+        Self::from_host(be, &host, &vec![NO_IMAGE; rows], 0, dim, precision)
     }
 
-    /// A shard from host state (a checkpoint, a test): `keys` `[rows, dim]`, `idx` `[rows]`.
-    pub fn from_host(be: &B, keys: &[f32], idx: &[i64], ptr: usize, dim: usize) -> Result<Self> {
+    /// A shard from host state (a checkpoint, a test): `keys` `[rows, dim]`, `idx` `[rows]`,
+    /// stored in `precision` (fp16 rounds them to nearest even).
+    pub fn from_host(
+        be: &B,
+        keys: &[f32],
+        idx: &[i64],
+        ptr: usize,
+        dim: usize,
+        precision: QueuePrecision,
+    ) -> Result<Self> {
         let rows = idx.len();
         if keys.len() != rows * dim || ptr >= rows.max(1) || rows as i64 >= MAX_INDEX {
             return Err(WorkerError::Numeric(format!(
@@ -103,12 +136,21 @@ impl<B: Backend> QueueShard<B> {
             )));
         }
         Ok(QueueShard {
-            keys: be.from_host(keys)?,
+            keys: match precision {
+                QueuePrecision::Fp32 => be.from_host(keys)?,
+                QueuePrecision::Fp16 => be.half_from_host(keys)?,
+            },
             idx: be.from_host(&indices_to_f32(idx)?)?,
             ptr: be.from_host(&[ptr as f32])?,
             rows,
             dim,
+            precision,
         })
+    }
+
+    /// A zeroed buffer of `len` keys in the queue's precision (the skip guard's saved rows).
+    pub fn keys_like(&self, be: &B, len: usize) -> Result<B::Buf> {
+        keys_buffer(be, len, self.precision)
     }
 
     /// The device pointer, read back (a host wait: checkpoints, the collapse monitor, errors).
@@ -139,11 +181,14 @@ impl<B: Backend> QueueShard<B> {
     /// Write `keys` (`[b, dim]`) with their dataset indices `idx` (`[b]`, device) at the device
     /// pointer and advance it (mod rows), on the device. A refusal (corrupted pointer) sets
     /// `error` (one fp32 slot of the step's metrics) and writes nothing. The overwritten rows
-    /// and the pointer found go to `saved` (the skip guard's buffers).
+    /// and the pointer found go to `saved` (the skip guard's buffers). With an fp16 queue on a
+    /// backend whose memory is host memory (the CPU), `keys` are rounded to fp16 in place
+    /// first (CUDA rounds them in the enqueue kernel's conversion): callers pass a buffer
+    /// that is theirs to change.
     pub fn enqueue(
         &mut self,
         be: &B,
-        keys: &B::Buf,
+        keys: &mut B::Buf,
         idx: &B::Buf,
         error: B::ViewMut<'_>,
         saved: [B::ViewMut<'_>; 3],
@@ -154,6 +199,13 @@ impl<B: Backend> QueueShard<B> {
                 "enqueue of {b} keys into a shard of {} rows: the shard size must be a multiple of the keys per enqueue",
                 self.rows
             )));
+        }
+        if self.precision == QueuePrecision::Fp16 {
+            // `host_mut` is Some exactly where device memory is host memory and the buffers
+            // are f32: there the fp16 rounding is this loop (a few thousand values a step).
+            if let Some(host) = B::host_mut(keys) {
+                host.iter_mut().for_each(|v| *v = round_f16(*v));
+            }
         }
         let (rows, dim) = (self.rows, self.dim);
         be.queue_enqueue(
@@ -187,6 +239,15 @@ impl<B: Backend> QueueShard<B> {
             self.rows,
         ))
     }
+}
+
+/// A zeroed buffer of `len` keys stored in `precision`.
+pub fn keys_buffer<B: Backend>(be: &B, len: usize, precision: QueuePrecision) -> Result<B::Buf> {
+    let zeros = vec![0.0f32; len];
+    Ok(match precision {
+        QueuePrecision::Fp32 => be.from_host(&zeros)?,
+        QueuePrecision::Fp16 => be.half_from_host(&zeros)?,
+    })
 }
 
 /// Environment variable of a fault-injection hook for tests: when set to a number, every rank

@@ -107,7 +107,7 @@ impl<B: Backend> Moco<B> {
         let params = be.from_host(&host)?;
         let key_params = be.from_host(&host[..topo.key_len()])?;
         let queue = if cfg.queue_size > 0 {
-            Some(QueueShard::init(&be, cfg.queue_size, cfg.dim, rank, world, cfg.seed)?)
+            Some(QueueShard::init(&be, cfg.queue_size, cfg.dim, rank, world, cfg.seed, cfg.queue_precision)?)
         } else {
             None
         };
@@ -536,9 +536,9 @@ impl<B: Backend> Moco<B> {
             let mut both = self.be.zeros_master(2 * rows)?;
             self.be.copy(full::<B>(idx), B::view_mut(&mut both, 0..rows));
             self.be.copy(full::<B>(idx), B::view_mut(&mut both, rows..2 * rows));
-            let saved = self.guard.next_saved(&self.be, 2 * rows, d)?;
+            let saved = self.guard.next_saved(&self.be, 2 * rows, d, q.precision)?;
             let error = B::view_mut(&mut self.metrics, QUEUE_ERROR..QUEUE_ERROR + 1);
-            q.enqueue(&self.be, &keys, &both, error, super::guard::saved_views::<B>(saved))?;
+            q.enqueue(&self.be, &mut keys, &both, error, super::guard::saved_views::<B>(saved))?;
         }
         Ok(())
     }

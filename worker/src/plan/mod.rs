@@ -27,7 +27,7 @@ pub use verdict::Verdict;
 
 use crate::model::{ModelDims, Topology};
 use activations::ActInput;
-use moco_proto::config::TrainConfig;
+use moco_proto::config::{QueuePrecision, TrainConfig};
 use moco_proto::resolved::ResolvedConfig;
 
 /// Input channels the plan assumes: RGB tiles. Extra bands change only the input images and
@@ -102,13 +102,27 @@ impl MemoryPlan {
         let mut components = model_memory::components(&params, cfg);
         if queue_rows > 0 {
             // moco/queue.rs: keys, the image index of each row and the write pointer, all on
-            // the device, in the queue's precision (fp32: the one this trainer offers).
-            let row = crate::moco::queue::bytes_per_row(cfg.dim);
+            // the device, the keys in the config's queue precision.
+            let prec = cfg.queue_precision;
+            let row = crate::moco::queue::bytes_per_row(cfg.dim, prec);
             components.push(Component::shapes(
                 "queue shard",
                 queue_rows as u64 * row,
-                format!("{queue_rows} rows x ({} fp32 keys + fp32 image index)", cfg.dim),
+                format!("{queue_rows} rows x ({} {} keys + fp32 image index)", cfg.dim, prec.name()),
             ));
+            if prec == QueuePrecision::Fp16 && !cfg.amp {
+                // Without AMP the queries are fp32, so the GEMMs against the queue (logits,
+                // dq) stage an fp32 copy of the fp16 shard (cuda/backend/gemm_ops.rs); under
+                // AMP they read the fp16 shard directly.
+                components.push(Component::shapes(
+                    "queue fp32 staging",
+                    queue_rows as u64 * cfg.dim as u64 * 4,
+                    format!(
+                        "{queue_rows} x {} fp32 keys: the fp16 queue converted for each GEMM (no AMP)",
+                        cfg.dim
+                    ),
+                ));
+            }
             // moco/guard.rs: the rows the step's enqueues overwrite (2 x batch x accumulation),
             // saved by the enqueue kernel for a skipped step, the scratch a rollback uses (one
             // enqueue's rows) and the device pointers (the shard's, one saved per enqueue).
@@ -230,18 +244,43 @@ mod tests {
     fn the_queue_lines_are_the_buffers_the_shard_and_the_skip_guard_hold() {
         use crate::moco::queue::QueueShard;
         use moco_kernels::{cpu::Cpu, Backend};
-        let cfg =
-            TrainConfig { accumulation: 2, effective_negatives: false, ..presets::get("tiny").unwrap() };
-        let (be, batch, world) = (Cpu { amp: false }, 8, 2);
-        let plan = MemoryPlan::for_batch(&cfg, batch, world);
-        // The shard as the step makes it: keys, indices and the pointer, 4 bytes each value.
-        let q = QueueShard::init(&be, cfg.queue_size, cfg.dim, 0, world, 1).unwrap();
-        let shard = 4 * (Cpu::buf_len(&q.keys) + Cpu::buf_len(&q.idx)) as u64;
-        assert_eq!(plan.bytes_of("queue shard"), shard);
-        // Two enqueues of 2 x 8 rows per step journaled, plus one enqueue's scratch, plus the
-        // shard's pointer and each enqueue's saved pointer.
-        let rows = 2 * 2 * batch as u64 + 2 * batch as u64;
-        assert_eq!(plan.bytes_of("queue rollback"), rows * (4 * cfg.dim as u64 + 4) + 4 * (2 + 2));
+        for (prec, key_bytes) in [(QueuePrecision::Fp32, 4u64), (QueuePrecision::Fp16, 2)] {
+            let cfg = TrainConfig {
+                accumulation: 2,
+                effective_negatives: false,
+                amp: true,
+                queue_precision: prec,
+                ..presets::get("tiny").unwrap()
+            };
+            let (be, batch, world) = (Cpu { amp: false }, 8, 2);
+            let plan = MemoryPlan::for_batch(&cfg, batch, world);
+            // The shard as the step makes it: keys in the queue's precision, indices and the
+            // pointer 4 bytes each value.
+            let q = QueueShard::init(&be, cfg.queue_size, cfg.dim, 0, world, 1, prec).unwrap();
+            let shard = key_bytes * Cpu::buf_len(&q.keys) as u64 + 4 * Cpu::buf_len(&q.idx) as u64;
+            assert_eq!(plan.bytes_of("queue shard"), shard, "{prec:?}");
+            // Two enqueues of 2 x 8 rows per step journaled, plus one enqueue's scratch, plus
+            // the shard's pointer and each enqueue's saved pointer.
+            let rows = 2 * 2 * batch as u64 + 2 * batch as u64;
+            let want = rows * (key_bytes * cfg.dim as u64 + 4) + 4 * (2 + 2);
+            assert_eq!(plan.bytes_of("queue rollback"), want, "{prec:?}");
+            assert_eq!(plan.bytes_of("queue fp32 staging"), 0, "AMP reads the fp16 shard directly");
+        }
+    }
+
+    #[test]
+    fn an_fp16_queue_halves_the_shards_keys_and_without_amp_plans_the_fp32_staging() {
+        let fp32 = presets::get("optimized").unwrap();
+        let fp16 = TrainConfig { queue_precision: QueuePrecision::Fp16, ..fp32.clone() };
+        let (a, b) = (MemoryPlan::for_batch(&fp32, 96, 2), MemoryPlan::for_batch(&fp16, 96, 2));
+        let rows = (fp32.queue_size / 2) as u64;
+        assert_eq!(a.bytes_of("queue shard") - b.bytes_of("queue shard"), rows * fp32.dim as u64 * 2);
+        assert!(b.total < a.total);
+        let line = b.components.iter().find(|c| c.name == "queue shard").unwrap();
+        assert!(line.how.contains("fp16 keys"), "{}", line.how);
+        let no_amp = TrainConfig { amp: false, ..fp16 };
+        let c = MemoryPlan::for_batch(&no_amp, 96, 2);
+        assert_eq!(c.bytes_of("queue fp32 staging"), rows * fp32.dim as u64 * 4);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, TrainConfig};
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::checkpoint::Snapshot;
 use moco_worker::data::{Augmenter, Dataset, Sampler, SamplerPos, SyntheticDataset, SyntheticSpec};
 use moco_worker::moco::comm::Solo;
@@ -39,6 +39,7 @@ pub fn tiny_cfg() -> TrainConfig {
         epochs: 4,
         amp: false,
         recompute: false,
+        queue_precision: QueuePrecision::Fp32,
         aug: AugConfig::default(),
         seed: 11,
     }

@@ -46,6 +46,11 @@ impl Backend for CudaBackend {
         self.upload(Dtype::F32, "fp32 state", data)
     }
 
+    fn half_from_host(&self, data: &[f32]) -> Result<CudaBuf> {
+        self.errors.check()?;
+        self.upload(Dtype::F16, "fp16 state", data)
+    }
+
     fn to_host(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
         self.errors.check()?;
         self.download(&buf.full())
