@@ -353,15 +353,16 @@ pub trait Backend: Send + Sync {
     /// The indices and the pointer are integer-valued fp32 (exact below 2^24). When b does not
     /// divide `rows` or p is not an integer multiple of b in `[0, rows)` (a corrupted pointer),
     /// nothing is written and `error[0]` is set to the code [`describe_queue_error`] explains;
-    /// the caller reads it with the step's metrics. `keys` may be in any precision; the queue
-    /// keeps its own (fp32 from `from_host`, fp16 from `half_from_host`, where CUDA converts
-    /// the keys to fp16 on the way; the CPU copies them as they are, so its caller rounds them
-    /// first).
+    /// the caller reads it with the step's metrics. `keys` may be in any precision; `half`
+    /// says the queue stores fp16 (it was made by `half_from_host`): the keys are rounded to
+    /// fp16 (nearest even) as they are written, on every backend (CUDA's buffer is fp16 and must
+    /// agree with `half`; the CPU's holds the rounded values in f32).
     #[allow(clippy::too_many_arguments)]
     fn queue_enqueue(
         &self,
         rows: usize,
         dim: usize,
+        half: bool,
         keys: Self::View<'_>,
         key_idx: Self::View<'_>,
         queue: Self::ViewMut<'_>,

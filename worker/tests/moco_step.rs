@@ -93,7 +93,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     for (step, base) in [0.0f32, 10.0, 20.0].into_iter().enumerate() {
         let keys: Vec<f32> = (0..8).map(|i| base + i as f32).collect();
         let idx: Vec<f32> = (0..4).map(|i| (step * 10 + i) as f32).collect();
-        q.enqueue(&be, &mut keys.into(), &idx.into(), &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
+        q.enqueue(&be, &keys.into(), &idx.into(), &mut error, [&mut sk, &mut si, &mut sp]).unwrap();
     }
     // Three writes of 4 rows into 8: the third overwrote rows 0..4, which went to the saved rows.
     assert_eq!((q.ptr_host(&be).unwrap(), error[0]), (4, 0.0));
@@ -106,7 +106,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     );
     let err = q.enqueue(
         &be,
-        &mut vec![0.0; 6].into(),
+        &vec![0.0; 6].into(),
         &vec![1.0, 2.0, 3.0].into(),
         &mut error,
         [&mut sk, &mut si, &mut sp],
@@ -115,7 +115,7 @@ fn queue_wraps_around_and_refuses_partial_writes() {
     // A corrupted device pointer: nothing written, the error flag raised, the error names it.
     let before = (q.keys.clone(), q.idx.clone());
     q.ptr[0] = 2.0;
-    q.enqueue(&be, &mut vec![9.0; 8].into(), &vec![9.0; 4].into(), &mut error, [&mut sk, &mut si, &mut sp])
+    q.enqueue(&be, &vec![9.0; 8].into(), &vec![9.0; 4].into(), &mut error, [&mut sk, &mut si, &mut sp])
         .unwrap();
     assert_eq!(error[0], 2.0);
     assert!(q.keys == before.0 && q.idx == before.1, "nothing written");

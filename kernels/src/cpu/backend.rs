@@ -232,6 +232,7 @@ impl Backend for Cpu {
         &self,
         rows: usize,
         dim: usize,
+        half: bool,
         keys: &[f32],
         key_idx: &[f32],
         queue: &mut [f32],
@@ -240,7 +241,7 @@ impl Backend for Cpu {
         error: &mut [f32],
         saved: [&mut [f32]; 3],
     ) {
-        queue::enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved);
+        queue::enqueue(rows, dim, half, keys, key_idx, queue, queue_idx, ptr, error, saved);
     }
     fn softmax_xent_bwd(
         &self,

@@ -4,11 +4,13 @@
 
 use crate::backend::queue_error;
 
-/// See [`crate::Backend::queue_enqueue`]. `ptr` and `error` are one element each.
+/// See [`crate::Backend::queue_enqueue`]. `ptr` and `error` are one element each; with `half`
+/// the keys are written rounded to fp16, as `queue_enqueue_f16` stores them.
 #[allow(clippy::too_many_arguments)]
 pub fn enqueue(
     rows: usize,
     dim: usize,
+    half: bool,
     keys: &[f32],
     key_idx: &[f32],
     queue: &mut [f32],
@@ -42,7 +44,12 @@ pub fn enqueue(
     let start = p as usize;
     saved_keys.copy_from_slice(&queue[start * dim..(start + b) * dim]);
     saved_idx.copy_from_slice(&queue_idx[start..start + b]);
-    queue[start * dim..(start + b) * dim].copy_from_slice(keys);
+    let dst = &mut queue[start * dim..(start + b) * dim];
+    if half {
+        dst.iter_mut().zip(keys).for_each(|(d, &k)| *d = half::f16::from_f32(k).to_f32());
+    } else {
+        dst.copy_from_slice(keys);
+    }
     queue_idx[start..start + b].copy_from_slice(key_idx);
     ptr[0] = ((start + b) % rows) as f32;
 }
@@ -85,7 +92,18 @@ mod tests {
         let (mut sk, mut si, mut sp) = ([5.0f32; 4], [5.0f32; 2], [5.0f32]);
         q[4..].copy_from_slice(&[-1.0, -2.0, -3.0, -4.0]);
         let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
-        enqueue(rows, dim, &[1.0, 2.0, 3.0, 4.0], &[7.0, 8.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
+        enqueue(
+            rows,
+            dim,
+            false,
+            &[1.0, 2.0, 3.0, 4.0],
+            &[7.0, 8.0],
+            &mut q,
+            &mut qi,
+            &mut ptr,
+            &mut err,
+            saved,
+        );
         assert_eq!((ptr[0], err[0]), (0.0, 0.0), "wraps to row 0");
         assert_eq!((sk, si, sp), ([-1.0, -2.0, -3.0, -4.0], [-1.0, -1.0], [2.0]), "overwritten rows saved");
         assert_eq!(q, [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]);
@@ -95,15 +113,30 @@ mod tests {
             let (mut ptr, mut err) = ([bad], [0.0f32]);
             let (mut sk, mut si, mut sp) = ([0.0f32; 4], [0.0f32; 2], [0.0f32]);
             let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
-            enqueue(rows, dim, &[9.0; 4], &[9.0, 9.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
+            enqueue(rows, dim, false, &[9.0; 4], &[9.0, 9.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
             assert_eq!(err[0], code, "pointer {bad}");
             assert!(ptr[0].to_bits() == bad.to_bits() && q == before.0 && qi == before.1, "nothing written");
         }
         let (mut ptr, mut err) = ([0.0f32], [0.0f32]);
         let (mut sk, mut si, mut sp) = ([0.0f32; 6], [0.0f32; 3], [0.0f32]);
         let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
-        enqueue(rows, dim, &[9.0; 6], &[9.0; 3], &mut q, &mut qi, &mut ptr, &mut err, saved);
+        enqueue(rows, dim, false, &[9.0; 6], &[9.0; 3], &mut q, &mut qi, &mut ptr, &mut err, saved);
         assert_eq!((err[0], ptr[0]), (1.0, 0.0), "3 keys do not divide 4 rows");
+    }
+
+    #[test]
+    fn an_fp16_queue_stores_the_keys_rounded_to_nearest_even() {
+        let (rows, dim) = (2usize, 2usize);
+        let (mut q, mut qi) = (vec![0.0f32; rows * dim], vec![-1.0f32; rows]);
+        let (mut ptr, mut err) = ([0.0f32], [0.0f32]);
+        let (mut sk, mut si, mut sp) = ([0.0f32; 2], [0.0f32; 1], [0.0f32]);
+        let saved = [&mut sk[..], &mut si[..], &mut sp[..]];
+        // 1 + 2^-11 lies halfway between the fp16 neighbours 1 and 1 + 2^-10: ties to even (1).
+        let keys = [1.0 + f32::powi(2.0, -11), 0.1];
+        enqueue(rows, dim, true, &keys, &[3.0], &mut q, &mut qi, &mut ptr, &mut err, saved);
+        assert_eq!((err[0], ptr[0]), (0.0, 1.0));
+        assert_eq!(q, [1.0, half::f16::from_f32(0.1).to_f32(), 0.0, 0.0]);
+        assert_ne!(q[1], 0.1, "0.1 is not an fp16 value");
     }
 
     #[test]

@@ -248,6 +248,7 @@ impl Backend for Broken {
         &self,
         rows: usize,
         dim: usize,
+        half: bool,
         keys: &[f32],
         key_idx: &[f32],
         queue: &mut [f32],
@@ -256,7 +257,7 @@ impl Backend for Broken {
         error: &mut [f32],
         saved: [&mut [f32]; 3],
     ) {
-        self.inner.queue_enqueue(rows, dim, keys, key_idx, queue, queue_idx, ptr, error, saved)
+        self.inner.queue_enqueue(rows, dim, half, keys, key_idx, queue, queue_idx, ptr, error, saved)
     }
     fn softmax_xent_bwd(
         &self,

@@ -41,11 +41,14 @@ struct Shard<X: Backend> {
     error: X::Buf,
     /// What the latest enqueue overwrote: keys, indices, pointer.
     saved: [X::Buf; 3],
+    /// The queue stores fp16 (`Backend::queue_enqueue`'s `half`).
+    half: bool,
 }
 
 impl<X: Backend> Shard<X> {
-    fn new(be: &X, queue: X::Buf) -> Result<Self> {
+    fn new(be: &X, queue: X::Buf, half: bool) -> Result<Self> {
         Ok(Shard {
+            half,
             queue,
             idx: be.from_host(&[-1.0; ROWS])?,
             ptr: be.from_host(&[0.0])?,
@@ -59,6 +62,7 @@ impl<X: Backend> Shard<X> {
         be.queue_enqueue(
             ROWS,
             DIM,
+            self.half,
             X::view(&k, 0..keys.len()),
             X::view(&i, 0..idx.len()),
             X::view_mut(&mut self.queue, 0..ROWS * DIM),
@@ -91,8 +95,9 @@ fn compare(
     queue: crate::cuda::CudaBuf,
     precision: &'static str,
 ) -> Result<Vec<Row>> {
-    let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM].into())?;
-    let mut g = Shard::new(cuda, queue)?;
+    let half = precision == "fp16";
+    let mut c = Shard::new(cpu, vec![0.0; ROWS * DIM].into(), half)?;
+    let mut g = Shard::new(cuda, queue, half)?;
     for step in 0..5 {
         let idx: Vec<f32> = (0..B).map(|j| (100 * step + j) as f32).collect();
         c.enqueue(cpu, &keys_of(step), &idx)?;

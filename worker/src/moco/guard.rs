@@ -194,6 +194,7 @@ impl<B: Backend> StepGuard<B> {
                     be.queue_enqueue(
                         rows,
                         dim,
+                        q.half(),
                         full::<B>(keys),
                         full::<B>(idx),
                         full_mut::<B>(&mut q.keys),

@@ -21,7 +21,7 @@
 //! The keys are stored in the config's `queue_precision`. fp16 halves the shard: CUDA holds
 //! them in 2 bytes (`Backend::half_from_host`) and its enqueue kernel rounds the incoming keys
 //! (round to nearest even, in the staging conversion); the CPU, whose buffers are f32, holds
-//! the same rounded values because [`QueueShard::enqueue`] rounds the keys before its enqueue.
+//! the same rounded values because its enqueue rounds them as it writes them (`half`).
 //! The logits against the queue read the stored (rounded) values on both. Checkpoints hold the
 //! keys as f32 values (exact for both precisions); loading them into an fp16 shard rounds them
 //! (an fp32 checkpoint resumed with fp16), into an fp32 shard is exact.
@@ -153,6 +153,11 @@ impl<B: Backend> QueueShard<B> {
         keys_buffer(be, len, self.precision)
     }
 
+    /// The keys are stored in fp16 (`Backend::queue_enqueue`'s `half`).
+    pub fn half(&self) -> bool {
+        self.precision == QueuePrecision::Fp16
+    }
+
     /// The device pointer, read back (a host wait: checkpoints, the collapse monitor, errors).
     /// Its raw value: a corrupted pointer is shown as it is.
     pub fn ptr_value(&self, be: &B) -> Result<f32> {
@@ -181,14 +186,12 @@ impl<B: Backend> QueueShard<B> {
     /// Write `keys` (`[b, dim]`) with their dataset indices `idx` (`[b]`, device) at the device
     /// pointer and advance it (mod rows), on the device. A refusal (corrupted pointer) sets
     /// `error` (one fp32 slot of the step's metrics) and writes nothing. The overwritten rows
-    /// and the pointer found go to `saved` (the skip guard's buffers). With an fp16 queue on a
-    /// backend whose memory is host memory (the CPU), `keys` are rounded to fp16 in place
-    /// first (CUDA rounds them in the enqueue kernel's conversion): callers pass a buffer
-    /// that is theirs to change.
+    /// and the pointer found go to `saved` (the skip guard's buffers). An fp16 queue stores the
+    /// keys rounded to fp16 on every backend.
     pub fn enqueue(
         &mut self,
         be: &B,
-        keys: &mut B::Buf,
+        keys: &B::Buf,
         idx: &B::Buf,
         error: B::ViewMut<'_>,
         saved: [B::ViewMut<'_>; 3],
@@ -200,17 +203,11 @@ impl<B: Backend> QueueShard<B> {
                 self.rows
             )));
         }
-        if self.precision == QueuePrecision::Fp16 {
-            // `host_mut` is Some exactly where device memory is host memory and the buffers
-            // are f32: there the fp16 rounding is this loop (a few thousand values a step).
-            if let Some(host) = B::host_mut(keys) {
-                host.iter_mut().for_each(|v| *v = round_f16(*v));
-            }
-        }
         let (rows, dim) = (self.rows, self.dim);
         be.queue_enqueue(
             rows,
             dim,
+            self.half(),
             B::view(keys, 0..b * dim),
             B::view(idx, 0..b),
             B::view_mut(&mut self.keys, 0..rows * dim),

@@ -538,7 +538,7 @@ impl<B: Backend> Moco<B> {
             self.be.copy(full::<B>(idx), B::view_mut(&mut both, rows..2 * rows));
             let saved = self.guard.next_saved(&self.be, 2 * rows, d, q.precision)?;
             let error = B::view_mut(&mut self.metrics, QUEUE_ERROR..QUEUE_ERROR + 1);
-            q.enqueue(&self.be, &mut keys, &both, error, super::guard::saved_views::<B>(saved))?;
+            q.enqueue(&self.be, &keys, &both, error, super::guard::saved_views::<B>(saved))?;
         }
         Ok(())
     }

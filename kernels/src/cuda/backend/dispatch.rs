@@ -375,6 +375,7 @@ impl Backend for CudaBackend {
         &self,
         rows: usize,
         dim: usize,
+        half: bool,
         keys: DevView<'_>,
         key_idx: DevView<'_>,
         mut queue: DevViewMut<'_>,
@@ -391,6 +392,7 @@ impl Backend for CudaBackend {
             self.queue_enqueue_impl(
                 rows,
                 dim,
+                half,
                 [&keys, &key_idx],
                 &mut queue,
                 &mut queue_idx,

@@ -173,6 +173,7 @@ impl CudaBackend {
         &self,
         rows: usize,
         dim: usize,
+        half: bool,
         keys: [&DevView<'_>; 2],
         queue: &mut DevViewMut<'_>,
         queue_idx: &mut DevViewMut<'_>,
@@ -180,6 +181,15 @@ impl CudaBackend {
         error: &mut DevViewMut<'_>,
         saved: [&mut DevViewMut<'_>; 3],
     ) -> Result<()> {
+        if half != (queue.dtype() == Dtype::F16) {
+            return Err(KernelError::Shape {
+                op: "queue_enqueue",
+                detail: format!(
+                    "the queue buffer is {:?} but the caller's precision says half = {half}",
+                    queue.dtype()
+                ),
+            });
+        }
         match queue.dtype() {
             Dtype::F16 => self.queue_enqueue_t::<f16>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
             Dtype::F32 => self.queue_enqueue_t::<f32>(rows, dim, keys, queue, queue_idx, ptr, error, saved),
