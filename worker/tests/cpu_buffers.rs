@@ -7,44 +7,20 @@
 //! builds every buffer handed out without a zero fill is all NaN, so an op that read one
 //! before writing it would fail them.
 
+mod common;
+
+use common::small_cfg;
 use moco_kernels::cpu::host_buf::pool_stats;
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
+use moco_proto::config::{BnMode, TrainConfig};
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::{Moco, Views};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn cfg() -> TrainConfig {
-    TrainConfig {
-        width: 0.0625,
-        image_size: 32,
-        proj_hidden: 64,
-        dim: 32,
-        pred_hidden: 64,
-        batch: 8,
-        global_batch: 0,
-        accumulation: 1,
-        effective_negatives: false,
-        queue_size: 64,
-        queue_precision: QueuePrecision::Fp32,
-        temperature: 0.2,
-        momentum: 0.99,
-        momentum_cosine: false,
-        mask_own: true,
-        // Shuffle BN: the key path's permutation copies and grouped statistics are exercised.
-        bn_mode: BnMode::Shuffle,
-        shuffle_groups: 2,
-        optimizer: Optimizer::Lars,
-        base_lr: 0.5,
-        weight_decay: 1e-4,
-        warmup_epochs: 0.0,
-        epochs: 1,
-        amp: false,
-        recompute: false,
-        aug: AugConfig::default(),
-        seed: 5,
-    }
+    // Shuffle BN: the key path's permutation copies and grouped statistics are exercised.
+    TrainConfig { bn_mode: BnMode::Shuffle, seed: 5, ..small_cfg(8, 64) }
 }
 
 #[test]

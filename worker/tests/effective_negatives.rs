@@ -8,8 +8,11 @@
 //! over all of them, which no micro-batch can see). Its keys are gathered in rank order, which
 //! is the accumulated step's micro-batch order, so every query has the same positive column.
 
+mod common;
+
+use common::small_cfg;
 use moco_kernels::cpu::Cpu;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
+use moco_proto::config::{BnMode, TrainConfig};
 use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
 use moco_worker::moco::comm::Solo;
 use moco_worker::moco::queue::NO_IMAGE;
@@ -23,34 +26,7 @@ const QUEUE: usize = 32;
 const PER: usize = 32 * 32 * 3;
 
 fn cfg(accumulation: usize, effective: bool) -> TrainConfig {
-    TrainConfig {
-        width: 0.0625,
-        image_size: 32,
-        proj_hidden: 64,
-        dim: 32,
-        pred_hidden: 64,
-        batch: N,
-        global_batch: 0,
-        accumulation,
-        effective_negatives: effective,
-        queue_size: QUEUE,
-        temperature: 0.2,
-        momentum: 0.99,
-        momentum_cosine: false,
-        mask_own: true,
-        bn_mode: BnMode::Local,
-        shuffle_groups: 2,
-        optimizer: Optimizer::Lars,
-        base_lr: 0.5,
-        weight_decay: 1e-4,
-        warmup_epochs: 0.0,
-        epochs: 1,
-        amp: false,
-        recompute: false,
-        queue_precision: QueuePrecision::Fp32,
-        aug: AugConfig::default(),
-        seed: 11,
-    }
+    TrainConfig { accumulation, effective_negatives: effective, ..small_cfg(N, QUEUE) }
 }
 
 /// Two random views of A x N images with dataset indices 100...

@@ -2,9 +2,12 @@
 //! loss scaling with injected overflow, accumulation, and the distributed equivalences
 //! (sharded queue = unsharded; world 2 x N = world 1 x 2N under SyncBN), and key-side shuffle BN.
 
+mod common;
+
+use common::small_cfg as cfg;
 use moco_kernels::cpu::{Cpu, HostBuf};
 use moco_kernels::Backend;
-use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
+use moco_proto::config::{BnMode, QueuePrecision, TrainConfig};
 use moco_worker::collective::{on_local_ring, AsComm, Collective, RingOptions};
 use moco_worker::moco::comm::{Comm, Solo};
 use moco_worker::moco::loss::{contrastive, CtrIn};
@@ -12,37 +15,6 @@ use moco_worker::moco::queue::{QueueShard, NO_IMAGE};
 use moco_worker::moco::{Moco, Views};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn cfg(batch: usize, queue: usize) -> TrainConfig {
-    TrainConfig {
-        width: 0.0625,
-        image_size: 32,
-        proj_hidden: 64,
-        dim: 32,
-        pred_hidden: 64,
-        batch,
-        global_batch: 0,
-        accumulation: 1,
-        effective_negatives: false,
-        queue_size: queue,
-        temperature: 0.2,
-        momentum: 0.99,
-        momentum_cosine: false,
-        mask_own: true,
-        bn_mode: BnMode::Local,
-        shuffle_groups: 2,
-        optimizer: Optimizer::Lars,
-        base_lr: 0.5,
-        weight_decay: 1e-4,
-        warmup_epochs: 0.0,
-        epochs: 1,
-        amp: false,
-        recompute: false,
-        queue_precision: QueuePrecision::Fp32,
-        aug: AugConfig::default(),
-        seed: 11,
-    }
-}
 
 /// Independent random views for `n` images of 32x32x3.
 fn views(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<i64>) {

@@ -1,6 +1,8 @@
-//! Test helpers: reading the PyTorch fixtures (scripts/make_fixtures.py) and comparing tensors.
+//! Test helpers: reading the PyTorch fixtures (scripts/make_fixtures.py), comparing tensors, and
+//! the small config the CPU step tests start from.
 #![allow(dead_code)]
 
+use moco_proto::config::{AugConfig, BnMode, Optimizer, QueuePrecision, TrainConfig};
 use moco_worker::model::params::oihw_to_ohwi;
 use moco_worker::model::topology::{ParamKind, Topology};
 use safetensors::{Dtype, SafeTensors};
@@ -173,5 +175,38 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         worst / scale
     } else {
         worst
+    }
+}
+
+/// The small MoCo config the CPU step tests start from: ResNet-50 at 1/16 width, 32 px, small
+/// heads, LARS, local BN, fp32, a queue of `queue` rows.
+pub fn small_cfg(batch: usize, queue: usize) -> TrainConfig {
+    TrainConfig {
+        width: 0.0625,
+        image_size: 32,
+        proj_hidden: 64,
+        dim: 32,
+        pred_hidden: 64,
+        batch,
+        global_batch: 0,
+        accumulation: 1,
+        effective_negatives: false,
+        queue_size: queue,
+        temperature: 0.2,
+        momentum: 0.99,
+        momentum_cosine: false,
+        mask_own: true,
+        bn_mode: BnMode::Local,
+        shuffle_groups: 2,
+        optimizer: Optimizer::Lars,
+        base_lr: 0.5,
+        weight_decay: 1e-4,
+        warmup_epochs: 0.0,
+        epochs: 1,
+        amp: false,
+        recompute: false,
+        queue_precision: QueuePrecision::Fp32,
+        aug: AugConfig::default(),
+        seed: 11,
     }
 }
