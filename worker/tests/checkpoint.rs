@@ -261,7 +261,6 @@ fn resume_rejects_structural_changes_and_warns_about_others() {
 #[test]
 fn resume_with_another_queue_precision_converts_the_keys_and_says_so() {
     use moco_proto::config::QueuePrecision;
-    use moco_worker::moco::queue::round_f16;
     let cfg = tiny_cfg();
     let dir = temp_dir("resumeqprec");
     let m = new_moco(&cfg);
@@ -277,7 +276,7 @@ fn resume_with_another_queue_precision_converts_the_keys_and_says_so() {
     assert!(r.warnings[0].contains("queue_precision changed") && r.warnings[0].contains("rounded to fp16"));
     let q = h.queue.as_ref().unwrap();
     assert_eq!(q.precision, QueuePrecision::Fp16);
-    let want: Vec<f32> = keys32.iter().map(|&k| round_f16(k)).collect();
+    let want: Vec<f32> = keys32.iter().map(|&k| half::f16::from_f32(k).to_f32()).collect();
     assert_eq!(bits(&q.keys), bits(&want));
     assert_ne!(bits(&q.keys), bits(&keys32), "the fp32 keys were not all fp16 values");
 

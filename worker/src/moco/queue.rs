@@ -46,11 +46,6 @@ pub fn bytes_per_row(dim: usize, precision: QueuePrecision) -> u64 {
     dim as u64 * precision.bytes() + 4
 }
 
-/// `x` rounded to the nearest fp16 value (ties to even), as f32: what an fp16 queue stores.
-pub fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
-}
-
 pub struct QueueShard<B: Backend> {
     /// `[rows, dim]` unit keys, in `precision`.
     pub keys: B::Buf,
